@@ -1,0 +1,37 @@
+#ifndef CAP_APP_H
+#define CAP_APP_H
+
+#include "auth.h"
+#include "config.h"
+#include "netaddr.h"
+#include "ratelimit.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The state every request handler may read: configuration, accepted
+ * tokens, rate limiters and counters.  main() owns it; the server, the
+ * connections and the handlers borrow it. */
+struct cap_app {
+  const struct cap_config *cfg;
+  struct cap_auth auth;
+  struct cap_netaddr_set trusted;
+  struct cap_ratelimit *rl_client;
+  struct cap_ratelimit *rl_token;
+  uint64_t start_ms;
+  int draining;
+  uint64_t requests;
+  uint64_t rate_limited;
+  uint64_t auth_failures;
+};
+
+/* Sets up app from cfg (which must outlive it): loads tokens, parses the
+ * trusted proxies.  Returns 0 or -EINVAL with "key: reason" in err. */
+int cap_app_init(struct cap_app *app, const struct cap_config *cfg, uint64_t now_ms, char *err,
+                 size_t errlen);
+void cap_app_free(struct cap_app *app);
+/* Reloads the token file; on failure the old tokens stay and err says why.
+ * Returns 0 or a negative errno; *loose_mode as for cap_auth_load_file. */
+int cap_app_reload_tokens(struct cap_app *app, int *loose_mode, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,349 @@
+#include "config.h"
+
+#include "alloc.h"
+#include "buf.h"
+
+#include <cjson/cJSON.h>
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum opt_type { OPT_STR, OPT_INT, OPT_BOOL, OPT_LEVEL };
+
+struct opt {
+  const char *key; /* JSON key; the flag and env names derive from it. */
+  enum opt_type type;
+  size_t off;
+  long min, max;
+  const char *def;
+  const char *env; /* Overrides the derived CAP_<KEY> name when set. */
+  const char *help;
+};
+
+#define O(f) offsetof(struct cap_config, f)
+
+static const struct opt opts[] = {
+    {"host", OPT_STR, O(host), 0, 0, "127.0.0.1", NULL, "address to listen on"},
+    {"port", OPT_INT, O(port), 0, 65535, "3001", NULL, "TCP port (0 picks a free one)"},
+    {"token", OPT_STR, O(token), 0, 0, NULL, "CAPABILITY_TOKEN",
+     "bearer token (visible in ps: prefer --token-file or CAPABILITY_TOKEN)"},
+    {"token_file", OPT_STR, O(token_file), 0, 0, NULL, NULL,
+     "file of tokens, one per line, optional name: prefix"},
+    {"config", OPT_STR, O(config_path), 0, 0, NULL, NULL, "JSON config file"},
+    {"log_level", OPT_LEVEL, O(log_level), 0, 0, "info", NULL, "debug, info, warn or error"},
+    {"log_file", OPT_STR, O(log_file), 0, 0, NULL, NULL,
+     "append logs here instead of stdout (reopened on SIGUSR1)"},
+    {"rate_limit", OPT_INT, O(rate_limit), 1, 1000000000, "30", NULL,
+     "/exec requests per minute per client address"},
+    {"rate_limit_token", OPT_INT, O(rate_limit_token), 1, 1000000000, "120", NULL,
+     "/exec requests per minute per token"},
+    {"rate_limit_clients", OPT_INT, O(rate_limit_clients), 1, 10000000, "10000", NULL,
+     "most client buckets kept (least recently used are evicted)"},
+    {"trusted_proxies", OPT_STR, O(trusted_proxies), 0, 0, "127.0.0.0/8,::1", NULL,
+     "peers whose X-Forwarded-For is believed (IPs/CIDRs, comma-separated)"},
+    {"max_connections", OPT_INT, O(max_connections), 1, 1000000, "1024", NULL,
+     "open connections at most"},
+    {"max_header_bytes", OPT_INT, O(max_header_bytes), 256, 1048576, "8192", NULL,
+     "request line and headers, bytes"},
+    {"max_headers", OPT_INT, O(max_headers), 1, 1000, "64", NULL, "header fields per request"},
+    {"max_url_bytes", OPT_INT, O(max_url_bytes), 16, 1048576, "2048", NULL,
+     "request target length"},
+    {"max_body_bytes", OPT_INT, O(max_body_bytes), 64, 67108864, "65536", NULL,
+     "POST /exec body size"},
+    {"header_timeout_ms", OPT_INT, O(header_timeout_ms), 100, 3600000, "10000", NULL,
+     "time to receive request headers"},
+    {"body_timeout_ms", OPT_INT, O(body_timeout_ms), 100, 3600000, "30000", NULL,
+     "time to receive a request body"},
+    {"idle_timeout_ms", OPT_INT, O(idle_timeout_ms), 100, 3600000, "60000", NULL,
+     "keep-alive idle time between requests"},
+    {"shutdown_grace_ms", OPT_INT, O(shutdown_grace_ms), 0, 3600000, "10000", NULL,
+     "time in-flight work gets on SIGTERM"},
+    {"data_dir", OPT_STR, O(data_dir), 0, 0, "./data", NULL, "local object store directory"},
+    {"insecure_no_auth", OPT_BOOL, O(insecure_no_auth), 0, 1, "0", NULL,
+     "development only: serve /exec without any token"},
+};
+
+#define NOPTS (sizeof(opts) / sizeof(opts[0]))
+
+static void flag_name(const struct opt *o, char *out, size_t n) {
+  snprintf(out, n, "--%s", o->key);
+  for (char *p = out + 2; *p; p++)
+    if (*p == '_')
+      *p = '-';
+}
+
+static void env_name(const struct opt *o, char *out, size_t n) {
+  if (o->env) {
+    snprintf(out, n, "%s", o->env);
+    return;
+  }
+  snprintf(out, n, "CAP_%s", o->key);
+  for (char *p = out; *p; p++)
+    *p = (char)toupper((unsigned char)*p);
+}
+
+/* Sets one option from text; src says where it came from for the error. */
+static int set_opt(struct cap_config *cfg, const struct opt *o, const char *val, char *err,
+                   size_t errlen) {
+  char *base = (char *)cfg;
+  switch (o->type) {
+  case OPT_STR: {
+    char **slot = (char **)(base + o->off);
+    if (val[0] == '\0') {
+      snprintf(err, errlen, "%s: must not be empty", o->key);
+      return -EINVAL;
+    }
+    free(*slot);
+    *slot = xstrdup(val);
+    return 0;
+  }
+  case OPT_INT: {
+    char *end;
+    errno = 0;
+    long v = strtol(val, &end, 10);
+    if (errno != 0 || end == val || *end != '\0' || v < o->min || v > o->max) {
+      snprintf(err, errlen, "%s: must be an integer from %ld to %ld (got \"%.64s\")", o->key,
+               o->min, o->max, val);
+      return -EINVAL;
+    }
+    *(int *)(base + o->off) = (int)v;
+    return 0;
+  }
+  case OPT_BOOL: {
+    int v;
+    if (!strcmp(val, "1") || !strcmp(val, "true") || !strcmp(val, "yes"))
+      v = 1;
+    else if (!strcmp(val, "0") || !strcmp(val, "false") || !strcmp(val, "no"))
+      v = 0;
+    else {
+      snprintf(err, errlen, "%s: must be true or false (got \"%.64s\")", o->key, val);
+      return -EINVAL;
+    }
+    *(int *)(base + o->off) = v;
+    return 0;
+  }
+  case OPT_LEVEL:
+    if (cap_log_parse_level(val, (enum cap_log_level *)(base + o->off)) != 0) {
+      snprintf(err, errlen, "%s: must be debug, info, warn or error (got \"%.64s\")", o->key, val);
+      return -EINVAL;
+    }
+    return 0;
+  }
+  return -EINVAL;
+}
+
+static const struct opt *find_flag(const char *arg) {
+  char name[64];
+  for (size_t i = 0; i < NOPTS; i++) {
+    flag_name(&opts[i], name, sizeof(name));
+    if (strcmp(arg, name) == 0)
+      return &opts[i];
+  }
+  return NULL;
+}
+
+static const struct opt *find_key(const char *key) {
+  for (size_t i = 0; i < NOPTS; i++)
+    if (strcmp(opts[i].key, key) == 0)
+      return &opts[i];
+  return NULL;
+}
+
+/* Converts one JSON value of the config file to option text. */
+static int json_value_text(const struct opt *o, const cJSON *v, struct cap_buf *out, char *err,
+                           size_t errlen) {
+  if (o->type == OPT_INT && cJSON_IsNumber(v)) {
+    double d = v->valuedouble;
+    if (d != (double)(long)d) {
+      snprintf(err, errlen, "%s: must be an integer", o->key);
+      return -EINVAL;
+    }
+    cap_buf_printf(out, "%ld", (long)d);
+  } else if (o->type == OPT_BOOL && cJSON_IsBool(v)) {
+    cap_buf_puts(out, cJSON_IsTrue(v) ? "1" : "0");
+  } else if ((o->type == OPT_STR || o->type == OPT_LEVEL) && cJSON_IsString(v)) {
+    cap_buf_puts(out, v->valuestring);
+  } else if (strcmp(o->key, "trusted_proxies") == 0 && cJSON_IsArray(v)) {
+    const cJSON *it;
+    cJSON_ArrayForEach(it, v) {
+      if (!cJSON_IsString(it)) {
+        snprintf(err, errlen, "%s: array items must be strings", o->key);
+        return -EINVAL;
+      }
+      if (out->len)
+        cap_buf_putc(out, ',');
+      cap_buf_puts(out, it->valuestring);
+    }
+  } else {
+    static const char *const want[] = {"a string", "an integer", "true or false", "a string"};
+    snprintf(err, errlen, "%s: must be %s", o->key, want[o->type]);
+    return -EINVAL;
+  }
+  return 0;
+}
+
+static int load_file(struct cap_config *cfg, const char *path, char *err, size_t errlen) {
+  FILE *f = fopen(path, "rb");
+  struct cap_buf text, val;
+  cJSON *root = NULL;
+  int rc = -EINVAL;
+
+  cap_buf_init(&text);
+  cap_buf_init(&val);
+  if (f == NULL) {
+    snprintf(err, errlen, "config: cannot open %s: %s", path, strerror(errno));
+    goto fail;
+  }
+  char chunk[4096];
+  size_t n;
+  while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+    cap_buf_append(&text, chunk, n);
+    if (text.len > 1024 * 1024) {
+      snprintf(err, errlen, "config: %s is larger than 1 MiB", path);
+      goto fail;
+    }
+  }
+  root = cJSON_ParseWithLength(text.data ? text.data : "", text.len);
+  if (!cJSON_IsObject(root)) {
+    snprintf(err, errlen, "config: %s is not a JSON object", path);
+    goto fail;
+  }
+  const cJSON *item;
+  cJSON_ArrayForEach(item, root) {
+    const struct opt *o = find_key(item->string);
+    if (o == NULL || strcmp(o->key, "config") == 0) {
+      snprintf(err, errlen, "config: unknown key \"%.64s\" in %s", item->string, path);
+      goto fail;
+    }
+    cap_buf_reset(&val);
+    if (json_value_text(o, item, &val, err, errlen) != 0)
+      goto fail;
+    if (set_opt(cfg, o, val.data ? val.data : "", err, errlen) != 0)
+      goto fail;
+  }
+  rc = 0;
+fail:
+  if (f)
+    fclose(f);
+  cJSON_Delete(root);
+  cap_buf_free(&text);
+  cap_buf_free(&val);
+  return rc;
+}
+
+static const char *env_get(char **envp, const char *name) {
+  size_t n = strlen(name);
+  for (char **e = envp; e && *e; e++)
+    if (strncmp(*e, name, n) == 0 && (*e)[n] == '=')
+      return *e + n + 1;
+  return NULL;
+}
+
+int cap_config_load(struct cap_config *cfg, int argc, char **argv, char **envp, char *err,
+                    size_t errlen) {
+  char name[64];
+  const char *config_flag = NULL;
+
+  memset(cfg, 0, sizeof(*cfg));
+  err[0] = '\0';
+  for (size_t i = 0; i < NOPTS; i++)
+    if (opts[i].def && set_opt(cfg, &opts[i], opts[i].def, err, errlen) != 0)
+      return -EINVAL;
+
+  /* First pass over argv: syntax, --help/--version and the config path. */
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+      return CAP_CONFIG_HELP;
+    if (!strcmp(argv[i], "--version"))
+      return CAP_CONFIG_VERSION;
+    const struct opt *o = find_flag(argv[i]);
+    if (o == NULL) {
+      snprintf(err, errlen, "%.64s: unknown option (see --help)", argv[i]);
+      return -EINVAL;
+    }
+    if (o->type == OPT_BOOL)
+      continue;
+    if (i + 1 >= argc) {
+      snprintf(err, errlen, "%s: missing value for %s", o->key, argv[i]);
+      return -EINVAL;
+    }
+    if (strcmp(o->key, "config") == 0)
+      config_flag = argv[i + 1];
+    i++;
+  }
+
+  const char *path = config_flag ? config_flag : env_get(envp, "CAP_CONFIG");
+  if (path && load_file(cfg, path, err, errlen) != 0)
+    return -EINVAL;
+  if (path && cfg->config_path == NULL)
+    cfg->config_path = xstrdup(path);
+
+  for (size_t i = 0; i < NOPTS; i++) {
+    env_name(&opts[i], name, sizeof(name));
+    const char *v = env_get(envp, name);
+    if (v && strcmp(opts[i].key, "config") != 0 && set_opt(cfg, &opts[i], v, err, errlen) != 0)
+      return -EINVAL;
+  }
+
+  for (int i = 1; i < argc; i++) {
+    const struct opt *o = find_flag(argv[i]);
+    const char *v = o->type == OPT_BOOL ? "1" : argv[++i];
+    if (set_opt(cfg, o, v, err, errlen) != 0)
+      return -EINVAL;
+    if (strcmp(o->key, "token") == 0)
+      cfg->token_from_argv = 1;
+  }
+  return 0;
+}
+
+void cap_config_free(struct cap_config *cfg) {
+  for (size_t i = 0; i < NOPTS; i++)
+    if (opts[i].type == OPT_STR) {
+      char **slot = (char **)((char *)cfg + opts[i].off);
+      free(*slot);
+      *slot = NULL;
+    }
+}
+
+void cap_config_usage(void *file) {
+  FILE *out = file;
+  char flag[64], env[64], arg[80];
+  fprintf(out, "Usage: cap-server [options]\n\n"
+               "Runs ffmpeg and ffprobe jobs for authenticated HTTP clients.\n"
+               "Each option may also be set by the environment variable shown, or by\n"
+               "its key in the JSON file given to --config.  Flags win over the\n"
+               "environment, which wins over the file.\n\n");
+  for (size_t i = 0; i < NOPTS; i++) {
+    const struct opt *o = &opts[i];
+    flag_name(o, flag, sizeof(flag));
+    env_name(o, env, sizeof(env));
+    snprintf(arg, sizeof(arg), "%s%s", flag, o->type == OPT_BOOL ? "" : " VALUE");
+    fprintf(out, "  %-26s %s", arg, o->help);
+    if (o->def && o->type != OPT_BOOL)
+      fprintf(out, " [%s]", o->def);
+    fprintf(out, "\n  %-26s env %s\n", "", env);
+  }
+  fprintf(out, "  %-26s %s\n  %-26s %s\n", "--help", "show this text", "--version",
+          "show the version");
+  fprintf(out, "\nSignals: SIGTERM/SIGINT drain and exit, SIGHUP reloads the token file,\n"
+               "SIGUSR1 reopens the log file.\n");
+}
+
+char *cap_config_limits_json(const struct cap_config *cfg) {
+  struct cap_buf b;
+  cap_buf_init(&b);
+  cap_buf_printf(&b,
+                 "{\"max_connections\":%d,\"max_header_bytes\":%d,\"max_headers\":%d,"
+                 "\"max_url_bytes\":%d,\"max_body_bytes\":%d,\"header_timeout_ms\":%d,"
+                 "\"body_timeout_ms\":%d,\"idle_timeout_ms\":%d,\"shutdown_grace_ms\":%d,"
+                 "\"rate_limit\":%d,\"rate_limit_token\":%d,\"rate_limit_clients\":%d}",
+                 cfg->max_connections, cfg->max_header_bytes, cfg->max_headers, cfg->max_url_bytes,
+                 cfg->max_body_bytes, cfg->header_timeout_ms, cfg->body_timeout_ms,
+                 cfg->idle_timeout_ms, cfg->shutdown_grace_ms, cfg->rate_limit,
+                 cfg->rate_limit_token, cfg->rate_limit_clients);
+  return cap_buf_steal(&b);
+}

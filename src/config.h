@@ -1,0 +1,54 @@
+#ifndef CAP_CONFIG_H
+#define CAP_CONFIG_H
+
+#include "log.h"
+
+#include <stddef.h>
+
+/* Every setting of the server.  Each one can be given as a flag
+ * (--max-body-bytes), an environment variable (CAP_MAX_BODY_BYTES) or a key
+ * of the JSON config file (max_body_bytes); flags win over the environment,
+ * which wins over the file, which wins over the defaults. */
+struct cap_config {
+  char *host;
+  int port;
+  char *token;         /* --token or CAPABILITY_TOKEN; may be NULL. */
+  int token_from_argv; /* The token was on the command line (visible in ps). */
+  char *token_file;
+  char *config_path;
+  enum cap_log_level log_level;
+  char *log_file;
+  int rate_limit;       /* /exec requests per minute per client address. */
+  int rate_limit_token; /* /exec requests per minute per token. */
+  int rate_limit_clients;
+  char *trusted_proxies; /* Comma-separated IPs and CIDRs. */
+  int max_connections;
+  int max_header_bytes;
+  int max_headers;
+  int max_url_bytes;
+  int max_body_bytes;
+  int header_timeout_ms;
+  int body_timeout_ms;
+  int idle_timeout_ms;
+  int shutdown_grace_ms;
+  char *data_dir;
+  int insecure_no_auth;
+};
+
+/* Results of cap_config_load besides 0 and -EINVAL. */
+#define CAP_CONFIG_HELP    1
+#define CAP_CONFIG_VERSION 2
+
+/* Fills cfg from defaults, the config file, envp and argv in rising order of
+ * precedence.  Returns 0, CAP_CONFIG_HELP, CAP_CONFIG_VERSION, or -EINVAL
+ * with one line naming the key and the problem in err.  cfg owns its
+ * strings; release them with cap_config_free. */
+int cap_config_load(struct cap_config *cfg, int argc, char **argv, char **envp, char *err,
+                    size_t errlen);
+void cap_config_free(struct cap_config *cfg);
+/* Writes the --help text to out. */
+void cap_config_usage(void *file);
+/* Returns the limits part of the config as a JSON object; the caller frees it. */
+char *cap_config_limits_json(const struct cap_config *cfg);
+
+#endif

@@ -1,0 +1,173 @@
+#include "execreq.h"
+
+#include "alloc.h"
+#include "jsonw.h"
+#include "key.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *const cap_execreq_capabilities[] = {"ffmpeg-render", "ffprobe", NULL};
+
+/* The longest a client may ask /exec to wait before it answers 202. */
+#define WAIT_MAX_S 90
+
+static const char *const known_fields[] = {"capability", "input_key", "output_key",     "preset",
+                                           "wait",       "async",     "idempotency_key"};
+
+__attribute__((format(printf, 5, 6))) static int err(const char **code, const char *c, char *msg,
+                                                     size_t msglen, const char *fmt, ...) {
+  va_list ap;
+  *code = c;
+  va_start(ap, fmt);
+  vsnprintf(msg, msglen, fmt, ap);
+  va_end(ap);
+  return -EINVAL;
+}
+
+/* Copies the string field name into *out if present; checks type and length. */
+static int get_string(const cJSON *root, const char *name, size_t maxlen, char **out,
+                      const char **code, char *msg, size_t msglen) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, name);
+  if (v == NULL)
+    return 0;
+  if (!cJSON_IsString(v))
+    return err(code, "invalid_field", msg, msglen, "%s must be a string", name);
+  size_t n = strlen(v->valuestring);
+  if (n == 0 || n > maxlen) {
+    *code = "invalid_field";
+    snprintf(msg, msglen, "%s must be 1 to %zu bytes long", name, maxlen);
+    return -EINVAL;
+  }
+  *out = xstrdup(v->valuestring);
+  return 0;
+}
+
+static int check_key(const char *key, const char *name, const char **code, char *msg,
+                     size_t msglen) {
+  const char *why;
+  if (cap_key_validate(key, strlen(key), &why) != 0) {
+    *code = "invalid_key";
+    snprintf(msg, msglen, "%s %s", name, why);
+    return -EINVAL;
+  }
+  return 0;
+}
+
+int cap_execreq_parse(struct cap_execreq *r, const char *body, size_t len, const char **code,
+                      char *msg, size_t msglen) {
+  cJSON *root = NULL;
+  char *cap = NULL;
+  int rc = -EINVAL;
+
+  memset(r, 0, sizeof(*r));
+  r->wait_s = -1;
+  /* cJSON stops at a NUL, so a body with one inside is not the JSON it
+   * seems to be. */
+  if (len == 0 || memchr(body, '\0', len) != NULL || !cap_jsonw_utf8_valid(body, len)) {
+    err(code, "invalid_json", msg, msglen, "%s", "body must be a UTF-8 JSON object");
+    goto fail;
+  }
+  const char *end = NULL;
+  root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
+  if (!cJSON_IsObject(root)) {
+    err(code, "invalid_json", msg, msglen, "%s", "body must be a JSON object");
+    goto fail;
+  }
+  for (const char *p = end; p && p < body + len; p++)
+    if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n') {
+      err(code, "invalid_json", msg, msglen, "%s", "trailing bytes after the JSON object");
+      goto fail;
+    }
+
+  const cJSON *item;
+  cJSON_ArrayForEach(item, root) {
+    size_t i, n = sizeof(known_fields) / sizeof(known_fields[0]);
+    for (i = 0; i < n; i++)
+      if (strcmp(item->string, known_fields[i]) == 0)
+        break;
+    if (i == n) {
+      *code = "unknown_field";
+      snprintf(msg, msglen, "unknown field \"%.64s\"", item->string);
+      goto fail;
+    }
+  }
+
+  if (get_string(root, "capability", 64, &cap, code, msg, msglen) ||
+      get_string(root, "input_key", CAP_KEY_MAX, &r->input_key, code, msg, msglen) ||
+      get_string(root, "output_key", CAP_KEY_MAX, &r->output_key, code, msg, msglen) ||
+      get_string(root, "preset", CAP_PRESET_NAME_MAX, &r->preset, code, msg, msglen) ||
+      get_string(root, "idempotency_key", CAP_IDEMPOTENCY_KEY_MAX, &r->idempotency_key, code, msg,
+                 msglen))
+    goto fail;
+
+  if (cap == NULL && r->preset == NULL) {
+    err(code, "missing_field", msg, msglen, "%s is required", "capability");
+    goto fail;
+  }
+  if (cap == NULL || strcmp(cap, "ffmpeg-render") == 0) {
+    r->capability = CAP_CAP_FFMPEG_RENDER;
+  } else if (strcmp(cap, "ffprobe") == 0) {
+    r->capability = CAP_CAP_FFPROBE;
+  } else {
+    err(code, "unknown_capability", msg, msglen, "unknown capability \"%.64s\"", cap);
+    goto fail;
+  }
+
+  if (r->input_key == NULL) {
+    err(code, "missing_field", msg, msglen, "%s is required", "input_key");
+    goto fail;
+  }
+  if (check_key(r->input_key, "input_key", code, msg, msglen))
+    goto fail;
+  if (r->capability == CAP_CAP_FFMPEG_RENDER) {
+    if (r->output_key == NULL || r->preset == NULL) {
+      err(code, "missing_field", msg, msglen, "%s is required",
+          r->output_key == NULL ? "output_key" : "preset");
+      goto fail;
+    }
+    if (check_key(r->output_key, "output_key", code, msg, msglen))
+      goto fail;
+  } else if (r->output_key || r->preset) {
+    err(code, "invalid_field", msg, msglen, "%s is not used by ffprobe",
+        r->output_key ? "output_key" : "preset");
+    goto fail;
+  }
+
+  const cJSON *w = cJSON_GetObjectItemCaseSensitive(root, "wait");
+  if (w) {
+    if (!cJSON_IsNumber(w) || w->valuedouble < 0 || w->valuedouble > WAIT_MAX_S ||
+        w->valuedouble != floor(w->valuedouble)) {
+      *code = "invalid_field";
+      snprintf(msg, msglen, "wait must be a whole number of seconds from 0 to %d", WAIT_MAX_S);
+      goto fail;
+    }
+    r->wait_s = (int)w->valuedouble;
+  }
+  const cJSON *a = cJSON_GetObjectItemCaseSensitive(root, "async");
+  if (a) {
+    if (!cJSON_IsBool(a)) {
+      err(code, "invalid_field", msg, msglen, "%s must be true or false", "async");
+      goto fail;
+    }
+    r->async = cJSON_IsTrue(a);
+  }
+  rc = 0;
+fail:
+  free(cap);
+  cJSON_Delete(root);
+  return rc;
+}
+
+void cap_execreq_free(struct cap_execreq *r) {
+  free(r->input_key);
+  free(r->output_key);
+  free(r->preset);
+  free(r->idempotency_key);
+  memset(r, 0, sizeof(*r));
+}

@@ -1,0 +1,35 @@
+#ifndef CAP_EXECREQ_H
+#define CAP_EXECREQ_H
+
+#include <stddef.h>
+
+/* The JSON body of POST /exec, parsed and validated.  Nothing in it ever
+ * becomes an ffmpeg argument: keys name objects and the preset names one
+ * of the server's own argument lists. */
+
+enum cap_capability { CAP_CAP_FFMPEG_RENDER = 0, CAP_CAP_FFPROBE = 1 };
+
+/* NULL-terminated list of capability names, indexed by enum cap_capability. */
+extern const char *const cap_execreq_capabilities[];
+
+#define CAP_PRESET_NAME_MAX     64
+#define CAP_IDEMPOTENCY_KEY_MAX 255
+
+struct cap_execreq {
+  enum cap_capability capability;
+  char *input_key;
+  char *output_key; /* NULL for ffprobe. */
+  char *preset;     /* NULL for ffprobe. */
+  int wait_s;       /* -1 when not given. */
+  int async;
+  char *idempotency_key; /* NULL when not given. */
+};
+
+/* Parses body into r.  Returns 0, or -EINVAL with a stable error code
+ * ("invalid_json", "missing_field", ...) in *code and a message naming the
+ * field in msg.  r owns its strings either way; free with cap_execreq_free. */
+int cap_execreq_parse(struct cap_execreq *r, const char *body, size_t len, const char **code,
+                      char *msg, size_t msglen);
+void cap_execreq_free(struct cap_execreq *r);
+
+#endif

@@ -1,0 +1,278 @@
+#include "httpparse.h"
+
+#include "alloc.h"
+
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define PARSER(lp) ((struct cap_httpparse *)((char *)(lp)-offsetof(struct cap_httpparse, parser)))
+
+static int fail(struct cap_httpparse *p, int status, const char *code, const char *msg) {
+  p->err_status = status;
+  p->err_code = code;
+  p->err_msg = msg;
+  return HPE_USER;
+}
+
+static int head_full(struct cap_httpparse *p, size_t add) {
+  return p->req.head.len + add > p->limits.max_header_bytes;
+}
+
+static int on_message_begin(llhttp_t *lp) {
+  struct cap_httpparse *p = PARSER(lp);
+  p->last_was_value = 0;
+  return 0;
+}
+
+static int on_url(llhttp_t *lp, const char *at, size_t n) {
+  struct cap_httpparse *p = PARSER(lp);
+  if (p->req.url_len + n > p->limits.max_url_bytes)
+    return fail(p, 414, "uri_too_long", "Request URL is too long");
+  if (head_full(p, n))
+    return fail(p, 431, "headers_too_large", "Request headers are too large");
+  cap_buf_append(&p->req.head, at, n);
+  p->req.url_len += n;
+  return 0;
+}
+
+/* Header bytes must be visible ASCII or obs-text and HTAB/SP in values; a
+ * CR, LF or NUL that reached here would mean a folded or smuggled line. */
+static int bad_value_byte(const char *at, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)at[i];
+    if ((c < 0x20 && c != '\t') || c == 0x7f)
+      return 1;
+  }
+  return 0;
+}
+
+static int on_header_field(llhttp_t *lp, const char *at, size_t n) {
+  struct cap_httpparse *p = PARSER(lp);
+  struct cap_request *r = &p->req;
+  if (head_full(p, n))
+    return fail(p, 431, "headers_too_large", "Request headers are too large");
+  if (r->nhdr == 0 || p->last_was_value) {
+    if (r->nhdr >= p->limits.max_headers)
+      return fail(p, 431, "headers_too_large", "Too many request headers");
+    if (r->nhdr == r->hdr_cap) {
+      r->hdr_cap = r->hdr_cap ? r->hdr_cap * 2 : 16;
+      r->hdr = xrealloc(r->hdr, r->hdr_cap * sizeof(*r->hdr));
+    }
+    struct cap_header *h = &r->hdr[r->nhdr++];
+    h->name_off = (uint32_t)r->head.len;
+    h->name_len = 0;
+    h->value_off = 0;
+    h->value_len = 0;
+    p->last_was_value = 0;
+  }
+  cap_buf_append(&r->head, at, n);
+  r->hdr[r->nhdr - 1].name_len += (uint32_t)n;
+  return 0;
+}
+
+static int on_header_value(llhttp_t *lp, const char *at, size_t n) {
+  struct cap_httpparse *p = PARSER(lp);
+  struct cap_request *r = &p->req;
+  if (r->nhdr == 0)
+    return fail(p, 400, "bad_request", "Malformed request");
+  if (head_full(p, n))
+    return fail(p, 431, "headers_too_large", "Request headers are too large");
+  if (bad_value_byte(at, n))
+    return fail(p, 400, "bad_request", "Invalid character in a header value");
+  struct cap_header *h = &r->hdr[r->nhdr - 1];
+  if (!p->last_was_value) {
+    h->value_off = (uint32_t)r->head.len;
+    p->last_was_value = 1;
+  }
+  cap_buf_append(&r->head, at, n);
+  h->value_len += (uint32_t)n;
+  return 0;
+}
+
+static int on_headers_complete(llhttp_t *lp) {
+  struct cap_httpparse *p = PARSER(lp);
+  struct cap_request *r = &p->req;
+  const char *url = r->head.data;
+  size_t len;
+
+  r->method = lp->method;
+  r->http_major = lp->http_major;
+  r->http_minor = lp->http_minor;
+  if (r->http_major != 1)
+    return fail(p, 400, "bad_request", "Unsupported HTTP version");
+  if (r->url_len == 0 || url[0] != '/')
+    return fail(p, 400, "bad_request", "Request target must be an absolute path");
+  const char *q = memchr(url, '?', r->url_len);
+  r->path_len = q ? (size_t)(q - url) : r->url_len;
+  if (memchr(url, '#', r->url_len))
+    return fail(p, 400, "bad_request", "Request target must not hold a fragment");
+
+  r->chunked = (lp->flags & F_CHUNKED) != 0;
+  r->has_content_length = (lp->flags & F_CONTENT_LENGTH) != 0;
+  r->content_length = r->has_content_length ? lp->content_length : 0;
+  r->keep_alive = llhttp_should_keep_alive(lp) != 0;
+  r->upgrade = lp->upgrade != 0;
+  if (cap_request_header_count(r, "host") > 1)
+    return fail(p, 400, "bad_request", "More than one Host header");
+  const char *expect = cap_request_header(r, "expect", &len);
+  if (expect) {
+    if (len == 12 && strncasecmp(expect, "100-continue", 12) == 0)
+      r->expect_continue = 1;
+    else
+      r->expect_other = 1;
+  }
+  p->in_body = 1;
+  p->pause_event = CAP_HTTPPARSE_HEADERS;
+  return HPE_PAUSED;
+}
+
+static int on_body(llhttp_t *lp, const char *at, size_t n) {
+  struct cap_httpparse *p = PARSER(lp);
+  if (p->req.body.len + n > p->max_body)
+    return fail(p, 413, "body_too_large", "Request body is too large");
+  cap_buf_append(&p->req.body, at, n);
+  return 0;
+}
+
+static int on_message_complete(llhttp_t *lp) {
+  struct cap_httpparse *p = PARSER(lp);
+  p->pause_event = CAP_HTTPPARSE_MESSAGE;
+  return HPE_PAUSED;
+}
+
+static llhttp_settings_t settings;
+static int settings_ready;
+
+void cap_httpparse_init(struct cap_httpparse *p, const struct cap_httpparse_limits *limits) {
+  if (!settings_ready) {
+    llhttp_settings_init(&settings);
+    settings.on_message_begin = on_message_begin;
+    settings.on_url = on_url;
+    settings.on_header_field = on_header_field;
+    settings.on_header_value = on_header_value;
+    settings.on_headers_complete = on_headers_complete;
+    settings.on_body = on_body;
+    settings.on_message_complete = on_message_complete;
+    settings_ready = 1;
+  }
+  memset(p, 0, sizeof(*p));
+  p->limits = *limits;
+  llhttp_init(&p->parser, HTTP_REQUEST, &settings);
+}
+
+void cap_httpparse_free(struct cap_httpparse *p) {
+  cap_buf_free(&p->req.head);
+  cap_buf_free(&p->req.body);
+  free(p->req.hdr);
+  p->req.hdr = NULL;
+}
+
+void cap_httpparse_next(struct cap_httpparse *p) {
+  struct cap_request *r = &p->req;
+  cap_buf_reset(&r->head);
+  cap_buf_reset(&r->body);
+  r->url_len = r->path_len = r->nhdr = 0;
+  r->content_length = 0;
+  r->has_content_length = r->chunked = r->keep_alive = 0;
+  r->expect_continue = r->expect_other = r->upgrade = 0;
+  p->in_body = 0;
+  p->head_bytes = 0;
+  p->max_body = 0;
+  p->last_was_value = 0;
+  /* Buffers that grew for one large request are given back. */
+  if (r->body.cap > 64 * 1024)
+    cap_buf_free(&r->body);
+}
+
+int cap_httpparse_partial(const struct cap_httpparse *p) {
+  return p->in_body || p->head_bytes > 0;
+}
+
+enum cap_httpparse_event cap_httpparse_feed(struct cap_httpparse *p, const char *data, size_t len,
+                                            size_t *consumed) {
+  size_t off = 0;
+  /* Right after the headers of a body-less request llhttp still owes us
+   * on_message_complete, which it delivers on an empty execute. */
+  int kick = p->in_body && len == 0;
+  while (off < len || kick) {
+    kick = 0;
+    size_t n = len - off;
+    /* Before the headers are complete, hand llhttp no more than the head
+     * may still hold, so whitespace llhttp skips silently counts too. */
+    if (!p->in_body) {
+      size_t room = p->limits.max_header_bytes + 1 - p->head_bytes;
+      if (n > room)
+        n = room;
+    }
+    p->pause_event = CAP_HTTPPARSE_MORE;
+    llhttp_errno_t err = llhttp_execute(&p->parser, data + off, n);
+    size_t used = n;
+    if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE)
+      used = (size_t)(llhttp_get_error_pos(&p->parser) - (data + off));
+    if (!p->in_body || p->pause_event == CAP_HTTPPARSE_HEADERS)
+      p->head_bytes += used;
+    off += used;
+    *consumed = off;
+    if (err == HPE_OK) {
+      if (!p->in_body && p->head_bytes > p->limits.max_header_bytes) {
+        fail(p, 431, "headers_too_large", "Request headers are too large");
+        return CAP_HTTPPARSE_ERROR;
+      }
+      continue;
+    }
+    if (err == HPE_PAUSED) {
+      llhttp_resume(&p->parser);
+      return (enum cap_httpparse_event)p->pause_event;
+    }
+    if (err == HPE_PAUSED_UPGRADE) {
+      /* The request was complete; we answer it and then close, since we
+       * speak no other protocol on this connection. */
+      p->req.upgrade = 1;
+      p->req.keep_alive = 0;
+      return CAP_HTTPPARSE_MESSAGE;
+    }
+    if (err != HPE_USER)
+      fail(p, 400, "bad_request", "Malformed request");
+    return CAP_HTTPPARSE_ERROR;
+  }
+  *consumed = off;
+  return CAP_HTTPPARSE_MORE;
+}
+
+const char *cap_request_header(const struct cap_request *req, const char *name, size_t *len) {
+  size_t nl = strlen(name);
+  for (size_t i = 0; i < req->nhdr; i++) {
+    const struct cap_header *h = &req->hdr[i];
+    if (h->name_len == nl && strncasecmp(req->head.data + h->name_off, name, nl) == 0) {
+      *len = h->value_len;
+      return h->value_len ? req->head.data + h->value_off : "";
+    }
+  }
+  *len = 0;
+  return NULL;
+}
+
+size_t cap_request_header_count(const struct cap_request *req, const char *name) {
+  size_t nl = strlen(name), count = 0;
+  for (size_t i = 0; i < req->nhdr; i++) {
+    const struct cap_header *h = &req->hdr[i];
+    if (h->name_len == nl && strncasecmp(req->head.data + h->name_off, name, nl) == 0)
+      count++;
+  }
+  return count;
+}
+
+const char *cap_request_query(const struct cap_request *req, size_t *len) {
+  if (req->path_len >= req->url_len) {
+    *len = 0;
+    return NULL;
+  }
+  *len = req->url_len - req->path_len - 1;
+  return req->head.data + req->path_len + 1;
+}
+
+const char *cap_request_method_name(const struct cap_request *req) {
+  return llhttp_method_name((llhttp_method_t)req->method);
+}

@@ -1,0 +1,120 @@
+/* cap-server: runs ffmpeg and ffprobe for authenticated HTTP clients,
+ * typically Cloudflare Workers reaching a workstation through Tailscale
+ * Funnel.  main() wires configuration, logging, the shared state and the
+ * server together and runs the one libuv loop. */
+#include "app.h"
+#include "config.h"
+#include "log.h"
+#include "reqid.h"
+#include "server.h"
+#include "version.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <uv.h>
+
+extern char **environ;
+
+static void log_warning(const char *event, const char *key, const char *msg) {
+  struct cap_log_rec *r = cap_log_begin(CAP_LOG_WARN, event);
+  cap_log_str(r, key, msg);
+  cap_log_end(r);
+}
+
+int main(int argc, char **argv) {
+  struct cap_config cfg;
+  struct cap_app app;
+  struct cap_server srv;
+  char err[700];
+  int rc, loose = 0;
+
+  /* Writes to a peer that has gone must fail with EPIPE, not kill us. */
+  signal(SIGPIPE, SIG_IGN);
+
+  rc = cap_config_load(&cfg, argc, argv, environ, err, sizeof(err));
+  if (rc == CAP_CONFIG_HELP) {
+    cap_config_usage(stdout);
+    cap_config_free(&cfg);
+    return 0;
+  }
+  if (rc == CAP_CONFIG_VERSION) {
+    printf("cap-server %s\n", CAP_VERSION);
+    cap_config_free(&cfg);
+    return 0;
+  }
+  if (rc != 0) {
+    fprintf(stderr, "cap-server: %s\n", err);
+    cap_config_free(&cfg);
+    return 2;
+  }
+  if ((rc = cap_log_open(cfg.log_file)) != 0) {
+    fprintf(stderr, "cap-server: log_file: cannot open %s: %s\n", cfg.log_file, strerror(-rc));
+    cap_config_free(&cfg);
+    return 2;
+  }
+  cap_log_set_level(cfg.log_level);
+  if (cap_reqid_init() != 0) {
+    fprintf(stderr, "cap-server: no randomness available from OpenSSL\n");
+    return 1;
+  }
+
+  uv_loop_t *loop = uv_default_loop();
+  if (cap_app_init(&app, &cfg, uv_now(loop), err, sizeof(err)) != 0) {
+    fprintf(stderr, "cap-server: %s\n", err);
+    cap_log_close();
+    cap_config_free(&cfg);
+    return 2;
+  }
+  if (cfg.token_from_argv)
+    log_warning("config.token_in_argv", "hint",
+                "--token is visible to every user in ps; use --token-file or CAPABILITY_TOKEN");
+  if (cfg.token_file) {
+    /* The load in cap_app_init succeeded; look at the mode once more. */
+    struct cap_auth probe;
+    cap_auth_init(&probe);
+    if (cap_auth_load_file(&probe, cfg.token_file, &loose, err, sizeof(err)) == 0 && loose)
+      log_warning("auth.token_file_mode", "hint",
+                  "the token file is readable by group or others; chmod 600 it");
+    cap_auth_free(&probe);
+  }
+  if (app.auth.n == 0)
+    log_warning("auth.disabled", "hint",
+                "INSECURE: no token configured and --insecure-no-auth given; anyone who can "
+                "reach this port can run jobs. Never expose this through Funnel.");
+
+  if ((rc = cap_server_start(&srv, loop, &app)) != 0) {
+    struct cap_log_rec *r = cap_log_begin(CAP_LOG_ERROR, "server.listen_failed");
+    cap_log_str(r, "host", cfg.host);
+    cap_log_int(r, "port", cfg.port);
+    cap_log_str(r, "error", uv_strerror(rc));
+    cap_log_end(r);
+    cap_log_flush();
+    fprintf(stderr, "cap-server: cannot listen on %s:%d: %s\n", cfg.host, cfg.port,
+            uv_strerror(rc));
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_loop_close(loop);
+    cap_app_free(&app);
+    cap_log_close();
+    cap_config_free(&cfg);
+    return 1;
+  }
+
+  uv_run(loop, UV_RUN_DEFAULT);
+  cap_server_close(&srv);
+  uv_run(loop, UV_RUN_DEFAULT);
+  rc = uv_loop_close(loop);
+
+  struct cap_log_rec *r = cap_log_begin(CAP_LOG_INFO, "server.stop");
+  cap_log_int(r, "requests", (long long)app.requests);
+  cap_log_int(r, "connections", (long long)srv.accepted);
+  cap_log_int(r, "rate_limited", (long long)app.rate_limited);
+  cap_log_int(r, "auth_failures", (long long)app.auth_failures);
+  cap_log_bool(r, "forced", srv.forced);
+  cap_log_bool(r, "loop_closed", rc == 0);
+  cap_log_end(r);
+  cap_app_free(&app);
+  cap_log_close();
+  cap_config_free(&cfg);
+  return rc == 0 ? 0 : 1;
+}

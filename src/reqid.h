@@ -1,0 +1,16 @@
+#ifndef CAP_REQID_H
+#define CAP_REQID_H
+
+#include <stddef.h>
+
+/* Request ids: 32 hex characters, unique within and across runs. */
+#define CAP_REQID_MAX 64
+
+/* Seeds the generator from OpenSSL's RAND_bytes.  Returns 0 or -EIO. */
+int cap_reqid_init(void);
+/* Writes a fresh 32-character id and its NUL into out (>= 33 bytes). */
+void cap_reqid_generate(char *out);
+/* Returns 1 when a client-sent id is sane to echo: 1-64 of [A-Za-z0-9._:-]. */
+int cap_reqid_valid(const char *s, size_t n);
+
+#endif

@@ -1,0 +1,33 @@
+#include "router.h"
+
+#include "exec.h"
+#include "health.h"
+
+#include <llhttp.h>
+#include <string.h>
+
+#define M(m) (1u << (m))
+
+/* HEAD is served wherever GET is; the connection drops the body. */
+static const struct cap_route routes[] = {
+    {"/health", M(HTTP_GET) | M(HTTP_HEAD), 0, 0, cap_health_handle, "GET, HEAD"},
+    {"/exec", M(HTTP_POST), CAP_ROUTE_AUTH | CAP_ROUTE_RATELIMIT | CAP_ROUTE_JSON_BODY, 1,
+     cap_exec_handle, "POST"},
+};
+
+const struct cap_route *cap_router_find(const char *path, size_t len, int method, int *status,
+                                        const char **allow) {
+  for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+    const struct cap_route *r = &routes[i];
+    if (strlen(r->path) != len || memcmp(r->path, path, len) != 0)
+      continue;
+    if (method >= 0 && method < 32 && (r->methods & M(method)))
+      return r;
+    *status = 405;
+    *allow = r->allow;
+    return NULL;
+  }
+  *status = 404;
+  *allow = NULL;
+  return NULL;
+}

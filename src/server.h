@@ -1,0 +1,42 @@
+#ifndef CAP_SERVER_H
+#define CAP_SERVER_H
+
+#include "conn.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+struct cap_app;
+
+/* The listening socket, the set of open connections with its limit, and
+ * the process signals: SIGTERM/SIGINT drain, SIGHUP reloads tokens,
+ * SIGUSR1 reopens the log. */
+struct cap_server {
+  uv_loop_t *loop;
+  struct cap_app *app;
+  struct cap_conn_opts conn_opts;
+  uv_tcp_t listener;
+  uv_signal_t sig_term, sig_int, sig_hup, sig_usr1;
+  uv_timer_t grace;
+  uv_prepare_t log_flush;
+  struct cap_conn *conns;
+  size_t nconns;
+  size_t nrefusing;
+  uint64_t accepted;
+  int port;
+  int stopping;
+  int forced;
+};
+
+/* Binds host:port from the app's config, starts listening and handling
+ * signals on loop.  Returns 0 or a UV_E* code (the reason is logged). */
+int cap_server_start(struct cap_server *s, uv_loop_t *loop, struct cap_app *app);
+/* Starts a graceful stop: no new connections, idle ones closed, busy ones
+ * finish within the grace period.  uv_run returns once all is closed. */
+void cap_server_stop(struct cap_server *s);
+/* Closes the handles that outlive the drain; call after uv_run returned,
+ * then run the loop once more so their close callbacks run. */
+void cap_server_close(struct cap_server *s);
+
+#endif
