@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs the Debian packages cap-server needs, and nothing when they are
+# all present already.  Usage: scripts/setup-deps.sh [build|test|bench]...
+#   build  compiler, CMake and the libraries (always included)
+#   test   what the test suite drives: ffmpeg, curl, python3, clang for
+#          the fuzzer and sanitizers
+#   bench  wrk, hyperfine, Node.js and npm for the comparison stack
+set -euo pipefail
+
+build_pkgs=(build-essential cmake pkg-config libuv1-dev libcjson-dev libcurl4-openssl-dev
+            libssl-dev node-llhttp ca-certificates)
+run_pkgs=(ffmpeg curl)
+test_pkgs=(ffmpeg curl python3 clang libclang-rt-14-dev procps)
+bench_pkgs=(wrk hyperfine nodejs npm procps curl)
+
+want=("${build_pkgs[@]}" "${run_pkgs[@]}")
+for set in "$@"; do
+  case "$set" in
+    build) ;;
+    test) want+=("${test_pkgs[@]}") ;;
+    bench) want+=("${bench_pkgs[@]}") ;;
+    *) echo "setup-deps: unknown set '$set' (build, test, bench)" >&2; exit 2 ;;
+  esac
+done
+
+missing=()
+for p in "${want[@]}"; do
+  # A package counts as present when dpkg has it installed, whatever its
+  # origin (Node.js may come from another repository than Debian's).
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
+    missing+=("$p")
+  fi
+done
+# npm ships inside some nodejs builds; do not fight them over the name.
+if [[ " ${missing[*]-} " == *" npm "* ]] && command -v npm >/dev/null 2>&1; then
+  missing=("${missing[@]/npm}")
+fi
+read -r -a missing <<< "${missing[*]-}"
+[ "${#missing[@]}" -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup-deps: missing packages: ${missing[*]}; run as root or: apt-get install ${missing[*]}" >&2
+  exit 1
+fi
+echo "setup-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
