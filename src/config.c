@@ -3,6 +3,7 @@
 #include "alloc.h"
 #include "buf.h"
 
+#include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <ctype.h>
 #include <errno.h>
@@ -296,6 +297,11 @@ int cap_config_load(struct cap_config *cfg, int argc, char **argv, char **envp, 
       return -EINVAL;
     if (strcmp(o->key, "token") == 0)
       cfg->token_from_argv = 1;
+  }
+  unsigned char addr[16];
+  if (inet_pton(AF_INET, cfg->host, addr) != 1 && inet_pton(AF_INET6, cfg->host, addr) != 1) {
+    snprintf(err, errlen, "host: must be an IPv4 or IPv6 address (got \"%.64s\")", cfg->host);
+    return -EINVAL;
   }
   return 0;
 }

@@ -115,7 +115,8 @@ static void on_write(uv_write_t *req, int status) {
     return;
   }
   /* A pipeline held back by a full write queue may go on now. */
-  if (c->phase == PHASE_IDLE || c->phase == PHASE_HEAD)
+  if (!c->waiting && c->phase != PHASE_LINGER && c->phase != PHASE_DISPATCH &&
+      c->tcp.write_queue_size <= WRITE_QUEUE_MAX)
     resume(c);
 }
 
@@ -185,7 +186,8 @@ static void begin_exchange(struct cap_conn *c) {
   struct cap_exchange *x = &c->x;
   const struct cap_request *req = &c->parser.req;
   size_t len = 0;
-  const char *id = cap_request_header(req, "x-request-id", &len);
+  /* A head that did not parse may hold half a header; its id is not used. */
+  const char *id = c->parser.in_body ? cap_request_header(req, "x-request-id", &len) : NULL;
 
   cap_exchange_reset(x);
   x->app = c->opts->app;
@@ -428,9 +430,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   if (c->phase == PHASE_LINGER) {
-    if (c->parser.head_bytes + (size_t)nread > LINGER_MAX_BYTES)
+    c->lingered += (size_t)nread;
+    if (c->lingered > LINGER_MAX_BYTES)
       cap_conn_close(c);
-    c->parser.head_bytes += (size_t)nread;
     return;
   }
   process(c, buf->base, (size_t)nread);

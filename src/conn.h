@@ -51,6 +51,7 @@ struct cap_conn {
   unsigned closing : 1;
   unsigned refuse : 1; /* Over the connection limit: answer 503 and close. */
   uint64_t requests;
+  size_t lingered;              /* Bytes discarded after the final answer. */
   struct cap_conn *prev, *next; /* The owner's list. */
 };
 

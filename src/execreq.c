@@ -30,7 +30,33 @@ __attribute__((format(printf, 5, 6))) static int err(const char **code, const ch
   return -EINVAL;
 }
 
-/* Copies the string field name into *out if present; checks type and length. */
+/* Returns 1 when every string in the JSON text is one cJSON reports
+ * faithfully: no raw control characters (JSON forbids them) and no \u0000
+ * escape (cJSON would cut the string short there, so "a\u0000/../x" would
+ * pass for "a"). */
+static int strings_clean(const char *s, size_t n) {
+  int in_str = 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (!in_str) {
+      in_str = c == '"';
+      continue;
+    }
+    if (c < 0x20)
+      return 0;
+    if (c == '"') {
+      in_str = 0;
+    } else if (c == '\\' && i + 1 < n) {
+      if (s[i + 1] == 'u' && i + 5 < n && memcmp(s + i + 2, "0000", 4) == 0)
+        return 0;
+      i++;
+    }
+  }
+  return 1;
+}
+
+/* Copies the string field name into *out if present; checks type and
+ * length (maxlen 0: any length, the caller checks). */
 static int get_string(const cJSON *root, const char *name, size_t maxlen, char **out,
                       const char **code, char *msg, size_t msglen) {
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, name);
@@ -39,7 +65,7 @@ static int get_string(const cJSON *root, const char *name, size_t maxlen, char *
   if (!cJSON_IsString(v))
     return err(code, "invalid_field", msg, msglen, "%s must be a string", name);
   size_t n = strlen(v->valuestring);
-  if (n == 0 || n > maxlen) {
+  if (maxlen && (n == 0 || n > maxlen)) {
     *code = "invalid_field";
     snprintf(msg, msglen, "%s must be 1 to %zu bytes long", name, maxlen);
     return -EINVAL;
@@ -73,6 +99,11 @@ int cap_execreq_parse(struct cap_execreq *r, const char *body, size_t len, const
     err(code, "invalid_json", msg, msglen, "%s", "body must be a UTF-8 JSON object");
     goto fail;
   }
+  if (!strings_clean(body, len)) {
+    err(code, "invalid_json", msg, msglen, "%s",
+        "strings must not hold control characters or \\u0000");
+    goto fail;
+  }
   const char *end = NULL;
   root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
   if (!cJSON_IsObject(root)) {
@@ -99,8 +130,8 @@ int cap_execreq_parse(struct cap_execreq *r, const char *body, size_t len, const
   }
 
   if (get_string(root, "capability", 64, &cap, code, msg, msglen) ||
-      get_string(root, "input_key", CAP_KEY_MAX, &r->input_key, code, msg, msglen) ||
-      get_string(root, "output_key", CAP_KEY_MAX, &r->output_key, code, msg, msglen) ||
+      get_string(root, "input_key", 0, &r->input_key, code, msg, msglen) ||
+      get_string(root, "output_key", 0, &r->output_key, code, msg, msglen) ||
       get_string(root, "preset", CAP_PRESET_NAME_MAX, &r->preset, code, msg, msglen) ||
       get_string(root, "idempotency_key", CAP_IDEMPOTENCY_KEY_MAX, &r->idempotency_key, code, msg,
                  msglen))
