@@ -190,6 +190,7 @@ static void begin_exchange(struct cap_conn *c) {
   const char *id = c->parser.in_body ? cap_request_header(req, "x-request-id", &len) : NULL;
 
   cap_exchange_reset(x);
+  c->begun = 1;
   x->app = c->opts->app;
   x->req = req;
   x->start_ms = uv_now(c->tcp.loop);
@@ -231,7 +232,7 @@ static int respond(struct cap_conn *c) {
 
 /* Answers a request that cannot be parsed further, then closes. */
 static void fail_connection(struct cap_conn *c, int status, const char *code, const char *msg) {
-  if (!c->parser.in_body)
+  if (!c->begun)
     begin_exchange(c);
   cap_buf_reset(&c->x.headers);
   cap_exchange_set_error(&c->x, status, code, msg);
@@ -309,6 +310,7 @@ static void on_finish(struct cap_exchange *x) {
     return;
   }
   cap_httpparse_next(&c->parser);
+  c->begun = 0;
   arm_timer(c, c->pending.len ? PHASE_HEAD : PHASE_IDLE);
   /* Inside dispatch the caller's loop goes on parsing; from a later
    * callback we pick the saved input up ourselves. */

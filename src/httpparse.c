@@ -20,9 +20,38 @@ static int head_full(struct cap_httpparse *p, size_t add) {
   return p->req.head.len + add > p->limits.max_header_bytes;
 }
 
+/* Chunk extensions are legal but useless to us; more than this is abuse. */
+#define CHUNK_EXT_MAX 1024
+
+enum { HS_NONE, HS_FIELD, HS_VALUE, HS_DONE };
+
 static int on_message_begin(llhttp_t *lp) {
   struct cap_httpparse *p = PARSER(lp);
   p->last_was_value = 0;
+  p->header_state = HS_NONE;
+  p->chunk_ext_bytes = 0;
+  return 0;
+}
+
+static int on_header_field_complete(llhttp_t *lp) {
+  struct cap_httpparse *p = PARSER(lp);
+  /* llhttp lets an empty field name (": v") through. */
+  if (p->header_state != HS_FIELD || p->req.nhdr == 0 || p->req.hdr[p->req.nhdr - 1].name_len == 0)
+    return fail(p, 400, "bad_request", "Header without a name");
+  p->header_state = HS_VALUE;
+  return 0;
+}
+
+static int on_header_value_complete(llhttp_t *lp) {
+  PARSER(lp)->header_state = HS_DONE;
+  return 0;
+}
+
+static int on_chunk_ext(llhttp_t *lp, const char *at, size_t n) {
+  struct cap_httpparse *p = PARSER(lp);
+  p->chunk_ext_bytes += n;
+  if (p->chunk_ext_bytes > CHUNK_EXT_MAX)
+    return fail(p, 400, "bad_request", "Chunk extensions are too long");
   return 0;
 }
 
@@ -53,6 +82,7 @@ static int on_header_field(llhttp_t *lp, const char *at, size_t n) {
   struct cap_request *r = &p->req;
   if (head_full(p, n))
     return fail(p, 431, "headers_too_large", "Request headers are too large");
+  p->header_state = HS_FIELD;
   if (r->nhdr == 0 || p->last_was_value) {
     if (r->nhdr >= p->limits.max_headers)
       return fail(p, 431, "headers_too_large", "Too many request headers");
@@ -75,8 +105,9 @@ static int on_header_field(llhttp_t *lp, const char *at, size_t n) {
 static int on_header_value(llhttp_t *lp, const char *at, size_t n) {
   struct cap_httpparse *p = PARSER(lp);
   struct cap_request *r = &p->req;
-  if (r->nhdr == 0)
-    return fail(p, 400, "bad_request", "Malformed request");
+  /* A value must follow a field name; llhttp lets ": v" through. */
+  if (r->nhdr == 0 || p->header_state == HS_DONE || p->header_state == HS_NONE)
+    return fail(p, 400, "bad_request", "Header without a name");
   if (head_full(p, n))
     return fail(p, 431, "headers_too_large", "Request headers are too large");
   if (bad_value_byte(at, n))
@@ -114,6 +145,11 @@ static int on_headers_complete(llhttp_t *lp) {
   r->content_length = r->has_content_length ? lp->content_length : 0;
   r->keep_alive = llhttp_should_keep_alive(lp) != 0;
   r->upgrade = lp->upgrade != 0;
+  /* RFC 9112 6.3: a Transfer-Encoding other than a final chunked makes
+   * the length unknowable; llhttp lets an empty one through. */
+  if (cap_request_header_count(r, "transfer-encoding") > 0 &&
+      (!r->chunked || r->has_content_length))
+    return fail(p, 400, "bad_request", "Transfer-Encoding must end with chunked, alone");
   if (cap_request_header_count(r, "host") > 1)
     return fail(p, 400, "bad_request", "More than one Host header");
   const char *expect = cap_request_header(r, "expect", &len);
@@ -155,6 +191,10 @@ void cap_httpparse_init(struct cap_httpparse *p, const struct cap_httpparse_limi
     settings.on_headers_complete = on_headers_complete;
     settings.on_body = on_body;
     settings.on_message_complete = on_message_complete;
+    settings.on_header_field_complete = on_header_field_complete;
+    settings.on_header_value_complete = on_header_value_complete;
+    settings.on_chunk_extension_name = on_chunk_ext;
+    settings.on_chunk_extension_value = on_chunk_ext;
     settings_ready = 1;
   }
   memset(p, 0, sizeof(*p));
@@ -181,6 +221,9 @@ void cap_httpparse_next(struct cap_httpparse *p) {
   p->head_bytes = 0;
   p->max_body = 0;
   p->last_was_value = 0;
+  p->header_state = HS_NONE;
+  p->prev[0] = p->prev[1] = 0;
+  p->chunk_ext_bytes = 0;
   /* Buffers that grew for one large request are given back. */
   if (r->body.cap > 64 * 1024)
     cap_buf_free(&r->body);
@@ -188,6 +231,22 @@ void cap_httpparse_next(struct cap_httpparse *p) {
 
 int cap_httpparse_partial(const struct cap_httpparse *p) {
   return p->in_body || p->head_bytes > 0;
+}
+
+/* Checks raw head bytes for what llhttp accepts but we refuse: a bare LF
+ * (line ends are CRLF) and obs-fold (a line starting with SP or HTAB
+ * continues the previous header).  Returns 0 or -1. */
+static int scan_head(struct cap_httpparse *p, const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c == '\n' && p->prev[1] != '\r')
+      return -1;
+    if ((c == ' ' || c == '\t') && p->prev[1] == '\n' && p->prev[0] == '\r')
+      return -1;
+    p->prev[0] = p->prev[1];
+    p->prev[1] = c;
+  }
+  return 0;
 }
 
 enum cap_httpparse_event cap_httpparse_feed(struct cap_httpparse *p, const char *data, size_t len,
@@ -211,8 +270,14 @@ enum cap_httpparse_event cap_httpparse_feed(struct cap_httpparse *p, const char 
     size_t used = n;
     if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE)
       used = (size_t)(llhttp_get_error_pos(&p->parser) - (data + off));
-    if (!p->in_body || p->pause_event == CAP_HTTPPARSE_HEADERS)
+    if (!p->in_body || p->pause_event == CAP_HTTPPARSE_HEADERS) {
       p->head_bytes += used;
+      if (scan_head(p, data + off, used) != 0) {
+        fail(p, 400, "bad_request", "Malformed line ending or folded header");
+        *consumed = off + used;
+        return CAP_HTTPPARSE_ERROR;
+      }
+    }
     off += used;
     *consumed = off;
     if (err == HPE_OK) {

@@ -60,6 +60,9 @@ struct cap_httpparse {
   int in_body;     /* Headers of the current request are complete. */
   int pause_event; /* Why the last callback paused. */
   int last_was_value;
+  int header_state;      /* Where in a header field llhttp is (field, value, between). */
+  unsigned char prev[2]; /* The last two raw bytes of the head, for line-ending checks. */
+  size_t chunk_ext_bytes;
   int err_status;
   const char *err_code;
   const char *err_msg;

@@ -71,11 +71,19 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self._close_pipes()
+
+    def _close_pipes(self):
+        for f in (self.proc.stdout, self.proc.stderr):
+            if f and not f.closed:
+                f.close()
 
     def stop(self, sig=signal.SIGTERM, timeout=15):
         """Signals the server and returns its exit code."""
         self.proc.send_signal(sig)
-        return self.proc.wait(timeout)
+        rc = self.proc.wait(timeout)
+        self._close_pipes()
+        return rc
 
     def log_text(self):
         try:
