@@ -77,7 +77,9 @@ static void client_address(struct cap_exchange *x, const struct sockaddr *peer) 
     snprintf(x->client, sizeof(x->client), "unknown");
   if (!cap_netaddr_set_contains(&x->app->trusted, peer))
     return;
-  const char *xff = cap_request_header(x->req, "x-forwarded-for", &len);
+  /* Several lines form one list; its rightmost entry, written by the
+   * nearest proxy, is on the last line. */
+  const char *xff = cap_request_header_last(x->req, "x-forwarded-for", &len);
   char fwd[CAP_NETADDR_STRLEN];
   if (xff && cap_netaddr_from_forwarded(xff, len, fwd, sizeof(fwd)) == 0)
     memcpy(x->client, fwd, sizeof(fwd));

@@ -327,6 +327,11 @@ static void dispatch(struct cap_conn *c) {
   if (c->rejected) {
     c->rejected = 0;
     on_finish(x);
+  } else if (x->route == NULL || !c->begun) {
+    /* A message without its own headers: the parser lost its way. */
+    c->in_dispatch = 0;
+    fail_connection(c, 400, "bad_request", "Malformed request");
+    return;
   } else {
     x->route->handler(x);
   }

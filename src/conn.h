@@ -50,7 +50,7 @@ struct cap_conn {
   unsigned peer_eof : 1;
   unsigned closing : 1;
   unsigned refuse : 1; /* Over the connection limit: answer 503 and close. */
-  unsigned begun : 1; /* The exchange holds the current request's id and start. */
+  unsigned begun : 1;  /* The exchange holds the current request's id and start. */
   uint64_t requests;
   size_t lingered;              /* Bytes discarded after the final answer. */
   struct cap_conn *prev, *next; /* The owner's list. */

@@ -35,6 +35,8 @@ static int on_message_begin(llhttp_t *lp) {
 
 static int on_header_field_complete(llhttp_t *lp) {
   struct cap_httpparse *p = PARSER(lp);
+  if (p->in_body)
+    return 0;
   /* llhttp lets an empty field name (": v") through. */
   if (p->header_state != HS_FIELD || p->req.nhdr == 0 || p->req.hdr[p->req.nhdr - 1].name_len == 0)
     return fail(p, 400, "bad_request", "Header without a name");
@@ -77,9 +79,19 @@ static int bad_value_byte(const char *at, size_t n) {
   return 0;
 }
 
+static int trailer_bytes(struct cap_httpparse *p, size_t n) {
+  p->chunk_ext_bytes += n;
+  if (p->chunk_ext_bytes > p->limits.max_header_bytes)
+    return fail(p, 431, "headers_too_large", "Request trailers are too large");
+  return 0;
+}
+
 static int on_header_field(llhttp_t *lp, const char *at, size_t n) {
   struct cap_httpparse *p = PARSER(lp);
   struct cap_request *r = &p->req;
+  /* Chunked trailers carry nothing we use: they are counted and dropped. */
+  if (p->in_body)
+    return trailer_bytes(p, n);
   if (head_full(p, n))
     return fail(p, 431, "headers_too_large", "Request headers are too large");
   p->header_state = HS_FIELD;
@@ -105,6 +117,8 @@ static int on_header_field(llhttp_t *lp, const char *at, size_t n) {
 static int on_header_value(llhttp_t *lp, const char *at, size_t n) {
   struct cap_httpparse *p = PARSER(lp);
   struct cap_request *r = &p->req;
+  if (p->in_body)
+    return trailer_bytes(p, n);
   /* A value must follow a field name; llhttp lets ": v" through. */
   if (r->nhdr == 0 || p->header_state == HS_DONE || p->header_state == HS_NONE)
     return fail(p, 400, "bad_request", "Header without a name");
@@ -145,6 +159,12 @@ static int on_headers_complete(llhttp_t *lp) {
   r->content_length = r->has_content_length ? lp->content_length : 0;
   r->keep_alive = llhttp_should_keep_alive(lp) != 0;
   r->upgrade = lp->upgrade != 0;
+  /* We speak nothing but HTTP/1.1 here and may ignore Upgrade (RFC 9110
+   * 7.8); clearing the flag keeps llhttp parsing the stream as HTTP instead
+   * of stopping for a protocol switch that will not come. */
+  lp->upgrade = 0;
+  if (r->http_minor == 0 && cap_request_header_count(r, "transfer-encoding") > 0)
+    return fail(p, 400, "bad_request", "Transfer-Encoding in an HTTP/1.0 request");
   /* RFC 9112 6.3: a Transfer-Encoding other than a final chunked makes
    * the length unknowable; llhttp lets an empty one through. */
   if (cap_request_header_count(r, "transfer-encoding") > 0 &&
@@ -292,11 +312,10 @@ enum cap_httpparse_event cap_httpparse_feed(struct cap_httpparse *p, const char 
       return (enum cap_httpparse_event)p->pause_event;
     }
     if (err == HPE_PAUSED_UPGRADE) {
-      /* The request was complete; we answer it and then close, since we
-       * speak no other protocol on this connection. */
-      p->req.upgrade = 1;
-      p->req.keep_alive = 0;
-      return CAP_HTTPPARSE_MESSAGE;
+      /* on_headers_complete clears the upgrade flag, so this cannot
+       * happen; if it does, the stream is not HTTP we can follow. */
+      fail(p, 400, "bad_request", "Protocol upgrades are not supported");
+      return CAP_HTTPPARSE_ERROR;
     }
     if (err != HPE_USER)
       fail(p, 400, "bad_request", "Malformed request");
@@ -309,6 +328,19 @@ enum cap_httpparse_event cap_httpparse_feed(struct cap_httpparse *p, const char 
 const char *cap_request_header(const struct cap_request *req, const char *name, size_t *len) {
   size_t nl = strlen(name);
   for (size_t i = 0; i < req->nhdr; i++) {
+    const struct cap_header *h = &req->hdr[i];
+    if (h->name_len == nl && strncasecmp(req->head.data + h->name_off, name, nl) == 0) {
+      *len = h->value_len;
+      return h->value_len ? req->head.data + h->value_off : "";
+    }
+  }
+  *len = 0;
+  return NULL;
+}
+
+const char *cap_request_header_last(const struct cap_request *req, const char *name, size_t *len) {
+  size_t nl = strlen(name);
+  for (size_t i = req->nhdr; i-- > 0;) {
     const struct cap_header *h = &req->hdr[i];
     if (h->name_len == nl && strncasecmp(req->head.data + h->name_off, name, nl) == 0) {
       *len = h->value_len;

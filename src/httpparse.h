@@ -82,6 +82,8 @@ int cap_httpparse_partial(const struct cap_httpparse *p);
 /* Returns the first value of header name (case-insensitive) and its length
  * in *len, or NULL.  The value points into req. */
 const char *cap_request_header(const struct cap_request *req, const char *name, size_t *len);
+/* Returns the last value of header name, as cap_request_header does the first. */
+const char *cap_request_header_last(const struct cap_request *req, const char *name, size_t *len);
 /* Counts the fields named name. */
 size_t cap_request_header_count(const struct cap_request *req, const char *name);
 /* Returns the URL (not NUL-terminated at path_len: use the lengths). */

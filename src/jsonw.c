@@ -51,10 +51,10 @@ void cap_jsonw_str(struct cap_buf *b, const char *s, size_t n) {
   cap_buf_putc(b, '"');
   while (i < n) {
     unsigned char c = p[i];
-    if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+    if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
       /* Copy the longest plain ASCII run at once; this is the common case. */
       size_t j = i + 1;
-      while (j < n && p[j] >= 0x20 && p[j] < 0x80 && p[j] != '"' && p[j] != '\\')
+      while (j < n && p[j] >= 0x20 && p[j] < 0x7f && p[j] != '"' && p[j] != '\\')
         j++;
       cap_buf_append(b, p + i, j - i);
       i = j;

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +34,12 @@ static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
 int cap_log_open(const char *path) {
   if (path == NULL) {
+    cap_log_flush();
+    if (logger.fd != STDOUT_FILENO)
+      close(logger.fd);
     logger.fd = STDOUT_FILENO;
+    free(logger.path);
+    logger.path = NULL;
     return 0;
   }
   int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
@@ -147,7 +153,10 @@ void cap_log_double(struct cap_log_rec *r, const char *k, double val) {
   if (r == NULL)
     return;
   key(r, k);
-  cap_buf_printf(&r->line, "%.3f", val);
+  if (isfinite(val))
+    cap_buf_printf(&r->line, "%.3f", val);
+  else
+    cap_buf_puts(&r->line, "null"); /* JSON has no NaN or infinity. */
 }
 
 void cap_log_bool(struct cap_log_rec *r, const char *k, int val) {

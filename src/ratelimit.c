@@ -99,8 +99,12 @@ static void evict(struct cap_ratelimit *rl, struct bucket *b) {
   rl->n--;
 }
 
-int cap_ratelimit_take(struct cap_ratelimit *rl, const char *key, uint64_t now_ms,
+int cap_ratelimit_take(struct cap_ratelimit *rl, const char *long_key, uint64_t now_ms,
                        unsigned *retry_after) {
+  /* Buckets keep at most CAP_RATELIMIT_KEY_MAX bytes of a key; hash and
+   * compare exactly what is kept. */
+  char key[CAP_RATELIMIT_KEY_MAX + 1];
+  snprintf(key, sizeof(key), "%s", long_key);
   size_t slot = hash(key) & (rl->nslots - 1);
   struct bucket *b = rl->slots[slot];
   while (b && strcmp(b->key, key) != 0)
