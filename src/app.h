@@ -3,8 +3,13 @@
 
 #include "auth.h"
 #include "config.h"
+#include "jobs.h"
+#include "keypolicy.h"
 #include "netaddr.h"
 #include "ratelimit.h"
+#include "store.h"
+
+#include <uv.h>
 
 #include <stddef.h>
 #include <stdint.h>
@@ -18,6 +23,11 @@ struct cap_app {
   struct cap_netaddr_set trusted;
   struct cap_ratelimit *rl_client;
   struct cap_ratelimit *rl_token;
+  struct cap_store store;
+  struct cap_jobs jobs;
+  struct cap_keypolicy *keypolicy;
+  uv_loop_t *loop;
+  int presets_probing;
   uint64_t start_ms;
   int draining;
   uint64_t requests;
@@ -25,10 +35,19 @@ struct cap_app {
   uint64_t auth_failures;
 };
 
-/* Sets up app from cfg (which must outlive it): loads tokens, parses the
- * trusted proxies.  Returns 0 or -EINVAL with "key: reason" in err. */
-int cap_app_init(struct cap_app *app, const struct cap_config *cfg, uint64_t now_ms, char *err,
+/* Sets up app from cfg (which must outlive it) on loop: loads tokens,
+ * parses the trusted proxies and key policies, opens the object store and
+ * the job table.  Returns 0 or -EINVAL with "key: reason" in err. */
+int cap_app_init(struct cap_app *app, const struct cap_config *cfg, uv_loop_t *loop, char *err,
                  size_t errlen);
+/* Loads the presets and starts probing ffmpeg for them; the job table gets
+ * them when the probe is done (run the loop).  Returns 0 or -EINVAL. */
+int cap_app_load_presets(struct cap_app *app, char *err, size_t errlen);
+/* SIGHUP: reloads tokens now and presets after a new probe; a broken file
+ * keeps the old state.  Every outcome is logged. */
+void cap_app_reload(struct cap_app *app);
+/* Cancels every job so the loop can end. */
+void cap_app_stop(struct cap_app *app);
 void cap_app_free(struct cap_app *app);
 /* Reloads the token file; on failure the old tokens stay and err says why.
  * Returns 0 or a negative errno; *loose_mode as for cap_auth_load_file. */

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum opt_type { OPT_STR, OPT_INT, OPT_BOOL, OPT_LEVEL };
+enum opt_type { OPT_STR, OPT_INT, OPT_BOOL, OPT_LEVEL, OPT_JSON };
 
 struct opt {
   const char *key; /* JSON key; the flag and env names derive from it. */
@@ -66,6 +66,29 @@ static const struct opt opts[] = {
     {"data_dir", OPT_STR, O(data_dir), 0, 0, "./data", NULL, "local object store directory"},
     {"insecure_no_auth", OPT_BOOL, O(insecure_no_auth), 0, 1, "0", NULL,
      "development only: serve /exec without any token"},
+    {"presets", OPT_STR, O(presets), 0, 0, NULL, NULL,
+     "presets JSON file replacing the built-in set (reloaded on SIGHUP)"},
+    {"pool_cpu", OPT_INT, O(pool_cpu), 0, 256, "0", NULL,
+     "concurrent cpu-class jobs (0: half the cores, rounded up)"},
+    {"pool_nvenc", OPT_INT, O(pool_nvenc), 0, 64, "3", NULL, "concurrent nvenc-class jobs"},
+    {"queue_max", OPT_INT, O(queue_max), 0, 100000, "32", NULL, "queued jobs per class at most"},
+    {"job_timeout_s", OPT_INT, O(job_timeout_s), 1, 604800, "21600", NULL,
+     "longest any job may run"},
+    {"job_ttl_s", OPT_INT, O(job_ttl_s), 1, 604800, "3600", NULL,
+     "how long finished jobs stay pollable"},
+    {"jobs_max", OPT_INT, O(jobs_max), 16, 1000000, "10000", NULL, "jobs kept at most"},
+    {"wait_default_s", OPT_INT, O(wait_default_s), 0, 95, "60", NULL,
+     "how long POST /exec waits for a result by default"},
+    {"wait_max_s", OPT_INT, O(wait_max_s), 0, 95, "90", NULL,
+     "longest wait a client may ask for (Cloudflare cuts at about 100 s)"},
+    {"cancel_grace_ms", OPT_INT, O(cancel_grace_ms), 0, 600000, "5000", NULL,
+     "SIGTERM to SIGKILL delay when a job is canceled"},
+    {"cancel_on_disconnect", OPT_BOOL, O(cancel_on_disconnect), 0, 1, "0", NULL,
+     "cancel a job when the client waiting for it goes away"},
+    {"ffmpeg", OPT_STR, O(ffmpeg), 0, 0, "ffmpeg", NULL, "ffmpeg binary"},
+    {"ffprobe", OPT_STR, O(ffprobe), 0, 0, "ffprobe", NULL, "ffprobe binary"},
+    {"token_prefixes", OPT_JSON, O(token_prefixes), 0, 0, NULL, NULL,
+     "JSON: {\"token name\":{\"input\":[prefixes],\"output\":[prefixes]}}"},
 };
 
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
@@ -127,6 +150,19 @@ static int set_opt(struct cap_config *cfg, const struct opt *o, const char *val,
     *(int *)(base + o->off) = v;
     return 0;
   }
+  case OPT_JSON: {
+    cJSON *j = cJSON_Parse(val);
+    int ok = cJSON_IsObject(j);
+    cJSON_Delete(j);
+    if (!ok) {
+      snprintf(err, errlen, "%s: must be a JSON object", o->key);
+      return -EINVAL;
+    }
+    char **slot = (char **)(base + o->off);
+    free(*slot);
+    *slot = xstrdup(val);
+    return 0;
+  }
   case OPT_LEVEL:
     if (cap_log_parse_level(val, (enum cap_log_level *)(base + o->off)) != 0) {
       snprintf(err, errlen, "%s: must be debug, info, warn or error (got \"%.64s\")", o->key, val);
@@ -168,6 +204,10 @@ static int json_value_text(const struct opt *o, const cJSON *v, struct cap_buf *
     cap_buf_puts(out, cJSON_IsTrue(v) ? "1" : "0");
   } else if ((o->type == OPT_STR || o->type == OPT_LEVEL) && cJSON_IsString(v)) {
     cap_buf_puts(out, v->valuestring);
+  } else if (o->type == OPT_JSON && cJSON_IsObject(v)) {
+    char *text = cJSON_PrintUnformatted(v);
+    cap_buf_puts(out, text ? text : "{}");
+    cJSON_free(text);
   } else if (strcmp(o->key, "trusted_proxies") == 0 && cJSON_IsArray(v)) {
     const cJSON *it;
     cJSON_ArrayForEach(it, v) {
@@ -180,7 +220,8 @@ static int json_value_text(const struct opt *o, const cJSON *v, struct cap_buf *
       cap_buf_puts(out, it->valuestring);
     }
   } else {
-    static const char *const want[] = {"a string", "an integer", "true or false", "a string"};
+    static const char *const want[] = {"a string", "an integer", "true or false", "a string",
+                                       "a JSON object"};
     snprintf(err, errlen, "%s: must be %s", o->key, want[o->type]);
     return -EINVAL;
   }
@@ -208,8 +249,12 @@ static int load_file(struct cap_config *cfg, const char *path, char *err, size_t
       goto fail;
     }
   }
-  root = cJSON_ParseWithLength(text.data ? text.data : "", text.len);
-  if (!cJSON_IsObject(root)) {
+  const char *end = NULL;
+  root = cJSON_ParseWithLengthOpts(text.data ? text.data : "", text.len, &end, 0);
+  while (root && end && end < text.data + text.len &&
+         (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t'))
+    end++;
+  if (!cJSON_IsObject(root) || end != text.data + text.len) {
     snprintf(err, errlen, "config: %s is not a JSON object", path);
     goto fail;
   }
@@ -298,6 +343,10 @@ int cap_config_load(struct cap_config *cfg, int argc, char **argv, char **envp, 
     if (strcmp(o->key, "token") == 0)
       cfg->token_from_argv = 1;
   }
+  if (cfg->wait_default_s > cfg->wait_max_s) {
+    snprintf(err, errlen, "wait_default_s: must not exceed wait_max_s (%d)", cfg->wait_max_s);
+    return -EINVAL;
+  }
   unsigned char addr[16];
   if (inet_pton(AF_INET, cfg->host, addr) != 1 && inet_pton(AF_INET6, cfg->host, addr) != 1) {
     snprintf(err, errlen, "host: must be an IPv4 or IPv6 address (got \"%.64s\")", cfg->host);
@@ -308,7 +357,7 @@ int cap_config_load(struct cap_config *cfg, int argc, char **argv, char **envp, 
 
 void cap_config_free(struct cap_config *cfg) {
   for (size_t i = 0; i < NOPTS; i++)
-    if (opts[i].type == OPT_STR) {
+    if (opts[i].type == OPT_STR || opts[i].type == OPT_JSON) {
       char **slot = (char **)((char *)cfg + opts[i].off);
       free(*slot);
       *slot = NULL;

@@ -33,6 +33,21 @@ struct cap_config {
   int shutdown_grace_ms;
   char *data_dir;
   int insecure_no_auth;
+  /* Jobs. */
+  char *presets; /* Presets file; NULL means the built-in set. */
+  int pool_cpu;  /* 0 means half the cores, rounded up. */
+  int pool_nvenc;
+  int queue_max;
+  int job_timeout_s;
+  int job_ttl_s;
+  int jobs_max;
+  int wait_default_s;
+  int wait_max_s;
+  int cancel_grace_ms;
+  int cancel_on_disconnect;
+  char *ffmpeg;
+  char *ffprobe;
+  char *token_prefixes; /* JSON text: {"token name":{"input":[...],"output":[...]}} */
 };
 
 /* Results of cap_config_load besides 0 and -EINVAL. */

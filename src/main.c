@@ -60,7 +60,8 @@ int main(int argc, char **argv) {
   }
 
   uv_loop_t *loop = uv_default_loop();
-  if (cap_app_init(&app, &cfg, uv_now(loop), err, sizeof(err)) != 0) {
+  if (cap_app_init(&app, &cfg, loop, err, sizeof(err)) != 0 ||
+      cap_app_load_presets(&app, err, sizeof(err)) != 0) {
     fprintf(stderr, "cap-server: %s\n", err);
     cap_log_close();
     cap_config_free(&cfg);
@@ -83,6 +84,10 @@ int main(int argc, char **argv) {
                 "INSECURE: no token configured and --insecure-no-auth given; anyone who can "
                 "reach this port can run jobs. Never expose this through Funnel.");
 
+  /* The ffmpeg probe runs before we listen, so the first request already
+   * sees which presets can run. */
+  uv_run(loop, UV_RUN_DEFAULT);
+
   if ((rc = cap_server_start(&srv, loop, &app)) != 0) {
     struct cap_log_rec *r = cap_log_begin(CAP_LOG_ERROR, "server.listen_failed");
     cap_log_str(r, "host", cfg.host);
@@ -92,6 +97,7 @@ int main(int argc, char **argv) {
     cap_log_flush();
     fprintf(stderr, "cap-server: cannot listen on %s:%d: %s\n", cfg.host, cfg.port,
             uv_strerror(rc));
+    cap_app_stop(&app);
     uv_run(loop, UV_RUN_DEFAULT);
     uv_loop_close(loop);
     cap_app_free(&app);
@@ -110,6 +116,9 @@ int main(int argc, char **argv) {
   cap_log_int(r, "connections", (long long)srv.accepted);
   cap_log_int(r, "rate_limited", (long long)app.rate_limited);
   cap_log_int(r, "auth_failures", (long long)app.auth_failures);
+  cap_log_int(r, "jobs_succeeded", (long long)app.jobs.succeeded);
+  cap_log_int(r, "jobs_failed", (long long)app.jobs.failed);
+  cap_log_int(r, "jobs_canceled", (long long)app.jobs.canceled);
   cap_log_bool(r, "forced", srv.forced);
   cap_log_bool(r, "loop_closed", rc == 0);
   cap_log_end(r);

@@ -10,6 +10,7 @@ enum cap_route_flags {
   CAP_ROUTE_AUTH = 1 << 0,      /* Bearer token required. */
   CAP_ROUTE_RATELIMIT = 1 << 1, /* Counts against the per-client and per-token buckets. */
   CAP_ROUTE_JSON_BODY = 1 << 2, /* Content-Type must be application/json. */
+  CAP_ROUTE_PREFIX = 1 << 3,    /* path is a prefix followed by one more segment. */
 };
 
 typedef void (*cap_handler_fn)(struct cap_exchange *x);

@@ -110,6 +110,9 @@ void cap_server_stop(struct cap_server *s) {
     next = c->next;
     cap_conn_drain(c);
   }
+  /* Jobs are canceled (their children signalled); anyone waiting for one
+   * is answered, on a connection that then closes. */
+  cap_app_stop(s->app);
   if (s->conns == NULL)
     uv_close((uv_handle_t *)&s->grace, NULL);
   else
@@ -126,22 +129,7 @@ static void on_stop_signal(uv_signal_t *h, int signum) {
 
 static void on_sighup(uv_signal_t *h, int signum) {
   struct cap_server *s = h->data;
-  char err[600];
-  int loose = 0;
-  int rc = cap_app_reload_tokens(s->app, &loose, err, sizeof(err));
-  struct cap_log_rec *r = cap_log_begin(rc == 0 ? CAP_LOG_INFO : CAP_LOG_ERROR, "auth.reload");
-  cap_log_bool(r, "ok", rc == 0);
-  if (rc == 0)
-    cap_log_int(r, "tokens", (long long)s->app->auth.n);
-  else
-    cap_log_str(r, "error", err);
-  cap_log_end(r);
-  if (rc == 0 && loose) {
-    r = cap_log_begin(CAP_LOG_WARN, "auth.token_file_mode");
-    cap_log_str(r, "path", s->app->cfg->token_file);
-    cap_log_str(r, "hint", "chmod 600 the token file");
-    cap_log_end(r);
-  }
+  cap_app_reload(s->app);
 }
 
 static void on_sigusr1(uv_signal_t *h, int signum) {

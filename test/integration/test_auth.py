@@ -29,8 +29,8 @@ class AuthAssertions:
 
     def assert_passes(self, resp, what=""):
         st, h, b = resp
-        self.assertEqual(st, 501, "%s: %r" % (what, b))
-        self.assertEqual(err_body(b)["code"], "not_implemented", what)
+        self.assertEqual(st, 404, "%s: %r" % (what, b))
+        self.assertEqual(err_body(b)["code"], "input_not_found", what)
         self.assert_json(h)
 
     def assert_unauthorized(self, resp, what=""):
@@ -288,7 +288,7 @@ class TestStartupAuthConfig(AuthAssertions, unittest.TestCase):
     def test_token_in_env_does_not_warn_argv(self):
         with Server(token=TOKEN) as srv:
             st, h, _ = exec_post(srv, token=TOKEN)
-            self.assertEqual(st, 501)
+            self.assertEqual(st, 404)
             wait_http_line(srv, h["x-request-id"])
             events = [l.get("event") for l in complete_log_lines(srv.log_text())]
             self.assertNotIn("config.token_in_argv", events)

@@ -157,7 +157,7 @@ class TestPrecedence(unittest.TestCase):
 
     def assert_only_token(self, srv, good, bad):
         st, h, b = exec_post(srv, token=good)
-        self.assertEqual(st, 501, b)
+        self.assertEqual(st, 404, b)
         for t in bad:
             st, h, b = exec_post(srv, token=t)
             self.assertEqual(st, 401, "token from a lower-precedence source accepted: %r" % b)
@@ -219,7 +219,7 @@ class TestAllKeysAccepted(unittest.TestCase):
         with RawServer(argv, t.log, token=None) as srv:
             st, h, b = http(srv, "GET", "/health", token=None)
             self.assertEqual(st, 200, b)
-            self.assertEqual(exec_post(srv)[0], 501)
+            self.assertEqual(exec_post(srv)[0], 404)
 
     def test_every_key_as_env(self):
         t = Tmp()
@@ -228,7 +228,7 @@ class TestAllKeysAccepted(unittest.TestCase):
         with RawServer([], t.log, env=env, token=TOKEN) as srv:
             st, h, b = http(srv, "GET", "/health", token=None)
             self.assertEqual(st, 200, b)
-            self.assertEqual(exec_post(srv)[0], 501)
+            self.assertEqual(exec_post(srv)[0], 404)
 
     def test_every_key_as_flag(self):
         t = Tmp()
@@ -240,7 +240,7 @@ class TestAllKeysAccepted(unittest.TestCase):
         with RawServer(args, t.log, token=TOKEN) as srv:
             st, h, b = http(srv, "GET", "/health", token=None)
             self.assertEqual(st, 200, b)
-            self.assertEqual(exec_post(srv)[0], 501)
+            self.assertEqual(exec_post(srv)[0], 404)
 
 
 class TestInvalid(unittest.TestCase):
@@ -309,7 +309,7 @@ class TestInvalid(unittest.TestCase):
             with self.subTest(len(tok)):
                 t = Tmp()
                 with start(t, token=tok) as srv:
-                    self.assertEqual(exec_post(srv, token=tok)[0], 501)
+                    self.assertEqual(exec_post(srv, token=tok)[0], 404)
 
     def test_flag_missing_value(self):
         line = self.run_invalid(["--max-url-bytes"])

@@ -186,12 +186,12 @@ class TestExecValidation(unittest.TestCase):
         self.assertEqual(st, 400, b)
         self.assertIn(err_body(b).get("code"), ("invalid_key", "invalid_json"))
 
-    def test_valid_bodies_not_implemented(self):
-        self.table(VALID, 501, "not_implemented")
+    def test_valid_bodies_reach_job_runner(self):
+        self.table(VALID, 404, "input_not_found")
 
     def test_seed_body_exact(self):
         body = b'{"input_key":"uploads/raw.mp4","output_key":"renders/final.mp4","preset":"1080p"}'
-        self.assert_error(http(self.srv, "POST", "/exec", body), 501, "not_implemented", "seed")
+        self.assert_error(http(self.srv, "POST", "/exec", body), 404, "input_not_found", "seed")
 
     def test_content_type(self):
         for ct in ("text/plain", "application/jsonx", "application/json-patch+json",
@@ -202,7 +202,7 @@ class TestExecValidation(unittest.TestCase):
         for ct in ("application/json; charset=utf-8", "application/json;charset=UTF-8"):
             with self.subTest(ct):
                 self.assert_error(http(self.srv, "POST", "/exec", SEED_BODY, content_type=ct),
-                                  501, "not_implemented", "Content-Type %r" % ct)
+                                  404, "input_not_found", "Content-Type %r" % ct)
 
     def test_415_before_413(self):
         raw = (b"POST /exec HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode() +
@@ -234,9 +234,9 @@ class TestExecValidation(unittest.TestCase):
 
     def test_body_size_boundary(self):
         body = SEED_BODY + b" " * (65536 - len(SEED_BODY))
-        self.assert_error(http(self.srv, "POST", "/exec", body), 501, "not_implemented", "65536 bytes")
+        self.assert_error(http(self.srv, "POST", "/exec", body), 404, "input_not_found", "65536 bytes")
         body = SEED_BODY + b" " * (1000 - len(SEED_BODY))
-        self.assert_error(http(self.small, "POST", "/exec", body), 501, "not_implemented", "1000 bytes")
+        self.assert_error(http(self.small, "POST", "/exec", body), 404, "input_not_found", "1000 bytes")
 
     def chunked(self, srv, body, pieces=3):
         n = max(1, len(body) // pieces)
@@ -257,7 +257,7 @@ class TestExecValidation(unittest.TestCase):
             s.close()
 
     def test_chunked_bodies(self):
-        self.assert_error(self.chunked(self.srv, SEED_BODY), 501, "not_implemented", "chunked seed")
+        self.assert_error(self.chunked(self.srv, SEED_BODY), 404, "input_not_found", "chunked seed")
         self.assert_error(self.chunked(self.srv, b"[1,2,3]"), 400, "invalid_json", "chunked array")
         self.assert_error(self.chunked(self.small, SEED_BODY + b" " * 1500, pieces=4), 413,
                           "body_too_large", "chunked over max_body_bytes")

@@ -14,7 +14,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from capsrv import (TOKEN, Server, build_request, check_common_headers, chunked,  # noqa: E402
-                    exchange, read_response, wait_closed, HEX32)
+                    exchange, read_response, request, wait_closed, HEX32)
 
 # Generous rate limits so that the many POST /exec requests here never hit 429.
 BASE_ARGS = ["--rate-limit", "100000", "--rate-limit-token", "100000",
@@ -190,8 +190,8 @@ class HttpCore(unittest.TestCase):
             ("400 invalid_json", exec_req(body=b"{nope", close=True), 400),
             ("400 unknown_capability", exec_req(body=b'{"capability":"rm","input_key":"a"}',
                                                 close=True), 400),
-            ("501", exec_req(close=True), 501),
-            ("501 render", exec_req(body=VALID_RENDER, close=True), 501),
+            ("404", exec_req(close=True), 404),
+            ("404 render", exec_req(body=VALID_RENDER, close=True), 404),
             ("400 malformed", b"G@T /health HTTP/1.1\r\nHost: x\r\n\r\n", 400),
             ("413", exec_req(body=b"x" * 70000, close=True), 413),
             ("431", get("/health", extra=[("X-Big", "a" * 9000)], close=True), 431),
@@ -212,11 +212,11 @@ class HttpCore(unittest.TestCase):
         self.assertEqual(r.json(), {"error": "Unauthorized", "code": "unauthorized"})
         self.assertTrue(r.headers.get("www-authenticate", "").startswith("Bearer"), r)
 
-    def test_501_not_implemented(self):
+    def test_valid_exec_reaches_job_runner(self):
         for body in (VALID_EXEC, VALID_RENDER):
             r, _, _ = self.ex(exec_req(body=body, close=True))
-            self.assertEqual(r.status, 501, r)
-            self.assertEqual(r.code, "not_implemented", r)
+            self.assertEqual(r.status, 404, r)
+            self.assertEqual(r.code, "input_not_found", r)
             self.assertTrue(r.headers["content-type"].lower().startswith("application/json"))
 
     # ------------------------------------------------------------ X-Request-Id
@@ -267,10 +267,10 @@ class HttpCore(unittest.TestCase):
             s.sendall(get("/missing", extra=[("X-Request-Id", "ka-404")]))
             r = read_response(s)
             self.assertEqual(r.status, 404)
-            s.sendall(exec_req(extra=[("X-Request-Id", "ka-501")]))
+            s.sendall(exec_req(extra=[("X-Request-Id", "ka-404")]))
             r = read_response(s)
-            self.assertEqual(r.status, 501, r)
-            self.assertEqual(r.headers["x-request-id"], "ka-501")
+            self.assertEqual(r.status, 404, r)
+            self.assertEqual(r.headers["x-request-id"], "ka-404")
             s.sendall(get("/health", extra=[("X-Request-Id", "ka-last")], close=True))
             r = read_response(s)
             self.assertEqual(r.status, 200)
@@ -281,6 +281,25 @@ class HttpCore(unittest.TestCase):
             self.assertEqual(extra, b"")
         finally:
             s.close()
+
+    def test_upgrade_is_ignored_and_pipeline_goes_on(self):
+        # An Upgrade request is answered as plain HTTP and the connection
+        # stays HTTP: the request after it is parsed and answered in order.
+        # (Once, this sequence crashed the server.)
+        up = [("Connection", "Upgrade"), ("Upgrade", "websocket")]
+        s = self.srv.connect()
+        try:
+            s.sendall(get("/nope", extra=up + [("X-Request-Id", "up-1")]) +
+                      get("/health", extra=[("X-Request-Id", "up-2")]))
+            r1 = read_response(s)
+            r2 = read_response(s)
+            self.assertEqual((r1.status, r1.headers["x-request-id"]), (404, "up-1"), r1)
+            self.assertEqual((r2.status, r2.headers["x-request-id"]), (200, "up-2"), r2)
+        finally:
+            s.close()
+        self.assertIsNone(self.srv.proc.poll(), "server must survive an Upgrade request")
+        st, _, _ = request(self.srv, "GET", "/health")
+        self.assertEqual(st, 200)
 
     def test_http10_closes_by_default(self):
         r, closed, extra = self.ex(b"GET /health HTTP/1.0\r\nHost: x\r\n\r\n")
@@ -294,10 +313,10 @@ class HttpCore(unittest.TestCase):
             rid = "pipe-%02d" % i
             if i == 7:
                 reqs.append(exec_req(extra=[("X-Request-Id", rid)]))
-                expect.append((rid, 501, False))
+                expect.append((rid, 404, False))
             elif i == 11:
                 reqs.append(exec_req(body=VALID_RENDER, te_chunked=True, extra=[("X-Request-Id", rid)]))
-                expect.append((rid, 501, False))
+                expect.append((rid, 404, False))
             elif i == 13:
                 reqs.append(get("/health", method="HEAD", extra=[("X-Request-Id", rid)]))
                 expect.append((rid, 200, True))
@@ -334,18 +353,18 @@ class HttpCore(unittest.TestCase):
                 r = read_response(s)
                 self.assertEqual((r.status, r.headers["x-request-id"]), (200, "split-%d" % i))
             r = read_response(s)
-            self.assertEqual((r.status, r.headers["x-request-id"]), (501, "split-x"))
+            self.assertEqual((r.status, r.headers["x-request-id"]), (404, "split-x"))
         finally:
             s.close()
 
     # ------------------------------------------------------------ chunked bodies
-    def test_chunked_valid_json_501_and_keepalive(self):
+    def test_chunked_valid_json_404_and_keepalive(self):
         s = self.srv.connect()
         try:
             s.sendall(exec_req(body=VALID_RENDER, te_chunked=True))
             r = read_response(s)
-            self.assertEqual(r.status, 501, r)
-            self.assertEqual(r.code, "not_implemented")
+            self.assertEqual(r.status, 404, r)
+            self.assertEqual(r.code, "input_not_found")
             s.sendall(get("/health", extra=[("X-Request-Id", "after-chunked")]))
             r = read_response(s)
             self.assertEqual((r.status, r.headers["x-request-id"]), (200, "after-chunked"))
@@ -356,12 +375,12 @@ class HttpCore(unittest.TestCase):
         body = b"".join(b"1;ext=v\r\n" + VALID_EXEC[i:i + 1] + b"\r\n" for i in range(len(VALID_EXEC)))
         body += b"0\r\nX-Trailer: yes\r\n\r\n"
         r, _, _ = self.ex(exec_req(body=body, te_chunked=True, prechunked=True, close=True))
-        self.assertEqual(r.status, 501, r)
-        self.assertEqual(r.code, "not_implemented")
+        self.assertEqual(r.status, 404, r)
+        self.assertEqual(r.code, "input_not_found")
 
     def test_chunked_body_is_really_decoded(self):
         # Chunk framing must not leak into the JSON: a broken JSON split over
-        # chunks must be invalid_json, a good one 501 (above).
+        # chunks must be invalid_json, a good one 404 (above).
         r, _, _ = self.ex(exec_req(body=b'{"capability":"ffprobe",', te_chunked=True, close=True))
         self.assertEqual(r.status, 400, r)
         self.assertEqual(r.code, "invalid_json")
@@ -389,7 +408,7 @@ class HttpCore(unittest.TestCase):
             # Under the limit is fine on the same server.
             r, _, _ = exchange(srv, exec_req(body=chunked(VALID_EXEC, 5), te_chunked=True,
                                                 prechunked=True, close=True))
-            self.assertEqual(r.status, 501, r)
+            self.assertEqual(r.status, 404, r)
             self.assertIsNone(srv.proc.poll())
 
     # ------------------------------------------------------------ Expect: 100-continue
@@ -410,7 +429,7 @@ class HttpCore(unittest.TestCase):
             self.assertTrue(r.raw_head.startswith(b"HTTP/1.1 100"), r.raw_head)
             s.sendall(VALID_EXEC)
             r = read_response(s, timeout=3)
-            self.assertEqual(r.status, 501, r)
+            self.assertEqual(r.status, 404, r)
             check_common_headers(self, r)
             # keep-alive continues after it
             s.sendall(get("/health", extra=[("X-Request-Id", "after-100")]))
@@ -429,7 +448,7 @@ class HttpCore(unittest.TestCase):
             self.assertEqual(r.status, 100, r)
             s.sendall(chunked(VALID_EXEC, 10))
             r = read_response(s, timeout=3)
-            self.assertEqual(r.status, 501, r)
+            self.assertEqual(r.status, 404, r)
         finally:
             s.close()
 
@@ -525,9 +544,9 @@ class HttpCore(unittest.TestCase):
                       "--expect100-timeout", "5",
                       "--data-binary", VALID_EXEC.decode(), self.srv.url("/exec"))
         self.assertEqual(p.returncode, 0, p.stderr)
-        self.assertTrue(p.stdout.endswith(b"501"), p.stdout)
+        self.assertTrue(p.stdout.endswith(b"404"), p.stdout)
         self.assertIn(b"HTTP/1.1 100", p.stderr, "curl should have seen 100 Continue")
-        self.assertIn(b"not_implemented", p.stdout)
+        self.assertIn(b"input_not_found", p.stdout)
 
     def test_curl_unauthorized(self):
         p = self.curl("-o", "/dev/null", "-w", "%{http_code}",

@@ -54,7 +54,7 @@ class TestDefaultLimit(RateAssertions, unittest.TestCase):
             self.assert_limited(exec_post(srv, token=WRONG), "limited client with a wrong token")
             # another client (another source address, no proxy header) is unaffected
             st, h, b = exec_post(srv, source="127.0.0.3")
-            self.assertEqual(st, 501, b)
+            self.assertEqual(st, 404, b)
             # the limiter applies to /exec only
             st, h, b = http(srv, "GET", "/health", token=None)
             self.assertEqual(st, 200, b)
@@ -69,7 +69,7 @@ class TestDefaultLimit(RateAssertions, unittest.TestCase):
             self.assert_limited(exec_post(srv, xff="203.0.113.1"), "client A 31st")
             # 127.0.0.1 is a trusted proxy by default: another forwarded client is another bucket
             st, h, b = exec_post(srv, xff="203.0.113.2")
-            self.assertEqual(st, 501, b)
+            self.assertEqual(st, 404, b)
             line = wait_http_line(srv, h["x-request-id"])
             self.assertEqual(line.get("remote"), "203.0.113.2", line)
 
@@ -94,8 +94,8 @@ class TestTrustedProxy(RateAssertions, unittest.TestCase):
             self.assertTrue(str(line.get("peer", "")).startswith("127.0.0.2"), line)
             self.assertEqual(line.get("status"), 429, line)
             # the proxy itself and other forwarded clients still pass
-            self.assertEqual(exec_post(srv, source="127.0.0.2", xff="203.0.113.8")[0], 501)
-            self.assertEqual(exec_post(srv, source="127.0.0.2")[0], 501)
+            self.assertEqual(exec_post(srv, source="127.0.0.2", xff="203.0.113.8")[0], 404)
+            self.assertEqual(exec_post(srv, source="127.0.0.2")[0], 404)
 
     def test_rightmost_forwarded_entry_is_used(self):
         with Server(args=self.ARGS) as srv:
@@ -127,7 +127,7 @@ class TestTrustedProxy(RateAssertions, unittest.TestCase):
                 self.assertTrue(str(line.get("peer", "")).startswith("127.0.0.1"), line)
             self.assertEqual(line.get("forwarded_for"), "198.51.100.200", line)
             # the trusted proxy's forwarded clients are unaffected
-            self.assertEqual(exec_post(srv, source="127.0.0.2", xff="198.51.100.1")[0], 501)
+            self.assertEqual(exec_post(srv, source="127.0.0.2", xff="198.51.100.1")[0], 404)
 
 
 class TestTokenBucket(RateAssertions, unittest.TestCase):
@@ -142,13 +142,13 @@ class TestTokenBucket(RateAssertions, unittest.TestCase):
     def test_sixth_authenticated_request_limited(self):
         for i in range(5):
             st, h, b = exec_post(self.srv, xff="192.0.2.%d" % (i + 1))
-            self.assertEqual(st, 501, "request %d: %r" % (i + 1, b))
+            self.assertEqual(st, 404, "request %d: %r" % (i + 1, b))
         resp = self.assert_limited(exec_post(self.srv, xff="192.0.2.6"), "6th request with the token")
         line = wait_http_line(self.srv, resp[1]["x-request-id"])
         self.assertEqual(line.get("remote"), "192.0.2.6", line)
         # the bucket is per token
         st, h, b = exec_post(self.srv, token=TOKEN2, xff="192.0.2.7")
-        self.assertEqual(st, 501, b)
+        self.assertEqual(st, 404, b)
         # auth comes before the per-token check
         st, h, b = exec_post(self.srv, token=WRONG, xff="192.0.2.8")
         self.assertEqual(st, 401, b)
@@ -161,7 +161,7 @@ class TestTokenBucket(RateAssertions, unittest.TestCase):
             self.assertEqual(st, 401, "bad token request %d: %r" % (i + 1, b))
         for i in range(5):
             st, h, b = exec_post(self.srv, xff="198.18.1.%d" % (i + 1))
-            self.assertEqual(st, 501, "good token request %d after 20 bad ones: %r" % (i + 1, b))
+            self.assertEqual(st, 404, "good token request %d after 20 bad ones: %r" % (i + 1, b))
         self.assert_limited(exec_post(self.srv, xff="198.18.1.100"), "6th good-token request")
 
 
@@ -172,7 +172,7 @@ class TestClientTable(RateAssertions, unittest.TestCase):
                 for i in range(200):
                     xff = "10.%d.%d.%d" % (rnd + 1, i // 250, i % 250 + 1)
                     st, h, b = exec_post(srv, xff=xff)
-                    self.assertEqual(st, 501, "client %s: %r" % (xff, b))
+                    self.assertEqual(st, 404, "client %s: %r" % (xff, b))
             self.assertIsNone(srv.proc.poll(), "server died")
             st, h, b = http(srv, "GET", "/health", token=None)
             self.assertEqual(st, 200, b)

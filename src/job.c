@@ -1,0 +1,513 @@
+#include "job.h"
+
+#include "alloc.h"
+#include "config.h"
+#include "jobs.h"
+#include "log.h"
+#include "preset.h"
+#include "store.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <openssl/rand.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+/* What the job's child is doing. */
+enum phase { PHASE_NONE, PHASE_DURATION, PHASE_FFMPEG, PHASE_PROBE };
+
+/* How often job.progress lines are logged at most. */
+#define PROGRESS_LOG_MS 10000
+/* ffprobe's JSON for one file is small; more means something is wrong. */
+#define PROBE_OUT_MAX   (4 * 1024 * 1024)
+#define STDERR_TAIL_MAX 2048
+
+static const char *const state_names[] = {"queued",    "running", "uploading",
+                                          "succeeded", "failed",  "canceled"};
+
+const char *cap_job_state_name(enum cap_job_state s) {
+  return state_names[s];
+}
+
+static int64_t wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void make_id(char *out) {
+  static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  unsigned char r[16];
+  if (RAND_bytes(r, sizeof(r)) != 1)
+    abort(); /* Guessable job ids would let tokens see each other's jobs. */
+  uint32_t acc = 0;
+  int bits = 0;
+  size_t o = 0;
+  for (size_t i = 0; i < sizeof(r); i++) {
+    acc = (acc << 8) | r[i];
+    bits += 8;
+    while (bits >= 6) {
+      out[o++] = b64[(acc >> (bits - 6)) & 63];
+      bits -= 6;
+    }
+  }
+  if (bits > 0)
+    out[o++] = b64[(acc << (6 - bits)) & 63];
+  out[o] = '\0';
+}
+
+static void on_handle_closed(uv_handle_t *h) {
+  struct cap_job *j = h->data;
+  j->handles_open--;
+}
+
+struct cap_job *cap_job_new(struct cap_jobs *jobs, const struct cap_execreq *r, const char *owner,
+                            const char *req_id) {
+  struct cap_job *j = xcalloc(1, sizeof(*j));
+  j->jobs = jobs;
+  make_id(j->id);
+  snprintf(j->owner, sizeof(j->owner), "%s", owner);
+  snprintf(j->req_id, sizeof(j->req_id), "%s", req_id);
+  j->capability = r->capability;
+  j->input_key = xstrdup(r->input_key);
+  j->output_key = r->output_key ? xstrdup(r->output_key) : NULL;
+  j->preset = r->preset ? xstrdup(r->preset) : NULL;
+  j->idem_key = r->idempotency_key ? xstrdup(r->idempotency_key) : NULL;
+  j->state = CAP_JOB_QUEUED;
+  j->created_at = wall_ms();
+  j->in_fd = -1;
+  j->exit_status = -1;
+  j->pool_item.start = cap_job_start;
+  j->cls = xstrdup("cpu");
+
+  const struct cap_preset *p = j->preset ? cap_preset_find(jobs->presets, j->preset) : NULL;
+  if (p) {
+    j->args = xcalloc(p->nargs + 1, sizeof(char *));
+    for (size_t i = 0; i < p->nargs; i++)
+      j->args[i] = xstrdup(p->args[i]);
+    j->format = xstrdup(p->format);
+    j->ext = xstrdup(p->ext);
+    free(j->cls);
+    j->cls = xstrdup(p->cls);
+    j->timeout_s = p->timeout_s;
+  }
+  if (j->timeout_s <= 0 || j->timeout_s > jobs->cfg->job_timeout_s)
+    j->timeout_s = jobs->cfg->job_timeout_s;
+  return j;
+}
+
+void cap_job_attach(struct cap_job *j, uv_loop_t *loop) {
+  uv_timer_init(loop, &j->timeout_timer);
+  uv_timer_init(loop, &j->kill_timer);
+  j->timeout_timer.data = j;
+  j->kill_timer.data = j;
+  j->handles_open = 2;
+}
+
+void cap_job_free(struct cap_job *j) {
+  free(j->input_key);
+  free(j->output_key);
+  free(j->preset);
+  free(j->idem_key);
+  for (size_t i = 0; j->args && j->args[i]; i++)
+    free(j->args[i]);
+  free(j->args);
+  free(j->format);
+  free(j->ext);
+  free(j->cls);
+  free(j->probe_json);
+  free(j->err_msg);
+  free(j->stderr_tail);
+  free(j);
+}
+
+int cap_job_done(const struct cap_job *j) {
+  return j->state >= CAP_JOB_SUCCEEDED;
+}
+
+int cap_job_quiescent(const struct cap_job *j) {
+  return cap_job_done(j) && !j->proc_live && j->handles_open == 0 && j->pool_item.state == 0;
+}
+
+void cap_job_add_waiter(struct cap_job *j, struct cap_job_waiter *w) {
+  w->job = j;
+  w->prev = NULL;
+  w->next = j->waiters;
+  if (j->waiters)
+    j->waiters->prev = w;
+  j->waiters = w;
+}
+
+void cap_job_remove_waiter(struct cap_job_waiter *w) {
+  struct cap_job *j = w->job;
+  if (j == NULL)
+    return;
+  if (w->prev)
+    w->prev->next = w->next;
+  else
+    j->waiters = w->next;
+  if (w->next)
+    w->next->prev = w->prev;
+  w->prev = w->next = NULL;
+  w->job = NULL;
+}
+
+static void log_finished(struct cap_job *j) {
+  struct cap_log_rec *r =
+      cap_log_begin(j->state == CAP_JOB_SUCCEEDED ? CAP_LOG_INFO : CAP_LOG_WARN, "job.finished");
+  cap_log_str(r, "job_id", j->id);
+  cap_log_str(r, "req_id", j->req_id);
+  cap_log_str(r, "state", cap_job_state_name(j->state));
+  cap_log_str(r, "capability", cap_execreq_capabilities[j->capability]);
+  if (j->preset)
+    cap_log_str(r, "preset", j->preset);
+  if (j->err_code)
+    cap_log_str(r, "code", j->err_code);
+  if (j->exit_status >= 0)
+    cap_log_int(r, "exit_status", j->exit_status);
+  if (j->term_signal)
+    cap_log_int(r, "signal", j->term_signal);
+  cap_log_int(r, "dur_ms", j->started_at ? j->finished_at - j->started_at : 0);
+  cap_log_int(r, "bytes", (long long)j->bytes);
+  if (j->stderr_tail && j->state == CAP_JOB_FAILED)
+    cap_log_str(r, "stderr_tail", j->stderr_tail);
+  cap_log_end(r);
+}
+
+/* Puts the job in its final state and wakes everyone waiting for it.  The
+ * child may still be exiting; cleanup() follows when it has. */
+static void settle(struct cap_job *j, enum cap_job_state state, const char *code, int status,
+                   const char *msg) {
+  if (cap_job_done(j))
+    return;
+  j->state = state;
+  j->finished_at = wall_ms();
+  if (code) {
+    j->err_code = code;
+    j->http_status = status;
+    free(j->err_msg);
+    j->err_msg = xstrdup(msg);
+  }
+  cap_jobs_note_done(j->jobs, j);
+  log_finished(j);
+  while (j->waiters) {
+    struct cap_job_waiter *w = j->waiters;
+    cap_job_remove_waiter(w);
+    w->cb(w);
+  }
+}
+
+/* Releases what the job holds once no child runs: input, temp file, slot, timers. */
+static void cleanup(struct cap_job *j) {
+  if (j->proc_live)
+    return;
+  if (j->in_fd >= 0) {
+    close(j->in_fd);
+    j->in_fd = -1;
+  }
+  if (j->tmp_name[0]) {
+    cap_store_discard(j->jobs->store, j->tmp_name);
+    j->tmp_name[0] = '\0';
+  }
+  cap_pool_release(&j->jobs->pool, &j->pool_item);
+  if (j->handles_open == 2 && !uv_is_closing((uv_handle_t *)&j->timeout_timer)) {
+    uv_close((uv_handle_t *)&j->timeout_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&j->kill_timer, on_handle_closed);
+  }
+}
+
+static void fail(struct cap_job *j, const char *code, int status, const char *msg) {
+  settle(j, CAP_JOB_FAILED, code, status, msg);
+  cleanup(j);
+}
+
+static void on_kill_timer(uv_timer_t *t) {
+  struct cap_job *j = t->data;
+  if (j->proc_live)
+    cap_proc_signal(&j->proc, SIGKILL);
+}
+
+void cap_job_cancel(struct cap_job *j, const char *code) {
+  int timeout = strcmp(code, "timeout") == 0;
+  if (cap_job_done(j) || j->cancel_requested)
+    return;
+  j->cancel_requested = 1;
+  j->cancel_code = code;
+  if (timeout)
+    settle(j, CAP_JOB_FAILED, "timeout", 504, "The job ran past its time limit");
+  else
+    settle(j, CAP_JOB_CANCELED, "canceled", 409, "The job was canceled");
+  if (j->proc_live) {
+    cap_proc_signal(&j->proc, SIGTERM);
+    uv_timer_start(&j->kill_timer, on_kill_timer, (uint64_t)j->jobs->cfg->cancel_grace_ms, 0);
+    return; /* cleanup() runs when the child has gone. */
+  }
+  cleanup(j);
+}
+
+static void on_timeout(uv_timer_t *t) {
+  cap_job_cancel(t->data, "timeout");
+}
+
+static void on_progress(struct cap_proc *p, const char *key, const char *val) {
+  struct cap_job *j = p->data;
+  struct cap_job_progress *g = &j->progress;
+  if (strcmp(key, "out_time_us") == 0)
+    g->out_time_us = strtoll(val, NULL, 10);
+  else if (strcmp(key, "frame") == 0)
+    g->frame = strtoll(val, NULL, 10);
+  else if (strcmp(key, "total_size") == 0)
+    g->total_size = strtoll(val, NULL, 10);
+  else if (strcmp(key, "fps") == 0)
+    g->fps = strtod(val, NULL);
+  else if (strcmp(key, "speed") == 0)
+    snprintf(g->speed, sizeof(g->speed), "%s", val);
+  else if (strcmp(key, "progress") == 0) {
+    uint64_t now = uv_now(j->jobs->loop);
+    if (now - j->last_progress_log < PROGRESS_LOG_MS)
+      return;
+    j->last_progress_log = now;
+    struct cap_log_rec *r = cap_log_begin(CAP_LOG_INFO, "job.progress");
+    cap_log_str(r, "job_id", j->id);
+    cap_log_str(r, "req_id", j->req_id);
+    cap_log_int(r, "out_time_us", g->out_time_us);
+    if (g->input_duration_s > 0)
+      cap_log_double(r, "percent", cap_job_percent(j));
+    cap_log_double(r, "fps", g->fps);
+    cap_log_str(r, "speed", g->speed);
+    cap_log_int(r, "total_size", g->total_size);
+    cap_log_end(r);
+  }
+}
+
+double cap_job_percent(const struct cap_job *j) {
+  const struct cap_job_progress *g = &j->progress;
+  if (j->state == CAP_JOB_SUCCEEDED)
+    return 100.0;
+  if (g->input_duration_s <= 0 || g->out_time_us <= 0)
+    return 0.0;
+  double pct = (double)g->out_time_us / (g->input_duration_s * 1e6) * 100.0;
+  return pct > 100.0 ? 100.0 : pct;
+}
+
+static void on_proc_done(struct cap_proc *p);
+
+/* Starts a child for the job's current phase.  Returns 0 or a UV_E* code
+ * (on_proc_done still runs). */
+static int spawn(struct cap_job *j, char **argv, size_t capture, int progress) {
+  struct cap_proc_spec spec = {.file = argv[0],
+                               .args = argv,
+                               .in_fd = j->in_fd,
+                               .capture_out = capture,
+                               .progress = progress};
+  memset(&j->proc, 0, sizeof(j->proc));
+  j->proc.data = j;
+  j->proc.on_done = on_proc_done;
+  j->proc.on_progress = progress ? on_progress : NULL;
+  j->proc_live = 1;
+  int rc = cap_proc_spawn(j->jobs->loop, &j->proc, &spec);
+  struct cap_log_rec *r = cap_log_begin(rc == 0 ? CAP_LOG_INFO : CAP_LOG_ERROR, "job.started");
+  cap_log_str(r, "job_id", j->id);
+  cap_log_str(r, "req_id", j->req_id);
+  cap_log_str(r, "program", argv[0]);
+  cap_log_str(r, "phase",
+              j->phase == PHASE_DURATION ? "probe_duration"
+              : j->phase == PHASE_FFMPEG ? "render"
+                                         : "probe");
+  if (rc == 0)
+    cap_log_int(r, "pid", j->proc.pid);
+  else
+    cap_log_str(r, "error", uv_strerror(rc));
+  if (j->preset)
+    cap_log_str(r, "preset", j->preset);
+  cap_log_str(r, "class", j->cls);
+  cap_log_end(r);
+  return rc;
+}
+
+static void start_render(struct cap_job *j) {
+  const struct cap_config *cfg = j->jobs->cfg;
+  char tmp_path[4096], out_arg[4200];
+  snprintf(j->tmp_name, sizeof(j->tmp_name), "%s.%s", j->id, j->ext);
+  if (cap_store_tmp_path(j->jobs->store, j->tmp_name, tmp_path, sizeof(tmp_path)) != 0) {
+    j->tmp_name[0] = '\0';
+    fail(j, "storage_error", 502, "The temporary output path is too long");
+    return;
+  }
+  /* "file:" keeps ffmpeg from reading a protocol into the path. */
+  snprintf(out_arg, sizeof(out_arg), "file:%s", tmp_path);
+  size_t nargs = 0;
+  while (j->args[nargs])
+    nargs++;
+  char **argv = xcalloc(nargs + 20, sizeof(char *));
+  size_t a = 0;
+  const char *head[] = {cfg->ffmpeg, "-hide_banner", "-nostdin",      "-nostats",
+                        "-loglevel", "error",        "-progress",     "pipe:4",
+                        "-y",        "-i",           "file:/dev/fd/3"};
+  for (size_t i = 0; i < sizeof(head) / sizeof(head[0]); i++)
+    argv[a++] = (char *)head[i];
+  for (size_t i = 0; i < nargs; i++)
+    argv[a++] = j->args[i];
+  argv[a++] = "-f";
+  argv[a++] = j->format;
+  argv[a++] = out_arg;
+  argv[a] = NULL;
+  j->phase = PHASE_FFMPEG;
+  spawn(j, argv, 0, 1);
+  free(argv);
+}
+
+static void finish_render(struct cap_job *j) {
+  int64_t size = cap_store_tmp_size(j->jobs->store, j->tmp_name);
+  if (size < 0) {
+    fail(j, "ffmpeg_failed", 502, "ffmpeg exited without writing an output");
+    return;
+  }
+  j->state = CAP_JOB_UPLOADING;
+  int rc = cap_store_commit(j->jobs->store, j->tmp_name, j->output_key);
+  if (rc != 0) {
+    char msg[200];
+    snprintf(msg, sizeof(msg), "Could not store the output: %s", strerror(-rc));
+    fail(j, "storage_error", 502, msg);
+    return;
+  }
+  j->tmp_name[0] = '\0';
+  j->bytes = (uint64_t)size;
+  settle(j, CAP_JOB_SUCCEEDED, NULL, 200, NULL);
+  cleanup(j);
+}
+
+/* Parses ffprobe's JSON and prints it again compactly, naming the input
+ * by its key rather than the descriptor ffprobe read it from.  Returns a
+ * string the caller frees, or NULL when the output is not JSON. */
+static char *probe_output(struct cap_job *j, const struct cap_buf *out) {
+  cJSON *root = cJSON_ParseWithLength(out->data, out->len);
+  if (!cJSON_IsObject(root)) {
+    cJSON_Delete(root);
+    return NULL;
+  }
+  cJSON *format = cJSON_GetObjectItemCaseSensitive(root, "format");
+  if (cJSON_IsObject(format)) {
+    cJSON_DeleteItemFromObjectCaseSensitive(format, "filename");
+    cJSON_AddStringToObject(format, "filename", j->input_key);
+  }
+  char *text = cJSON_PrintUnformatted(root);
+  cJSON_Delete(root);
+  if (text == NULL)
+    abort(); /* cJSON fails only when out of memory. */
+  char *copy = xstrdup(text);
+  cJSON_free(text);
+  return copy;
+}
+
+static void on_proc_done(struct cap_proc *p) {
+  struct cap_job *j = p->data;
+  int ok = p->spawn_error == 0 && p->exit_status == 0 && p->term_signal == 0;
+  j->proc_live = 0;
+  j->exit_status = p->spawn_error ? -1 : p->exit_status;
+  j->term_signal = p->term_signal;
+  uv_timer_stop(&j->kill_timer);
+
+  if (cap_job_done(j)) {
+    /* Canceled or timed out while the child ran: it has gone now. */
+    cap_proc_free(p);
+    cleanup(j);
+    return;
+  }
+  if (!ok) {
+    char tail[STDERR_TAIL_MAX + 1], msg[200];
+    cap_proc_stderr_tail(p, tail, sizeof(tail));
+    free(j->stderr_tail);
+    j->stderr_tail = xstrdup(tail);
+    if (p->spawn_error)
+      snprintf(msg, sizeof(msg), "Could not start %s: %s",
+               j->phase == PHASE_FFMPEG ? "ffmpeg" : "ffprobe", uv_strerror(p->spawn_error));
+    else if (p->term_signal)
+      snprintf(msg, sizeof(msg), "%s was killed by signal %d",
+               j->phase == PHASE_FFMPEG ? "ffmpeg" : "ffprobe", p->term_signal);
+    else
+      snprintf(msg, sizeof(msg), "%s exited with status %lld",
+               j->phase == PHASE_FFMPEG ? "ffmpeg" : "ffprobe", (long long)p->exit_status);
+    cap_proc_free(p);
+    fail(j, "ffmpeg_failed", 502, msg);
+    return;
+  }
+
+  switch (j->phase) {
+  case PHASE_DURATION:
+    j->progress.input_duration_s = p->out_buf.data ? strtod(p->out_buf.data, NULL) : 0;
+    cap_proc_free(p);
+    start_render(j);
+    return;
+  case PHASE_FFMPEG:
+    cap_proc_free(p);
+    finish_render(j);
+    return;
+  case PHASE_PROBE:
+    if (p->out_truncated || p->out_buf.data == NULL) {
+      cap_proc_free(p);
+      fail(j, "ffmpeg_failed", 502, "ffprobe printed no usable output");
+      return;
+    }
+    j->probe_json = probe_output(j, &p->out_buf);
+    cap_proc_free(p);
+    if (j->probe_json == NULL) {
+      fail(j, "ffmpeg_failed", 502, "ffprobe printed no usable output");
+      return;
+    }
+    settle(j, CAP_JOB_SUCCEEDED, NULL, 200, NULL);
+    cleanup(j);
+    return;
+  default:
+    cap_proc_free(p);
+    fail(j, "internal", 500, "Job in an unknown phase");
+  }
+}
+
+void cap_job_start(struct cap_pool_item *it) {
+  struct cap_job *j = container_of(it, struct cap_job, pool_item);
+  const struct cap_config *cfg = j->jobs->cfg;
+  uint64_t size = 0;
+
+  j->state = CAP_JOB_RUNNING;
+  j->started_at = wall_ms();
+  j->started_mono = uv_now(j->jobs->loop);
+  uv_timer_start(&j->timeout_timer, on_timeout, (uint64_t)j->timeout_s * 1000, 0);
+
+  int rc = cap_store_open_input(j->jobs->store, j->input_key, &j->in_fd, &size);
+  if (rc == -ENOENT) {
+    fail(j, "input_not_found", 404, "The input object does not exist");
+    return;
+  }
+  if (rc != 0) {
+    char msg[200];
+    snprintf(msg, sizeof(msg), "Could not open the input: %s", strerror(-rc));
+    fail(j, "storage_error", 502, msg);
+    return;
+  }
+  if (j->capability == CAP_CAP_FFPROBE) {
+    char *argv[] = {cfg->ffprobe, "-v",           "error",         "-print_format",
+                    "json",       "-show_format", "-show_streams", "file:/dev/fd/3",
+                    NULL};
+    j->phase = PHASE_PROBE;
+    spawn(j, argv, PROBE_OUT_MAX, 0);
+    return;
+  }
+  char *argv[] = {cfg->ffprobe,
+                  "-v",
+                  "error",
+                  "-show_entries",
+                  "format=duration",
+                  "-of",
+                  "default=noprint_wrappers=1:nokey=1",
+                  "file:/dev/fd/3",
+                  NULL};
+  j->phase = PHASE_DURATION;
+  spawn(j, argv, 4096, 0);
+}

@@ -1,0 +1,178 @@
+/* For sigabbrev_np. */
+#define _GNU_SOURCE
+#include "jobjson.h"
+
+#include "execreq.h"
+#include "job.h"
+#include "jsonw.h"
+
+#include <string.h>
+#include <time.h>
+#include <signal.h>
+
+static void str(struct cap_buf *b, const char *s) {
+  if (s == NULL) {
+    cap_buf_puts(b, "null");
+    return;
+  }
+  cap_jsonw_str(b, s, strlen(s));
+}
+
+static void key(struct cap_buf *b, const char *k, int first) {
+  if (!first)
+    cap_buf_putc(b, ',');
+  cap_jsonw_str(b, k, strlen(k));
+  cap_buf_putc(b, ':');
+}
+
+static void timestamp(struct cap_buf *b, int64_t ms) {
+  if (ms <= 0) {
+    cap_buf_puts(b, "null");
+    return;
+  }
+  time_t s = (time_t)(ms / 1000);
+  struct tm tm;
+  gmtime_r(&s, &tm);
+  cap_buf_printf(b, "\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\"", tm.tm_year + 1900, tm.tm_mon + 1,
+                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+}
+
+static long long run_ms(const struct cap_job *j) {
+  return j->started_at && j->finished_at ? (long long)(j->finished_at - j->started_at) : 0;
+}
+
+/* The fields of a result, without braces. */
+static void result_fields(const struct cap_job *j, struct cap_buf *b) {
+  if (j->capability == CAP_CAP_FFPROBE) {
+    key(b, "probe", 1);
+    cap_buf_puts(b, j->probe_json ? j->probe_json : "null");
+  } else {
+    key(b, "r2_key", 1);
+    str(b, j->output_key);
+    key(b, "bytes", 0);
+    cap_buf_printf(b, "%llu", (unsigned long long)j->bytes);
+    key(b, "preset", 0);
+    str(b, j->preset);
+  }
+  key(b, "duration_ms", 0);
+  cap_buf_printf(b, "%lld", run_ms(j));
+  key(b, "job_id", 0);
+  str(b, j->id);
+  key(b, "status", 0);
+  str(b, cap_job_state_name(j->state));
+}
+
+void cap_jobjson_result(const struct cap_job *j, struct cap_buf *out) {
+  cap_buf_putc(out, '{');
+  result_fields(j, out);
+  cap_buf_putc(out, '}');
+}
+
+static void signal_name(struct cap_buf *b, int sig) {
+  const char *abbrev = sigabbrev_np(sig);
+  if (abbrev)
+    cap_buf_printf(b, "\"SIG%s\"", abbrev);
+  else
+    cap_buf_printf(b, "\"%d\"", sig);
+}
+
+/* The fields of an error, without braces; first says whether one comes before. */
+static void error_fields(const struct cap_job *j, struct cap_buf *b, int with_message) {
+  if (with_message) {
+    key(b, "error", 1);
+    str(b, j->err_msg);
+    key(b, "code", 0);
+  } else {
+    key(b, "code", 1);
+  }
+  str(b, j->err_code);
+  if (!with_message) {
+    key(b, "message", 0);
+    str(b, j->err_msg);
+  }
+  if (j->exit_status > 0 && !j->term_signal) {
+    key(b, "exit_status", 0);
+    cap_buf_printf(b, "%lld", (long long)j->exit_status);
+  }
+  if (j->term_signal) {
+    key(b, "signal", 0);
+    signal_name(b, j->term_signal);
+  }
+  if (j->stderr_tail) {
+    key(b, "stderr_tail", 0);
+    str(b, j->stderr_tail);
+  }
+}
+
+void cap_jobjson_error(const struct cap_job *j, struct cap_buf *out) {
+  cap_buf_putc(out, '{');
+  error_fields(j, out, 1);
+  key(out, "job_id", 0);
+  str(out, j->id);
+  key(out, "status", 0);
+  str(out, cap_job_state_name(j->state));
+  cap_buf_putc(out, '}');
+}
+
+void cap_jobjson_accepted(const struct cap_job *j, struct cap_buf *out) {
+  cap_buf_puts(out, "{\"job_id\":");
+  str(out, j->id);
+  cap_buf_puts(out, ",\"status\":");
+  str(out, cap_job_state_name(j->state));
+  cap_buf_printf(out, ",\"status_url\":\"/jobs/%s\"}", j->id);
+}
+
+void cap_jobjson_job(const struct cap_job *j, struct cap_buf *b) {
+  const struct cap_job_progress *g = &j->progress;
+  cap_buf_putc(b, '{');
+  key(b, "job_id", 1);
+  str(b, j->id);
+  key(b, "status", 0);
+  str(b, cap_job_state_name(j->state));
+  key(b, "capability", 0);
+  str(b, cap_execreq_capabilities[j->capability]);
+  key(b, "preset", 0);
+  str(b, j->preset);
+  key(b, "input_key", 0);
+  str(b, j->input_key);
+  key(b, "output_key", 0);
+  str(b, j->output_key);
+  key(b, "created_at", 0);
+  timestamp(b, j->created_at);
+  key(b, "started_at", 0);
+  timestamp(b, j->started_at);
+  key(b, "finished_at", 0);
+  timestamp(b, j->finished_at);
+  key(b, "progress", 0);
+  cap_buf_putc(b, '{');
+  key(b, "percent", 1);
+  if (g->input_duration_s > 0 || j->state == CAP_JOB_SUCCEEDED)
+    cap_buf_printf(b, "%.1f", cap_job_percent(j));
+  else
+    cap_buf_puts(b, "null");
+  key(b, "out_time_us", 0);
+  cap_buf_printf(b, "%lld", (long long)g->out_time_us);
+  key(b, "fps", 0);
+  cap_buf_printf(b, "%.2f", g->fps);
+  key(b, "speed", 0);
+  str(b, g->speed[0] ? g->speed : NULL);
+  key(b, "frame", 0);
+  cap_buf_printf(b, "%lld", (long long)g->frame);
+  key(b, "total_size", 0);
+  cap_buf_printf(b, "%lld", (long long)g->total_size);
+  cap_buf_putc(b, '}');
+  key(b, "result", 0);
+  if (j->state == CAP_JOB_SUCCEEDED)
+    cap_jobjson_result(j, b);
+  else
+    cap_buf_puts(b, "null");
+  key(b, "error", 0);
+  if (j->err_code) {
+    cap_buf_putc(b, '{');
+    error_fields(j, b, 0);
+    cap_buf_putc(b, '}');
+  } else {
+    cap_buf_puts(b, "null");
+  }
+  cap_buf_putc(b, '}');
+}

@@ -1,0 +1,60 @@
+#ifndef CAP_JOBS_H
+#define CAP_JOBS_H
+
+#include "job.h"
+#include "pool.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+struct cap_config;
+struct cap_store;
+struct cap_presets;
+
+/* Every job the server knows: the running and queued ones and, for a
+ * while, the finished ones, so that clients can poll them.  The table is
+ * bounded (jobs_max); finished jobs go after job_ttl_s or when room is
+ * needed, oldest first.  It owns the process pool. */
+struct cap_jobs {
+  uv_loop_t *loop;
+  const struct cap_config *cfg;
+  struct cap_store *store;
+  struct cap_presets *presets;
+  struct cap_pool pool;
+  struct cap_job **slots;
+  size_t nslots;
+  size_t n;
+  struct cap_job *head, *tail; /* Oldest first. */
+  uv_timer_t sweep;
+  int stopping;
+  uint64_t submitted, succeeded, failed, canceled;
+};
+
+/* Sets up the table and the pools from cfg; presets must be set before
+ * the first job (cap_jobs_set_presets).  Returns 0. */
+int cap_jobs_init(struct cap_jobs *t, uv_loop_t *loop, const struct cap_config *cfg,
+                  struct cap_store *store);
+/* Replaces the preset set (the table frees the old one; running jobs keep
+ * the copy of their preset they were given). */
+void cap_jobs_set_presets(struct cap_jobs *t, struct cap_presets *set);
+/* Returns the job with id, or NULL. */
+struct cap_job *cap_jobs_find(struct cap_jobs *t, const char *id);
+/* Returns owner's job with idempotency key key, or NULL. */
+struct cap_job *cap_jobs_find_idem(struct cap_jobs *t, const char *owner, const char *key);
+/* Adds j and hands it to its class's pool (it may start before this
+ * returns).  Returns 0, or -EAGAIN when the class queue is full, -ENOSPC
+ * when the table is full of unfinished jobs, -ENOENT for an unknown class;
+ * on error j stays the caller's (free it with cap_job_free). */
+int cap_jobs_submit(struct cap_jobs *t, struct cap_job *j);
+/* Called by a job when it reaches its final state. */
+void cap_jobs_note_done(struct cap_jobs *t, struct cap_job *j);
+/* Cancels every job and stops the sweep; children are signalled and the
+ * loop ends once they are reaped. */
+void cap_jobs_stop(struct cap_jobs *t);
+/* Frees the table after the loop has ended. */
+void cap_jobs_free(struct cap_jobs *t);
+/* Running and queued counts over every class. */
+void cap_jobs_counts(const struct cap_jobs *t, int *running, size_t *queued);
+
+#endif

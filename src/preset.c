@@ -1,0 +1,191 @@
+#include "preset.h"
+
+#include "alloc.h"
+#include "buf.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int valid_name(const char *s, size_t max) {
+  size_t n = strlen(s);
+  if (n == 0 || n > max)
+    return 0;
+  for (size_t i = 0; i < n; i++) {
+    char c = s[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+          c == '_' || c == '.'))
+      return 0;
+  }
+  return 1;
+}
+
+static const char *get_str(const cJSON *o, const char *key) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+  return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* Copies a JSON array of strings into a NULL-terminated vector. */
+static int str_array(const cJSON *arr, char ***out, size_t *n) {
+  const cJSON *it;
+  size_t i = 0, count = (size_t)cJSON_GetArraySize(arr);
+  *out = xcalloc(count + 1, sizeof(char *));
+  *n = 0;
+  cJSON_ArrayForEach(it, arr) {
+    if (!cJSON_IsString(it) || strlen(it->valuestring) > 4096)
+      return -EINVAL;
+    (*out)[i++] = xstrdup(it->valuestring);
+    *n = i;
+  }
+  return 0;
+}
+
+static void preset_free(struct cap_preset *p) {
+  free(p->name);
+  free(p->description);
+  free(p->cls);
+  free(p->format);
+  free(p->ext);
+  free(p->hw_encoder);
+  free(p->unavailable_reason);
+  for (size_t i = 0; p->args && i < p->nargs; i++)
+    free(p->args[i]);
+  free(p->args);
+  for (size_t i = 0; p->encoders && i < p->nencoders; i++)
+    free(p->encoders[i]);
+  free(p->encoders);
+}
+
+void cap_preset_set_free(struct cap_presets *set) {
+  if (set == NULL)
+    return;
+  for (size_t i = 0; i < set->n; i++)
+    preset_free(&set->v[i]);
+  free(set->v);
+  free(set);
+}
+
+static int parse_one(const char *name, const cJSON *o, struct cap_preset *p, char *err,
+                     size_t errlen) {
+  const char *cls = get_str(o, "class"), *fmt = get_str(o, "format"), *ext = get_str(o, "ext");
+  const char *desc = get_str(o, "description"), *hw = get_str(o, "hw_encoder");
+  const cJSON *args = cJSON_GetObjectItemCaseSensitive(o, "args");
+  const cJSON *enc = cJSON_GetObjectItemCaseSensitive(o, "encoders");
+  const cJSON *stream = cJSON_GetObjectItemCaseSensitive(o, "streamable");
+  const cJSON *timeout = cJSON_GetObjectItemCaseSensitive(o, "timeout_s");
+
+  memset(p, 0, sizeof(*p));
+  p->name = xstrdup(name);
+  if (!valid_name(name, 64)) {
+    snprintf(err, errlen, "preset name \"%.64s\" must be 1-64 of [A-Za-z0-9._-]", name);
+    return -EINVAL;
+  }
+  if (!cJSON_IsObject(o) || cls == NULL || !valid_name(cls, 31) || fmt == NULL ||
+      !valid_name(fmt, 31) || ext == NULL || !valid_name(ext, 15) || !cJSON_IsArray(args) ||
+      (stream && !cJSON_IsBool(stream)) || (enc && !cJSON_IsArray(enc)) ||
+      (hw && !valid_name(hw, 63))) {
+    snprintf(err, errlen,
+             "preset %s: needs class, format and ext (names), args (array of strings), "
+             "optional streamable (bool), encoders (array), hw_encoder, timeout_s",
+             name);
+    return -EINVAL;
+  }
+  p->cls = xstrdup(cls);
+  p->format = xstrdup(fmt);
+  p->ext = xstrdup(ext);
+  p->description = xstrdup(desc ? desc : "");
+  p->hw_encoder = hw ? xstrdup(hw) : NULL;
+  p->streamable = stream ? cJSON_IsTrue(stream) : 0;
+  p->timeout_s = 21600;
+  if (timeout) {
+    if (!cJSON_IsNumber(timeout) || timeout->valuedouble < 1 || timeout->valuedouble > 604800) {
+      snprintf(err, errlen, "preset %s: timeout_s must be 1 to 604800", name);
+      return -EINVAL;
+    }
+    p->timeout_s = (int)timeout->valuedouble;
+  }
+  if (str_array(args, &p->args, &p->nargs) != 0 ||
+      (enc && str_array(enc, &p->encoders, &p->nencoders) != 0)) {
+    snprintf(err, errlen, "preset %s: args and encoders must be arrays of strings", name);
+    return -EINVAL;
+  }
+  if (p->encoders == NULL)
+    p->encoders = xcalloc(1, sizeof(char *));
+  /* The server chooses the input and the output; a preset naming its own
+   * would bypass the object store's checks. */
+  for (size_t i = 0; i < p->nargs; i++)
+    if (strcmp(p->args[i], "-i") == 0 || strcmp(p->args[i], "-f") == 0 ||
+        strcmp(p->args[i], "-y") == 0 || strncmp(p->args[i], "-progress", 9) == 0) {
+      snprintf(err, errlen, "preset %s: args must not contain %s (the server sets it)", name,
+               p->args[i]);
+      return -EINVAL;
+    }
+  p->available = 1;
+  return 0;
+}
+
+int cap_preset_parse(const char *json, size_t len, struct cap_presets **out, char *err,
+                     size_t errlen) {
+  cJSON *root = cJSON_ParseWithLength(json, len);
+  struct cap_presets *set = xcalloc(1, sizeof(*set));
+  const cJSON *it;
+  int rc = -EINVAL;
+
+  if (!cJSON_IsObject(root) || cJSON_GetArraySize(root) == 0) {
+    snprintf(err, errlen, "presets must be a non-empty JSON object of name: preset");
+    goto fail;
+  }
+  set->v = xcalloc((size_t)cJSON_GetArraySize(root), sizeof(*set->v));
+  cJSON_ArrayForEach(it, root) {
+    int bad = parse_one(it->string, it, &set->v[set->n], err, errlen);
+    set->n++;
+    if (bad)
+      goto fail;
+  }
+  *out = set;
+  set = NULL;
+  rc = 0;
+fail:
+  cJSON_Delete(root);
+  cap_preset_set_free(set);
+  return rc;
+}
+
+int cap_preset_load(const char *path, struct cap_presets **out, char *err, size_t errlen) {
+  if (path == NULL)
+    return cap_preset_parse(cap_preset_builtin_json, strlen(cap_preset_builtin_json), out, err,
+                            errlen);
+  FILE *f = fopen(path, "rb");
+  if (f == NULL) {
+    snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+    return -errno;
+  }
+  struct cap_buf b;
+  char chunk[4096];
+  size_t n;
+  cap_buf_init(&b);
+  while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0 && b.len < 4 * 1024 * 1024)
+    cap_buf_append(&b, chunk, n);
+  fclose(f);
+  char why[400];
+  int rc = cap_preset_parse(b.data ? b.data : "", b.len, out, why, sizeof(why));
+  if (rc != 0)
+    snprintf(err, errlen, "%s: %s", path, why);
+  cap_buf_free(&b);
+  return rc;
+}
+
+const struct cap_preset *cap_preset_find(const struct cap_presets *set, const char *name) {
+  for (size_t i = 0; set && i < set->n; i++)
+    if (strcmp(set->v[i].name, name) == 0)
+      return &set->v[i];
+  return NULL;
+}
+
+void cap_preset_mark_unavailable(struct cap_preset *p, const char *reason) {
+  p->available = 0;
+  free(p->unavailable_reason);
+  p->unavailable_reason = xstrdup(reason);
+}

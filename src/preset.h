@@ -1,0 +1,47 @@
+#ifndef CAP_PRESET_H
+#define CAP_PRESET_H
+
+#include <stddef.h>
+
+/* Presets are the only way arguments reach ffmpeg: each names an output
+ * muxer, the ffmpeg output arguments, the resource class whose pool runs
+ * it, whether its output can be streamed to a pipe, and a time limit. */
+struct cap_preset {
+  char *name;
+  char *description;
+  char *cls;        /* Resource class: "cpu", "nvenc", ... */
+  char *format;     /* ffmpeg muxer (-f). */
+  char *ext;        /* Output file extension. */
+  char *hw_encoder; /* Hardware encoder to test-encode with at start-up, or NULL. */
+  int streamable;
+  int timeout_s;
+  char **args;
+  size_t nargs;
+  char **encoders;
+  size_t nencoders;
+  int available;
+  char *unavailable_reason; /* Set when !available. */
+};
+
+struct cap_presets {
+  struct cap_preset *v;
+  size_t n;
+};
+
+/* The presets compiled in from packaging/presets.json. */
+extern const char cap_preset_builtin_json[];
+
+/* Parses a presets JSON object ({"name":{...},...}) into a new set the
+ * caller frees with cap_preset_set_free.  Returns 0 or -EINVAL with the
+ * reason in err.  Every preset starts out available. */
+int cap_preset_parse(const char *json, size_t len, struct cap_presets **out, char *err,
+                     size_t errlen);
+/* Reads and parses a presets file; NULL path means the built-in set. */
+int cap_preset_load(const char *path, struct cap_presets **out, char *err, size_t errlen);
+void cap_preset_set_free(struct cap_presets *set);
+/* Returns the preset called name, or NULL. */
+const struct cap_preset *cap_preset_find(const struct cap_presets *set, const char *name);
+/* Marks a preset unavailable with a reason (copied). */
+void cap_preset_mark_unavailable(struct cap_preset *p, const char *reason);
+
+#endif
