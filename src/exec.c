@@ -154,6 +154,12 @@ void cap_exec_handle(struct cap_exchange *x) {
     cap_execreq_free(&r);
     return;
   }
+  if (app->draining) {
+    cap_execreq_free(&r);
+    cap_exchange_header(x, "Retry-After", "30");
+    cap_exchange_reply_error(x, 503, "draining", "This server is shutting down; retry elsewhere");
+    return;
+  }
   int wait = wait_seconds(x, &r);
   body_hash(&r, hash);
 
