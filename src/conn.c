@@ -345,19 +345,25 @@ static void on_headers(struct cap_conn *c) {
   int has_body = req->chunked || req->content_length > 0;
 
   begin_exchange(c);
+  size_t max_body = (size_t)c->opts->app->cfg->max_body_bytes;
   if (cap_admit_request(x, (const struct sockaddr *)&c->peer, x->start_ms) != 0) {
-    if (has_body) {
-      /* Answer at once and never read the body (Expect: 100-continue
-       * clients have not even sent it). */
+    /* A body we would accept anyway is read and dropped, so the answer
+     * keeps the connection (a Worker reuses it); a client waiting for 100
+     * Continue, or a body too large, gets the answer at once and the
+     * connection closes without the body ever being read. */
+    int readable = !req->expect_continue && !req->expect_other && x->status != 413 &&
+                   (req->chunked || req->content_length <= max_body);
+    if (has_body && !readable) {
       x->close_after = 1;
       respond(c);
       close_after_write(c);
       return;
     }
     c->rejected = 1;
+    c->parser.max_body = max_body;
+  } else {
+    c->parser.max_body = x->route->has_body ? max_body : 0;
   }
-  c->parser.max_body =
-      x->route && x->route->has_body ? (size_t)c->opts->app->cfg->max_body_bytes : 0;
   if (has_body) {
     if (req->expect_continue && !c->rejected)
       send_bytes(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);

@@ -301,6 +301,26 @@ class HttpCore(unittest.TestCase):
         st, _, _ = request(self.srv, "GET", "/health")
         self.assertEqual(st, 200)
 
+    def test_rejected_small_body_keeps_connection(self):
+        # Without Expect, a body /exec would accept anyway is read and
+        # dropped, so a 401 (or 404, 415) keeps the connection for the next
+        # request, as a Worker reusing its connection expects.
+        s = self.srv.connect()
+        try:
+            s.sendall(exec_req(token="wrong-token-0123456789abcdef", extra=[("X-Request-Id", "rej-1")]))
+            r = read_response(s)
+            self.assertEqual((r.status, r.code, r.headers["x-request-id"]), (401, "unauthorized", "rej-1"), r)
+            self.assertFalse(r.closing, r)
+            s.sendall(exec_req(path="/nope", extra=[("X-Request-Id", "rej-2")]) +
+                      exec_req(ctype="text/plain", te_chunked=True, extra=[("X-Request-Id", "rej-3")]) +
+                      get("/health", extra=[("X-Request-Id", "rej-4")]))
+            for rid, status in (("rej-2", 404), ("rej-3", 415), ("rej-4", 200)):
+                r = read_response(s)
+                self.assertEqual((r.status, r.headers["x-request-id"]), (status, rid), r)
+                self.assertFalse(r.closing, r)
+        finally:
+            s.close()
+
     def test_http10_closes_by_default(self):
         r, closed, extra = self.ex(b"GET /health HTTP/1.0\r\nHost: x\r\n\r\n")
         self.assertEqual(r.status, 200, r)

@@ -104,13 +104,21 @@ class Drain(unittest.TestCase):
 
             partial.sendall(BODY[half:])
             r = read_response(partial, timeout=3)
-            self.assertEqual((r.status, r.headers.get("x-request-id")), (404, "partial"), r)
+            # An in-flight /exec is answered, not dropped: during the drain a
+            # new job would only be canceled, so the answer is 503 draining.
+            self.assertEqual((r.status, r.headers.get("x-request-id"), r.code),
+                             (503, "partial", "draining"), r)
+            self.assertIn("retry-after", r.headers, r)
             self.assertTrue(r.closing, "in-flight response during drain needs Connection: close: %r" % r)
             self.assertTrue(wait_closed(partial, 2)[0])
 
             cont.sendall(BODY)
             r = read_response(cont, timeout=3)
-            self.assertEqual((r.status, r.headers.get("x-request-id")), (404, "cont"), r)
+            # An in-flight /exec is answered, not dropped: during the drain a
+            # new job would only be canceled, so the answer is 503 draining.
+            self.assertEqual((r.status, r.headers.get("x-request-id"), r.code),
+                             (503, "cont", "draining"), r)
+            self.assertIn("retry-after", r.headers, r)
             self.assertTrue(r.closing, r)
             self.assertTrue(wait_closed(cont, 2)[0])
 
