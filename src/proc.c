@@ -81,6 +81,41 @@ static void on_prog_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   }
 }
 
+extern char **environ;
+
+/* Children get only these variables: the server's environment holds
+ * secrets (CAPABILITY_TOKEN, storage keys) that ffmpeg has no use for and
+ * that /proc/<pid>/environ would show. */
+static const char *const env_keep[] = {"PATH=",
+                                       "HOME=",
+                                       "LANG=",
+                                       "LC_ALL=",
+                                       "TZ=",
+                                       "TMPDIR=",
+                                       "LD_LIBRARY_PATH=",
+                                       "CUDA_VISIBLE_DEVICES=",
+                                       "NVIDIA_VISIBLE_DEVICES=",
+                                       "NVIDIA_DRIVER_CAPABILITIES=",
+                                       "LIBVA_DRIVER_NAME=",
+                                       NULL};
+
+static char **child_env(void) {
+  static char *env[16];
+  static int ready;
+  if (!ready) {
+    size_t n = 0;
+    for (char **e = environ; e && *e && n + 1 < sizeof(env) / sizeof(env[0]); e++)
+      for (size_t k = 0; env_keep[k]; k++)
+        if (strncmp(*e, env_keep[k], strlen(env_keep[k])) == 0) {
+          env[n++] = *e;
+          break;
+        }
+    env[n] = NULL;
+    ready = 1;
+  }
+  return env;
+}
+
 int cap_proc_spawn(uv_loop_t *loop, struct cap_proc *p, const struct cap_proc_spec *spec) {
   uv_stdio_container_t stdio[5];
   uv_process_options_t opts;
@@ -131,6 +166,7 @@ int cap_proc_spawn(uv_loop_t *loop, struct cap_proc *p, const struct cap_proc_sp
 
   opts.file = spec->file;
   opts.args = spec->args;
+  opts.env = child_env();
   opts.exit_cb = on_exit_cb;
   opts.stdio = stdio;
   opts.stdio_count = 5;
