@@ -21,7 +21,9 @@
 /* After answering with Connection: close we keep reading (and discarding)
  * for a moment, so unread request bytes do not turn our close into a reset
  * that destroys the answer before the client has read it. */
-#define LINGER_MS        1000
+#define LINGER_MS 1000
+/* Input kept while a handler holds the exchange (pipelined requests). */
+#define PENDING_MAX      (64 * 1024)
 #define LINGER_MAX_BYTES (1024 * 1024)
 
 enum phase {
@@ -380,7 +382,10 @@ static void process(struct cap_conn *c, const char *data, size_t len) {
     if (c->waiting || c->tcp.write_queue_size > WRITE_QUEUE_MAX) {
       if (len)
         cap_buf_append(&c->pending, data, len);
-      stop_reading(c);
+      /* While a handler waits we keep reading, a bounded amount, so that a
+       * client that goes away is noticed (and its wait dropped). */
+      if (!c->waiting || c->pending.len > PENDING_MAX)
+        stop_reading(c);
       return;
     }
     if (c->phase == PHASE_IDLE && len)
@@ -435,10 +440,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   if (nread < 0) {
     stop_reading(c);
     c->peer_eof = 1;
-    /* A request in progress may still be answered (half-close); anything
-     * else ends here. */
-    if (c->phase == PHASE_DISPATCH && c->waiting && !c->closing)
-      return;
+    /* The client is gone (or has half-closed, which HTTP clients do not
+     * rely on): a waiting handler is told through abort_cb. */
     cap_conn_close(c);
     return;
   }

@@ -97,6 +97,12 @@ static int check(struct cap_exchange *x, struct cap_execreq *r) {
     if (r->idempotency_key == NULL)
       r->idempotency_key = xstrndup(idem, len);
   }
+  if (cap_store_key_reserved(r->input_key) ||
+      (r->output_key && cap_store_key_reserved(r->output_key))) {
+    cap_exchange_reply_error(x, 400, "invalid_key",
+                             "Keys must not name the store's temp directory");
+    return -1;
+  }
   if (r->output_key && !cap_store_key_usable(r->output_key)) {
     cap_exchange_reply_error(x, 400, "invalid_key",
                              "output_key cannot be stored here (a segment over 255 bytes, or "

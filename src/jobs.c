@@ -103,17 +103,23 @@ void cap_jobs_set_presets(struct cap_jobs *t, struct cap_presets *set) {
   cap_preset_set_free(old);
 }
 
+/* Returns 1 when a finished job has outlived its TTL (the sweep may not
+ * have come by yet). */
+static int expired(const struct cap_jobs *t, const struct cap_job *j) {
+  return cap_job_done(j) && j->finished_at + (int64_t)t->cfg->job_ttl_s * 1000 <= wall_ms();
+}
+
 struct cap_job *cap_jobs_find(struct cap_jobs *t, const char *id) {
   struct cap_job *j = t->slots[hash(id) & (t->nslots - 1)];
   while (j && strcmp(j->id, id) != 0)
     j = j->hnext;
-  return j;
+  return j && !expired(t, j) ? j : NULL;
 }
 
 struct cap_job *cap_jobs_find_idem(struct cap_jobs *t, const char *owner, const char *key) {
   for (struct cap_job *j = t->tail; j; j = j->prev)
     if (j->idem_key && strcmp(j->idem_key, key) == 0 && strcmp(j->owner, owner) == 0)
-      return j;
+      return expired(t, j) ? NULL : j;
   return NULL;
 }
 

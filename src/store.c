@@ -93,9 +93,13 @@ void cap_store_close(struct cap_store *s) {
   s->root_fd = s->tmp_fd = -1;
 }
 
-int cap_store_key_usable(const char *key) {
+int cap_store_key_reserved(const char *key) {
   size_t n = strlen(CAP_STORE_TMP_DIR);
-  if (strncmp(key, CAP_STORE_TMP_DIR, n) == 0 && (key[n] == '/' || key[n] == '\0'))
+  return strncmp(key, CAP_STORE_TMP_DIR, n) == 0 && (key[n] == '/' || key[n] == '\0');
+}
+
+int cap_store_key_usable(const char *key) {
+  if (cap_store_key_reserved(key))
     return 0;
   /* Each segment becomes a file name, which the file system caps. */
   for (const char *p = key, *slash; *p; p = slash + 1) {
@@ -138,9 +142,8 @@ static int walk(struct cap_store *s, const char *key, int create, char *copy, co
 }
 
 int cap_store_open_input(struct cap_store *s, const char *key, int *fd, uint64_t *size) {
-  size_t tn = strlen(CAP_STORE_TMP_DIR);
   /* Other jobs' unfinished outputs are nobody's input. */
-  if (strncmp(key, CAP_STORE_TMP_DIR, tn) == 0 && (key[tn] == '/' || key[tn] == '\0'))
+  if (cap_store_key_reserved(key))
     return -ENOENT;
   char *copy = xstrdup(key);
   const char *last;

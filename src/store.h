@@ -23,6 +23,9 @@ struct cap_store {
  * directory of what a crash left.  Returns 0 or -errno with err set. */
 int cap_store_open(struct cap_store *s, const char *dir, char *err, size_t errlen);
 void cap_store_close(struct cap_store *s);
+/* Returns 1 when key lies in the store's temp directory, which no client
+ * may name. */
+int cap_store_key_reserved(const char *key);
 /* Returns 1 when key can name an object here: not inside the temp
  * directory, no segment longer than a file name may be. */
 int cap_store_key_usable(const char *key);
