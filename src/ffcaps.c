@@ -74,6 +74,12 @@ static void on_proc_done(struct cap_proc *p) {
     pr->step = STEP_MUXERS;
     break;
   case STEP_MUXERS:
+    if (!ok) {
+      pr->status = p->spawn_error ? p->spawn_error : UV_EINVAL;
+      free(out);
+      pr->step = STEP_DONE;
+      break;
+    }
     pr->muxers = out;
     pr->step = STEP_HW;
     break;

@@ -19,7 +19,7 @@ static void jobs_json(const struct cap_app *app, struct cap_buf *b) {
   cap_jobs_counts(jobs, &running, &queued);
   cap_buf_printf(b, ",\"jobs\":{\"running\":%d,\"queued\":%zu,\"slots\":{", running, queued);
   for (size_t i = 0; i < jobs->pool.n; i++) {
-    const struct cap_pool_class *c = &jobs->pool.v[i];
+    const struct cap_pool_class *c = jobs->pool.v[i];
     if (i)
       cap_buf_putc(b, ',');
     cap_jsonw_str(b, c->name, strlen(c->name));

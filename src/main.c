@@ -9,12 +9,32 @@
 #include "server.h"
 #include "version.h"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <uv.h>
 
 extern char **environ;
+
+static void close_on_exec_inherited(void) {
+  DIR *d = opendir("/proc/self/fd");
+  struct dirent *e;
+  if (d == NULL)
+    return;
+  while ((e = readdir(d)) != NULL) {
+    char *end;
+    long fd = strtol(e->d_name, &end, 10);
+    if (*end != '\0' || fd <= 2 || fd == dirfd(d))
+      continue;
+    int flags = fcntl((int)fd, F_GETFD);
+    if (flags >= 0)
+      fcntl((int)fd, F_SETFD, flags | FD_CLOEXEC);
+  }
+  closedir(d);
+}
 
 static void log_warning(const char *event, const char *key, const char *msg) {
   struct cap_log_rec *r = cap_log_begin(CAP_LOG_WARN, event);
@@ -31,6 +51,8 @@ int main(int argc, char **argv) {
 
   /* Writes to a peer that has gone must fail with EPIPE, not kill us. */
   signal(SIGPIPE, SIG_IGN);
+  /* Descriptors inherited from whoever started us must not reach ffmpeg. */
+  close_on_exec_inherited();
 
   rc = cap_config_load(&cfg, argc, argv, environ, err, sizeof(err));
   if (rc == CAP_CONFIG_HELP) {

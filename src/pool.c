@@ -15,14 +15,16 @@ void cap_pool_init(struct cap_pool *p) {
 }
 
 void cap_pool_free(struct cap_pool *p) {
+  for (size_t i = 0; i < p->n; i++)
+    free(p->v[i]);
   free(p->v);
   cap_pool_init(p);
 }
 
 struct cap_pool_class *cap_pool_find(struct cap_pool *p, const char *name) {
   for (size_t i = 0; i < p->n; i++)
-    if (strcmp(p->v[i].name, name) == 0)
-      return &p->v[i];
+    if (strcmp(p->v[i]->name, name) == 0)
+      return p->v[i];
   return NULL;
 }
 
@@ -53,11 +55,11 @@ static void pump(struct cap_pool_class *c) {
 void cap_pool_set_class(struct cap_pool *p, const char *name, int slots, size_t queue_max) {
   struct cap_pool_class *c = cap_pool_find(p, name);
   if (c == NULL) {
-    /* Items point at their class, so the array may only grow before the
-     * first submit; classes are all set up at start-up. */
+    /* Items point at their class, so a class never moves: the array holds
+     * pointers and may grow while jobs run (a preset reload adds classes). */
     p->v = xrealloc(p->v, (p->n + 1) * sizeof(*p->v));
-    c = &p->v[p->n++];
-    memset(c, 0, sizeof(*c));
+    c = xcalloc(1, sizeof(*c));
+    p->v[p->n++] = c;
     snprintf(c->name, sizeof(c->name), "%s", name);
   }
   c->slots = slots;
@@ -116,7 +118,7 @@ void cap_pool_totals(const struct cap_pool *p, int *running, size_t *queued) {
   *running = 0;
   *queued = 0;
   for (size_t i = 0; i < p->n; i++) {
-    *running += p->v[i].busy;
-    *queued += p->v[i].queued;
+    *running += p->v[i]->busy;
+    *queued += p->v[i]->queued;
   }
 }

@@ -27,7 +27,7 @@ struct cap_pool_item {
 };
 
 struct cap_pool {
-  struct cap_pool_class *v;
+  struct cap_pool_class **v; /* Each class allocated alone: items point at it. */
   size_t n;
 };
 

@@ -139,6 +139,10 @@ int cap_preset_parse(const char *json, size_t len, struct cap_presets **out, cha
   }
   set->v = xcalloc((size_t)cJSON_GetArraySize(root), sizeof(*set->v));
   cJSON_ArrayForEach(it, root) {
+    if (cap_preset_find(set, it->string)) {
+      snprintf(err, errlen, "preset %.64s is defined twice", it->string);
+      goto fail;
+    }
     int bad = parse_one(it->string, it, &set->v[set->n], err, errlen);
     set->n++;
     if (bad)
