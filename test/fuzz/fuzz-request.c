@@ -9,6 +9,7 @@
 #include "execreq.h"
 #include "httpparse.h"
 #include "log.h"
+#include "preset.h"
 #include "reqid.h"
 #include "router.h"
 
@@ -17,10 +18,12 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uv.h>
 
 static struct cap_config cfg;
 static struct cap_app app;
 static struct sockaddr_in peer;
+static uv_loop_t loop;
 
 static void on_finish(struct cap_exchange *x) {
   /* Every answer must be a complete status with a JSON body. */
@@ -33,12 +36,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   char err[512];
-  char *args[] = {"cap-server", "--rate-limit", "1000000000", "--rate-limit-token", "1000000000",
-                  "--max-body-bytes", "4096", NULL};
-  char *envp[] = {"CAPABILITY_TOKEN=fuzz-token-0123456789abcdef", NULL};
-  if (cap_config_load(&cfg, 7, args, envp, err, sizeof(err)) != 0 ||
-      cap_app_init(&app, &cfg, 0, err, sizeof(err)) != 0)
+  /* An empty object store: no key exists, so /exec never starts a job and
+   * no child is spawned while fuzzing. */
+  static char data_dir[] = "/tmp/cap-fuzz-XXXXXX";
+  if (mkdtemp(data_dir) == NULL)
     abort();
+  char *args[] = {"cap-server", "--rate-limit", "1000000000", "--rate-limit-token", "1000000000",
+                  "--max-body-bytes", "4096", "--data-dir", data_dir, NULL};
+  char *envp[] = {"CAPABILITY_TOKEN=fuzz-token-0123456789abcdef", NULL};
+  struct cap_presets *presets;
+  uv_loop_init(&loop);
+  if (cap_config_load(&cfg, 9, args, envp, err, sizeof(err)) != 0 ||
+      cap_app_init(&app, &cfg, &loop, err, sizeof(err)) != 0 ||
+      cap_preset_load(NULL, &presets, err, sizeof(err)) != 0)
+    abort();
+  cap_jobs_set_presets(&app.jobs, presets);
   cap_log_open("/dev/null");
   cap_log_set_level(CAP_LOG_ERROR);
   cap_reqid_init();
