@@ -105,6 +105,10 @@ int cap_ratelimit_take(struct cap_ratelimit *rl, const char *long_key, uint64_t 
    * compare exactly what is kept. */
   char key[CAP_RATELIMIT_KEY_MAX + 1];
   snprintf(key, sizeof(key), "%s", long_key);
+  /* Expiry: a bucket untouched for a minute is full again, the same as no
+   * bucket at all, so the least recently used ones are dropped as we go. */
+  for (int i = 0; i < 2 && rl->lru_tail && now_ms >= rl->lru_tail->last_ms + 60000; i++)
+    evict(rl, rl->lru_tail);
   size_t slot = hash(key) & (rl->nslots - 1);
   struct bucket *b = rl->slots[slot];
   while (b && strcmp(b->key, key) != 0)

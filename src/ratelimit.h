@@ -9,7 +9,8 @@
 /* Token buckets keyed by a short string (a client address or a token name).
  * Each bucket holds up to per_minute tokens and refills per_minute tokens a
  * minute.  The table never holds more than max_entries buckets: the least
- * recently used one is evicted, so forged keys cannot grow memory. */
+ * recently used one is evicted, so forged keys cannot grow memory, and
+ * buckets idle for a minute (full again) expire. */
 struct cap_ratelimit;
 
 /* Returns a new limiter; the caller frees it with cap_ratelimit_free. */

@@ -219,6 +219,34 @@ static void test_long_keys(void) {
   }
 }
 
+/* Buckets idle for a minute are full again and expire as later takes
+ * come by, without waiting for the table to fill. */
+static void test_idle_expiry(void) {
+  struct cap_ratelimit *rl = cap_ratelimit_new(10, 1000);
+  unsigned retry;
+  char key[32];
+  for (int i = 0; i < 50; i++) {
+    snprintf(key, sizeof(key), "10.0.0.%d", i);
+    CHECK_EQ_INT(cap_ratelimit_take(rl, key, 1000, &retry), 0);
+  }
+  CHECK_EQ_INT(cap_ratelimit_size(rl), 50);
+  /* Half a minute later nothing has expired yet. */
+  CHECK_EQ_INT(cap_ratelimit_take(rl, "fresh", 31000, &retry), 0);
+  CHECK_EQ_INT(cap_ratelimit_size(rl), 51);
+  /* After a minute each take drops up to two stale buckets: 25 takes of
+   * new keys clear the 50 old ones, "fresh" (30 s old) stays. */
+  for (int i = 0; i < 30; i++) {
+    snprintf(key, sizeof(key), "k%d", i);
+    CHECK_EQ_INT(cap_ratelimit_take(rl, key, 61001 + (uint64_t)i, &retry), 0);
+  }
+  CHECK_EQ_INT(cap_ratelimit_size(rl), 31);
+  /* A dropped bucket comes back full. */
+  for (int i = 0; i < 10; i++)
+    CHECK_EQ_INT(cap_ratelimit_take(rl, "10.0.0.0", 61100, &retry), 0);
+  CHECK_EQ_INT(cap_ratelimit_take(rl, "10.0.0.0", 61100, &retry), -EAGAIN);
+  cap_ratelimit_free(rl);
+}
+
 int main(void) {
   test_burst_then_limited();
   test_refill();
@@ -226,5 +254,6 @@ int main(void) {
   test_lru_eviction();
   test_set_rate();
   test_long_keys();
+  test_idle_expiry();
   return check_report();
 }
