@@ -3,14 +3,17 @@
 # all present already.  Usage: scripts/setup-deps.sh [build|test|bench]...
 #   build  compiler, CMake and the libraries (always included)
 #   test   what the test suite drives: ffmpeg, curl, python3, clang for
-#          the fuzzer and sanitizers
+#          the fuzzer and sanitizers, OpenStack Swift with s3api (a real
+#          SigV4-verifying S3 server) and awscli as an independent client
 #   bench  wrk, hyperfine, Node.js and npm for the comparison stack
 set -euo pipefail
 
 build_pkgs=(build-essential cmake pkg-config libuv1-dev libcjson-dev libcurl4-openssl-dev
             libssl-dev node-llhttp ca-certificates)
 run_pkgs=(ffmpeg curl)
-test_pkgs=(ffmpeg curl python3 clang libclang-rt-14-dev procps)
+test_pkgs=(ffmpeg curl python3 clang libclang-rt-14-dev procps
+           swift swift-proxy swift-account swift-container swift-object python3-swift memcached
+           awscli attr)
 bench_pkgs=(wrk hyperfine nodejs npm procps curl)
 
 want=("${build_pkgs[@]}" "${run_pkgs[@]}")

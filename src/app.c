@@ -5,8 +5,11 @@
 #include "preset.h"
 
 #include <errno.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <string.h>
+
+extern char **environ;
 
 /* Builds the token set from the config: the token file plus a token given
  * by flag or environment. */
@@ -52,11 +55,18 @@ int cap_app_init(struct cap_app *app, const struct cap_config *cfg, uv_loop_t *l
   }
   if (cap_keypolicy_parse(cfg->token_prefixes, &app->keypolicy, err, errlen) != 0)
     goto fail;
-  if (cap_store_open(&app->store, cfg->data_dir, err, errlen) != 0)
+  if (cap_storage_init(&app->storage, cfg, environ, loop, err, errlen) != 0)
+    goto fail;
+  /* The local store holds the objects (file storage) or only the temp
+   * files of jobs (S3: downloaded inputs, outputs that need seeking). */
+  if (cap_store_open(&app->store,
+                     app->storage.kind == CAP_STORAGE_FILE ? app->storage.file_root : cfg->data_dir,
+                     err, errlen) != 0)
     goto fail;
   app->rl_client = cap_ratelimit_new((unsigned)cfg->rate_limit, (size_t)cfg->rate_limit_clients);
   app->rl_token = cap_ratelimit_new((unsigned)cfg->rate_limit_token, 1024);
   cap_jobs_init(&app->jobs, loop, cfg, &app->store);
+  app->jobs.storage = &app->storage;
   return 0;
 fail:
   cap_app_free(app);
@@ -74,6 +84,7 @@ void cap_app_free(struct cap_app *app) {
   cap_keypolicy_free(app->keypolicy);
   app->keypolicy = NULL;
   cap_store_close(&app->store);
+  cap_storage_free(&app->storage);
 }
 
 static void log_presets(const struct cap_presets *set, const char *event) {
@@ -161,6 +172,17 @@ void cap_app_reload(struct cap_app *app) {
   }
 }
 
+void cap_app_start(struct cap_app *app) {
+  cap_storage_start(&app->storage);
+}
+
+static void on_jobs_quiet(void *arg) {
+  struct cap_app *app = arg;
+  cap_storage_stop(&app->storage);
+}
+
 void cap_app_stop(struct cap_app *app) {
+  app->jobs.on_quiet = on_jobs_quiet;
+  app->jobs.quiet_arg = app;
   cap_jobs_stop(&app->jobs);
 }

@@ -7,6 +7,7 @@
 #include "keypolicy.h"
 #include "netaddr.h"
 #include "ratelimit.h"
+#include "storage.h"
 #include "store.h"
 
 #include <uv.h>
@@ -24,6 +25,7 @@ struct cap_app {
   struct cap_ratelimit *rl_client;
   struct cap_ratelimit *rl_token;
   struct cap_store store;
+  struct cap_storage storage;
   struct cap_jobs jobs;
   struct cap_keypolicy *keypolicy;
   uv_loop_t *loop;
@@ -46,7 +48,10 @@ int cap_app_load_presets(struct cap_app *app, char *err, size_t errlen);
 /* SIGHUP: reloads tokens now and presets after a new probe; a broken file
  * keeps the old state.  Every outcome is logged. */
 void cap_app_reload(struct cap_app *app);
-/* Cancels every job so the loop can end. */
+/* Starts the storage (bucket check, orphan sweep) once the server listens. */
+void cap_app_start(struct cap_app *app);
+/* Cancels every job and, once their uploads are aborted, closes the
+ * storage's handles, so that the loop can end. */
 void cap_app_stop(struct cap_app *app);
 void cap_app_free(struct cap_app *app);
 /* Reloads the token file; on failure the old tokens stay and err says why.

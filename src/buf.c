@@ -32,6 +32,7 @@ void cap_buf_reserve(struct cap_buf *b, size_t extra) {
     cap *= 2;
   b->data = xrealloc(b->data, cap);
   b->cap = cap;
+  b->data[b->len] = '\0';
 }
 
 void cap_buf_append(struct cap_buf *b, const void *p, size_t n) {

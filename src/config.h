@@ -48,6 +48,19 @@ struct cap_config {
   char *ffmpeg;
   char *ffprobe;
   char *token_prefixes; /* JSON text: {"token name":{"input":[...],"output":[...]}} */
+  /* Storage. */
+  char *storage; /* file:///DIR, s3://BUCKET[/PREFIX] or r2://BUCKET[/PREFIX]; NULL: data_dir. */
+  int s3_virtual_host;
+  int part_size;
+  int parts_in_flight;
+  int upload_budget_mb;
+  int storage_retries;
+  int storage_backoff_ms;
+  int storage_low_speed_s;
+  int input_max_mb;
+  int orphan_age_s;
+  int orphan_sweep_s;
+  char *storage_credentials_file;
 };
 
 /* Results of cap_config_load besides 0 and -EINVAL. */

@@ -103,7 +103,8 @@ static int check(struct cap_exchange *x, struct cap_execreq *r) {
                              "Keys must not name the store's temp directory");
     return -1;
   }
-  if (r->output_key && !cap_store_key_usable(r->output_key)) {
+  if (r->output_key && x->app->storage.kind == CAP_STORAGE_FILE &&
+      !cap_store_key_usable(r->output_key)) {
     cap_exchange_reply_error(x, 400, "invalid_key",
                              "output_key cannot be stored here (a segment over 255 bytes, or "
                              "the store's temp directory)");
@@ -183,11 +184,13 @@ void cap_exec_handle(struct cap_exchange *x) {
     }
   }
 
-  /* A missing input is answered now, before a job or a child exists. */
-  int fd;
+  /* A missing input is answered now, before a job or a child exists (in
+   * S3 the job's download finds out, still before any child starts). */
+  int fd, rc = 0;
   uint64_t size;
-  int rc = cap_store_open_input(&app->store, r.input_key, &fd, &size);
-  if (rc == 0)
+  if (app->storage.kind == CAP_STORAGE_FILE)
+    rc = cap_store_open_input(&app->store, r.input_key, &fd, &size);
+  if (app->storage.kind == CAP_STORAGE_FILE && rc == 0)
     close(fd);
   if (rc == -ENOENT) {
     cap_execreq_free(&r);

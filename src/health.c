@@ -59,6 +59,8 @@ void cap_health_handle(struct cap_exchange *x) {
   cap_buf_printf(b, "],\"version\":\"%s\",\"uptime_s\":%llu,\"draining\":%s", CAP_VERSION,
                  (unsigned long long)up, x->app->draining ? "true" : "false");
   jobs_json(x->app, b);
+  cap_buf_puts(b, ",\"storage\":");
+  cap_storage_health(&x->app->storage, b);
   cap_buf_putc(b, '}');
   cap_exchange_send(x, 200);
 }

@@ -2,10 +2,13 @@
 
 #include "alloc.h"
 #include "config.h"
+#include "jobio.h"
 #include "jobs.h"
 #include "log.h"
 #include "preset.h"
+#include "storage.h"
 #include "store.h"
+#include "upload.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -20,7 +23,7 @@
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 /* What the job's child is doing. */
-enum phase { PHASE_NONE, PHASE_DURATION, PHASE_FFMPEG, PHASE_PROBE };
+enum phase { PHASE_NONE, PHASE_FETCH, PHASE_DURATION, PHASE_FFMPEG, PHASE_PROBE };
 
 /* How often job.progress lines are logged at most. */
 #define PROGRESS_LOG_MS 10000
@@ -82,6 +85,7 @@ struct cap_job *cap_job_new(struct cap_jobs *jobs, const struct cap_execreq *r, 
   j->state = CAP_JOB_QUEUED;
   j->created_at = wall_ms();
   j->in_fd = -1;
+  j->out_fd = -1;
   j->exit_status = -1;
   j->pool_item.start = cap_job_start;
   j->cls = xstrdup("cpu");
@@ -96,6 +100,7 @@ struct cap_job *cap_job_new(struct cap_jobs *jobs, const struct cap_execreq *r, 
     free(j->cls);
     j->cls = xstrdup(p->cls);
     j->timeout_s = p->timeout_s;
+    j->streamable = p->streamable;
   }
   if (j->timeout_s <= 0 || j->timeout_s > jobs->cfg->job_timeout_s)
     j->timeout_s = jobs->cfg->job_timeout_s;
@@ -205,21 +210,31 @@ static void settle(struct cap_job *j, enum cap_job_state state, const char *code
 
 /* Releases what the job holds once no child runs: input, temp file, slot, timers. */
 static void cleanup(struct cap_job *j) {
-  if (j->proc_live)
+  if (j->proc_live || j->io_live)
     return;
   if (j->in_fd >= 0) {
     close(j->in_fd);
     j->in_fd = -1;
   }
+  if (j->out_fd >= 0) {
+    close(j->out_fd);
+    j->out_fd = -1;
+  }
   if (j->tmp_name[0]) {
     cap_store_discard(j->jobs->store, j->tmp_name);
     j->tmp_name[0] = '\0';
   }
+  if (j->in_tmp[0]) {
+    cap_store_discard(j->jobs->store, j->in_tmp);
+    j->in_tmp[0] = '\0';
+  }
+  cap_jobio_free(j);
   cap_pool_release(&j->jobs->pool, &j->pool_item);
   if (j->handles_open == 2 && !uv_is_closing((uv_handle_t *)&j->timeout_timer)) {
     uv_close((uv_handle_t *)&j->timeout_timer, on_handle_closed);
     uv_close((uv_handle_t *)&j->kill_timer, on_handle_closed);
   }
+  cap_jobs_note_quiet(j->jobs);
 }
 
 static void fail(struct cap_job *j, const char *code, int status, const char *msg) {
@@ -243,6 +258,7 @@ void cap_job_cancel(struct cap_job *j, const char *code) {
     settle(j, CAP_JOB_FAILED, "timeout", 504, "The job ran past its time limit");
   else
     settle(j, CAP_JOB_CANCELED, "canceled", 409, "The job was canceled");
+  cap_jobio_abort(j, timeout ? "timeout" : "canceled", j->err_msg);
   if (j->proc_live) {
     cap_proc_signal(&j->proc, SIGTERM);
     uv_timer_start(&j->kill_timer, on_kill_timer, (uint64_t)j->jobs->cfg->cancel_grace_ms, 0);
@@ -300,11 +316,12 @@ static void on_proc_done(struct cap_proc *p);
 
 /* Starts a child for the job's current phase.  Returns 0 or a UV_E* code
  * (on_proc_done still runs). */
-static int spawn(struct cap_job *j, char **argv, size_t capture, int progress) {
+static int spawn(struct cap_job *j, char **argv, size_t capture, int progress, int stream) {
   struct cap_proc_spec spec = {.file = argv[0],
                                .args = argv,
                                .in_fd = j->in_fd,
                                .capture_out = capture,
+                               .stream_out = stream,
                                .progress = progress};
   memset(&j->proc, 0, sizeof(j->proc));
   j->proc.data = j;
@@ -331,17 +348,28 @@ static int spawn(struct cap_job *j, char **argv, size_t capture, int progress) {
   return rc;
 }
 
+static int s3_storage(const struct cap_job *j) {
+  return j->jobs->storage && j->jobs->storage->kind == CAP_STORAGE_S3;
+}
+
 static void start_render(struct cap_job *j) {
   const struct cap_config *cfg = j->jobs->cfg;
   char tmp_path[4096], out_arg[4200];
-  snprintf(j->tmp_name, sizeof(j->tmp_name), "%s.%s", j->id, j->ext);
-  if (cap_store_tmp_path(j->jobs->store, j->tmp_name, tmp_path, sizeof(tmp_path)) != 0) {
-    j->tmp_name[0] = '\0';
-    fail(j, "storage_error", 502, "The temporary output path is too long");
-    return;
+  /* A streamable output to S3 goes through ffmpeg's stdout straight into
+   * the multipart upload; anything else is written to a temp file first. */
+  int stream = s3_storage(j) && j->streamable;
+  if (stream) {
+    snprintf(out_arg, sizeof(out_arg), "pipe:1");
+  } else {
+    snprintf(j->tmp_name, sizeof(j->tmp_name), "%s.%s", j->id, j->ext);
+    if (cap_store_tmp_path(j->jobs->store, j->tmp_name, tmp_path, sizeof(tmp_path)) != 0) {
+      j->tmp_name[0] = '\0';
+      fail(j, "storage_error", 502, "The temporary output path is too long");
+      return;
+    }
+    /* "file:" keeps ffmpeg from reading a protocol into the path. */
+    snprintf(out_arg, sizeof(out_arg), "file:%s", tmp_path);
   }
-  /* "file:" keeps ffmpeg from reading a protocol into the path. */
-  snprintf(out_arg, sizeof(out_arg), "file:%s", tmp_path);
   size_t nargs = 0;
   while (j->args[nargs])
     nargs++;
@@ -359,8 +387,48 @@ static void start_render(struct cap_job *j) {
   argv[a++] = out_arg;
   argv[a] = NULL;
   j->phase = PHASE_FFMPEG;
-  spawn(j, argv, 0, 1);
+  if (spawn(j, argv, 0, 1, stream) == 0 && stream)
+    cap_jobio_stream(j);
   free(argv);
+}
+
+static void succeed(struct cap_job *j) {
+  settle(j, CAP_JOB_SUCCEEDED, NULL, 200, NULL);
+  cleanup(j);
+}
+
+/* ffmpeg wrote the temp output of a non-streamable preset: upload it. */
+static void upload_tmp(struct cap_job *j) {
+  int64_t size = cap_store_tmp_size(j->jobs->store, j->tmp_name);
+  int fd = size < 0 ? -1 : cap_store_tmp_open(j->jobs->store, j->tmp_name);
+  if (fd < 0) {
+    fail(j, "ffmpeg_failed", 502, "ffmpeg exited without writing an output");
+    return;
+  }
+  j->out_fd = fd;
+  j->state = CAP_JOB_UPLOADING;
+  cap_jobio_upload_file(j, fd, (uint64_t)size);
+}
+
+void cap_job_output_done(struct cap_job *j, int ok, const char *code, const char *msg) {
+  if (!ok) {
+    char text[400];
+    snprintf(text, sizeof(text), "Storing the output failed: %s: %s", code ? code : "error",
+             msg ? msg : "");
+    int denied =
+        code && (strcmp(code, "AccessDenied") == 0 || strcmp(code, "SignatureDoesNotMatch") == 0 ||
+                 strcmp(code, "InvalidAccessKeyId") == 0);
+    settle(j, CAP_JOB_FAILED, denied ? "storage_denied" : "storage_error", 502, text);
+    if (j->proc_live)
+      cap_proc_signal(&j->proc, SIGKILL);
+    cleanup(j);
+    return;
+  }
+  j->upload_ok = 1;
+  /* A streamed upload completes after ffmpeg closed its output; its exit
+   * status may still be on the way. */
+  if (!j->proc_live && (j->ff_ok || j->tmp_name[0]))
+    succeed(j);
 }
 
 static void finish_render(struct cap_job *j) {
@@ -435,7 +503,9 @@ static void on_proc_done(struct cap_proc *p) {
       snprintf(msg, sizeof(msg), "%s exited with status %lld",
                j->phase == PHASE_FFMPEG ? "ffmpeg" : "ffprobe", (long long)p->exit_status);
     cap_proc_free(p);
-    fail(j, "ffmpeg_failed", 502, msg);
+    settle(j, CAP_JOB_FAILED, "ffmpeg_failed", 502, msg);
+    cap_jobio_abort(j, "ffmpeg_failed", msg);
+    cleanup(j);
     return;
   }
 
@@ -447,7 +517,17 @@ static void on_proc_done(struct cap_proc *p) {
     return;
   case PHASE_FFMPEG:
     cap_proc_free(p);
-    finish_render(j);
+    if (!s3_storage(j)) {
+      finish_render(j);
+    } else if (j->tmp_name[0]) {
+      upload_tmp(j);
+    } else {
+      j->ff_ok = 1;
+      if (j->upload_ok)
+        succeed(j);
+      else
+        j->state = CAP_JOB_UPLOADING;
+    }
     return;
   case PHASE_PROBE:
     if (p->out_truncated || p->out_buf.data == NULL) {
@@ -470,33 +550,16 @@ static void on_proc_done(struct cap_proc *p) {
   }
 }
 
-void cap_job_start(struct cap_pool_item *it) {
-  struct cap_job *j = container_of(it, struct cap_job, pool_item);
+/* Runs the first tool on the opened input: ffprobe for a probe, or the
+ * duration probe that precedes a render. */
+static void run_tools(struct cap_job *j) {
   const struct cap_config *cfg = j->jobs->cfg;
-  uint64_t size = 0;
-
-  j->state = CAP_JOB_RUNNING;
-  j->started_at = wall_ms();
-  j->started_mono = uv_now(j->jobs->loop);
-  uv_timer_start(&j->timeout_timer, on_timeout, (uint64_t)j->timeout_s * 1000, 0);
-
-  int rc = cap_store_open_input(j->jobs->store, j->input_key, &j->in_fd, &size);
-  if (rc == -ENOENT) {
-    fail(j, "input_not_found", 404, "The input object does not exist");
-    return;
-  }
-  if (rc != 0) {
-    char msg[200];
-    snprintf(msg, sizeof(msg), "Could not open the input: %s", strerror(-rc));
-    fail(j, "storage_error", 502, msg);
-    return;
-  }
   if (j->capability == CAP_CAP_FFPROBE) {
     char *argv[] = {cfg->ffprobe, "-v",           "error",         "-print_format",
                     "json",       "-show_format", "-show_streams", "file:/dev/fd/3",
                     NULL};
     j->phase = PHASE_PROBE;
-    spawn(j, argv, PROBE_OUT_MAX, 0);
+    spawn(j, argv, PROBE_OUT_MAX, 0, 0);
     return;
   }
   char *argv[] = {cfg->ffprobe,
@@ -509,5 +572,46 @@ void cap_job_start(struct cap_pool_item *it) {
                   "file:/dev/fd/3",
                   NULL};
   j->phase = PHASE_DURATION;
-  spawn(j, argv, 4096, 0);
+  spawn(j, argv, 4096, 0, 0);
+}
+
+void cap_job_start(struct cap_pool_item *it) {
+  struct cap_job *j = container_of(it, struct cap_job, pool_item);
+  uint64_t size = 0;
+
+  j->state = CAP_JOB_RUNNING;
+  j->started_at = wall_ms();
+  j->started_mono = uv_now(j->jobs->loop);
+  uv_timer_start(&j->timeout_timer, on_timeout, (uint64_t)j->timeout_s * 1000, 0);
+
+  if (s3_storage(j)) {
+    j->phase = PHASE_FETCH;
+    cap_jobio_fetch(j);
+    return;
+  }
+  int rc = cap_store_open_input(j->jobs->store, j->input_key, &j->in_fd, &size);
+  if (rc == -ENOENT) {
+    fail(j, "input_not_found", 404, "The input object does not exist");
+    return;
+  }
+  if (rc != 0) {
+    char msg[200];
+    snprintf(msg, sizeof(msg), "Could not open the input: %s", strerror(-rc));
+    fail(j, "storage_error", 502, msg);
+    return;
+  }
+  run_tools(j);
+}
+
+void cap_job_input_ready(struct cap_job *j, int status, const char *code, int http_status,
+                         const char *msg) {
+  if (cap_job_done(j)) {
+    cleanup(j);
+    return;
+  }
+  if (status != 0) {
+    fail(j, code, http_status, msg);
+    return;
+  }
+  run_tools(j);
 }

@@ -11,6 +11,8 @@
 
 struct cap_jobs;
 struct cap_job;
+struct cap_s3_req;
+struct cap_upload;
 
 enum cap_job_state {
   CAP_JOB_QUEUED,
@@ -56,6 +58,7 @@ struct cap_job {
   char **args;
   char *format, *ext, *cls;
   int timeout_s;
+  int streamable;
 
   enum cap_job_state state;
   int64_t created_at, started_at, finished_at; /* Wall clock, ms. */
@@ -86,6 +89,18 @@ struct cap_job {
   struct cap_pool_item pool_item;
   struct cap_job_waiter *waiters;
 
+  /* Object storage I/O (jobio.c), for S3/R2. */
+  struct cap_s3_req *fetch;  /* Input download under way. */
+  struct cap_upload *upload; /* Output upload. */
+  int io_live;               /* Storage requests of the job still running. */
+  int out_open, out_paused;  /* ffmpeg's stdout, read into the upload. */
+  int ff_ok;                 /* ffmpeg exited 0. */
+  int upload_ok;             /* The upload completed. */
+  char in_tmp[64];           /* The downloaded input's temp file. */
+  int out_fd;                /* The finished temp output being uploaded. */
+  char etag[130];
+  int parts;
+
   struct cap_job *hnext;       /* Hash chain by id. */
   struct cap_job *prev, *next; /* The table's list, oldest first. */
 };
@@ -111,6 +126,11 @@ int cap_job_quiescent(const struct cap_job *j);
 void cap_job_add_waiter(struct cap_job *j, struct cap_job_waiter *w);
 void cap_job_remove_waiter(struct cap_job_waiter *w);
 const char *cap_job_state_name(enum cap_job_state s);
+/* For jobio.c: the input is downloaded (status 0, j->in_fd set) or not. */
+void cap_job_input_ready(struct cap_job *j, int status, const char *code, int http_status,
+                         const char *msg);
+/* For jobio.c: the output upload has completed (ok) or failed. */
+void cap_job_output_done(struct cap_job *j, int ok, const char *code, const char *msg);
 /* Returns how far the job is, 0 to 100, from ffmpeg's out_time against the
  * input's duration (0 when either is unknown). */
 double cap_job_percent(const struct cap_job *j);

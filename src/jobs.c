@@ -168,11 +168,23 @@ void cap_jobs_note_done(struct cap_jobs *t, struct cap_job *j) {
     t->canceled++;
 }
 
+void cap_jobs_note_quiet(struct cap_jobs *t) {
+  if (!t->stopping || t->on_quiet == NULL)
+    return;
+  for (struct cap_job *j = t->head; j; j = j->next)
+    if (j->proc_live || j->io_live || !cap_job_done(j))
+      return;
+  void (*cb)(void *) = t->on_quiet;
+  t->on_quiet = NULL;
+  cb(t->quiet_arg);
+}
+
 void cap_jobs_stop(struct cap_jobs *t) {
   t->stopping = 1;
   for (struct cap_job *j = t->head; j; j = j->next)
     cap_job_cancel(j, "canceled");
   uv_close((uv_handle_t *)&t->sweep, NULL);
+  cap_jobs_note_quiet(t);
 }
 
 void cap_jobs_free(struct cap_jobs *t) {

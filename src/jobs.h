@@ -10,6 +10,7 @@
 
 struct cap_config;
 struct cap_store;
+struct cap_storage;
 struct cap_presets;
 
 /* Every job the server knows: the running and queued ones and, for a
@@ -20,6 +21,7 @@ struct cap_jobs {
   uv_loop_t *loop;
   const struct cap_config *cfg;
   struct cap_store *store;
+  struct cap_storage *storage; /* Where inputs and outputs live (S3 or the store). */
   struct cap_presets *presets;
   struct cap_pool pool;
   struct cap_job **slots;
@@ -28,6 +30,9 @@ struct cap_jobs {
   struct cap_job *head, *tail; /* Oldest first. */
   uv_timer_t sweep;
   int stopping;
+  /* Called once when stopping and no job has anything running any more. */
+  void (*on_quiet)(void *arg);
+  void *quiet_arg;
   uint64_t submitted, succeeded, failed, canceled;
 };
 
@@ -49,6 +54,9 @@ struct cap_job *cap_jobs_find_idem(struct cap_jobs *t, const char *owner, const 
 int cap_jobs_submit(struct cap_jobs *t, struct cap_job *j);
 /* Called by a job when it reaches its final state. */
 void cap_jobs_note_done(struct cap_jobs *t, struct cap_job *j);
+/* Called by a job when it has released everything; calls on_quiet when
+ * the table is stopping and nothing runs any more. */
+void cap_jobs_note_quiet(struct cap_jobs *t);
 /* Cancels every job and stops the sweep; children are signalled and the
  * loop ends once they are reaped. */
 void cap_jobs_stop(struct cap_jobs *t);

@@ -128,6 +128,7 @@ int main(int argc, char **argv) {
     return 1;
   }
 
+  cap_app_start(&app);
   uv_run(loop, UV_RUN_DEFAULT);
   cap_server_close(&srv);
   uv_run(loop, UV_RUN_DEFAULT);

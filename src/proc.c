@@ -143,7 +143,7 @@ int cap_proc_spawn(uv_loop_t *loop, struct cap_proc *p, const struct cap_proc_sp
   p->err.data = p;
   p->handles_open++;
   stdio[2].data.stream = (uv_stream_t *)&p->err;
-  if (spec->capture_out) {
+  if (spec->capture_out || spec->stream_out) {
     uv_pipe_init(loop, &p->out, 0);
     p->out.data = p;
     p->handles_open++;
@@ -179,7 +179,7 @@ int cap_proc_spawn(uv_loop_t *loop, struct cap_proc *p, const struct cap_proc_sp
     p->spawn_error = rc;
     close_handle((uv_handle_t *)&p->process);
     close_handle((uv_handle_t *)&p->err);
-    if (spec->capture_out)
+    if (spec->capture_out || spec->stream_out)
       close_handle((uv_handle_t *)&p->out);
     if (spec->progress)
       close_handle((uv_handle_t *)&p->prog);
@@ -192,6 +192,10 @@ int cap_proc_spawn(uv_loop_t *loop, struct cap_proc *p, const struct cap_proc_sp
   if (spec->progress)
     uv_read_start((uv_stream_t *)&p->prog, on_alloc, on_prog_read);
   return 0;
+}
+
+void cap_proc_close_out(struct cap_proc *p) {
+  close_handle((uv_handle_t *)&p->out);
 }
 
 int cap_proc_signal(struct cap_proc *p, int signum) {

@@ -41,12 +41,16 @@ struct cap_proc_spec {
   char **args;        /* NULL-terminated argv, args[0] included. */
   int in_fd;          /* Becomes the child's fd 3 (e.g. the input file), or -1. */
   size_t capture_out; /* Keep up to this many bytes of stdout; 0 sends it to /dev/null. */
+  int stream_out;     /* Make stdout a pipe the caller reads (p->out) and closes with
+                         cap_proc_close_out. */
   int progress;       /* Open a pipe as the child's fd 4 for -progress pipe:4. */
 };
 
 /* Spawns spec on loop.  Returns 0 or a UV_E* code; either way on_done will
  * be called exactly once later. */
 int cap_proc_spawn(uv_loop_t *loop, struct cap_proc *p, const struct cap_proc_spec *spec);
+/* Closes the stdout pipe of a stream_out child (after EOF, or to stop it). */
+void cap_proc_close_out(struct cap_proc *p);
 /* Sends signum to the child's whole process group.  Returns 0 or a UV_E* code. */
 int cap_proc_signal(struct cap_proc *p, int signum);
 /* Copies the last bytes of stderr (at most max-1) into out as a string. */

@@ -191,6 +191,16 @@ int cap_store_commit(struct cap_store *s, const char *name, const char *key) {
   return rc;
 }
 
+int cap_store_tmp_create(struct cap_store *s, const char *name) {
+  int fd = openat(s->tmp_fd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  return fd < 0 ? -errno : fd;
+}
+
+int cap_store_tmp_open(struct cap_store *s, const char *name) {
+  int fd = openat(s->tmp_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  return fd < 0 ? -errno : fd;
+}
+
 void cap_store_discard(struct cap_store *s, const char *name) {
   unlinkat(s->tmp_fd, name, 0);
 }

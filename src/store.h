@@ -37,6 +37,11 @@ int cap_store_open_input(struct cap_store *s, const char *key, int *fd, uint64_t
 int cap_store_tmp_path(const struct cap_store *s, const char *name, char *out, size_t n);
 /* Moves temp file name to key, creating parent directories.  Returns 0 or -errno. */
 int cap_store_commit(struct cap_store *s, const char *name, const char *key);
+/* Creates temp file name (mode 0600, must not exist); returns its fd
+ * (read-write, close-on-exec) or -errno. */
+int cap_store_tmp_create(struct cap_store *s, const char *name);
+/* Opens temp file name for reading; returns the fd or -errno. */
+int cap_store_tmp_open(struct cap_store *s, const char *name);
 /* Removes temp file name if it exists. */
 void cap_store_discard(struct cap_store *s, const char *name);
 /* Returns the size of temp file name, or -errno. */

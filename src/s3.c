@@ -1,0 +1,414 @@
+/* For memmem. */
+#define _GNU_SOURCE
+#include "s3.h"
+
+#include "alloc.h"
+#include "sigv4.h"
+
+#include <errno.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+/* The longest wait between two attempts. */
+#define BACKOFF_MAX_MS 30000
+
+int cap_s3_init(struct cap_s3 *s3, struct cap_curlloop *cl, const struct cap_s3_conf *conf) {
+  const char *ep = conf->endpoint;
+  const char *hostpart;
+  memset(s3, 0, sizeof(*s3));
+  s3->cl = cl;
+  s3->conf = conf;
+  if (strncmp(ep, "https://", 8) == 0)
+    hostpart = ep + 8;
+  else if (strncmp(ep, "http://", 7) == 0)
+    hostpart = ep + 7;
+  else
+    return -EINVAL;
+  size_t hl = strcspn(hostpart, "/");
+  if (hl == 0 || hl >= 200 || hostpart[hl] != '\0')
+    return -EINVAL;
+  int scheme_len = (int)(hostpart - ep);
+  if (conf->virtual_host) {
+    snprintf(s3->host, sizeof(s3->host), "%s.%.*s", conf->bucket, (int)hl, hostpart);
+    snprintf(s3->base, sizeof(s3->base), "%.*s%s", scheme_len, ep, s3->host);
+    s3->path_bucket[0] = '\0';
+  } else {
+    snprintf(s3->host, sizeof(s3->host), "%.*s", (int)hl, hostpart);
+    snprintf(s3->base, sizeof(s3->base), "%.*s%s", scheme_len, ep, s3->host);
+    snprintf(s3->path_bucket, sizeof(s3->path_bucket), "/%s", conf->bucket);
+  }
+  return 0;
+}
+
+void cap_s3_req_init(struct cap_s3_req *r, struct cap_s3 *s3) {
+  memset(r, 0, sizeof(*r));
+  r->s3 = s3;
+  r->body_fd = -1;
+  r->out_fd = -1;
+  r->resp_max = 1 << 20;
+  cap_buf_init(&r->resp);
+}
+
+int cap_s3_ok(const struct cap_s3_req *r) {
+  return r->curl_result == CURLE_OK && r->status >= 200 && r->status < 300;
+}
+
+static size_t on_write(char *ptr, size_t size, size_t n, void *arg) {
+  struct cap_s3_req *r = arg;
+  size_t len = size * n;
+  long status = 0;
+  curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+  if (r->out_fd >= 0 && status >= 200 && status < 300) {
+    if (r->out_max && r->bytes_out + len > r->out_max) {
+      snprintf(r->err_code, sizeof(r->err_code), "too_large");
+      return 0; /* Aborts the transfer with CURLE_WRITE_ERROR. */
+    }
+    size_t off = 0;
+    while (off < len) {
+      ssize_t w = write(r->out_fd, ptr + off, len - off);
+      if (w < 0 && errno == EINTR)
+        continue;
+      if (w <= 0) {
+        snprintf(r->err_code, sizeof(r->err_code), "local_write");
+        return 0;
+      }
+      off += (size_t)w;
+    }
+    r->bytes_out += len;
+    return len;
+  }
+  if (r->resp.len < r->resp_max)
+    cap_buf_append(&r->resp, ptr,
+                   len < r->resp_max - r->resp.len ? len : r->resp_max - r->resp.len);
+  return len;
+}
+
+static size_t on_header(char *buf, size_t size, size_t n, void *arg) {
+  struct cap_s3_req *r = arg;
+  size_t len = size * n;
+  if (len > 5 && strncasecmp(buf, "etag:", 5) == 0) {
+    size_t i = 5, end = len;
+    while (i < end && (buf[i] == ' ' || buf[i] == '\t'))
+      i++;
+    while (end > i && (buf[end - 1] == '\r' || buf[end - 1] == '\n' || buf[end - 1] == ' '))
+      end--;
+    snprintf(r->etag, sizeof(r->etag), "%.*s", (int)(end - i), buf + i);
+  }
+  return len;
+}
+
+static size_t on_read(char *buf, size_t size, size_t n, void *arg) {
+  struct cap_s3_req *r = arg;
+  size_t want = size * n, left = r->body_len - r->body_pos;
+  if (want > left)
+    want = left;
+  if (want == 0)
+    return 0;
+  if (r->body_fd >= 0) {
+    ssize_t got = pread(r->body_fd, buf, want, r->body_off + (off_t)r->body_pos);
+    if (got <= 0)
+      return CURL_READFUNC_ABORT;
+    want = (size_t)got;
+  } else {
+    memcpy(buf, r->body + r->body_pos, want);
+  }
+  r->body_pos += want;
+  return want;
+}
+
+/* Curl errors worth another attempt: the network, not the request. */
+static int retriable_curl(CURLcode rc) {
+  switch (rc) {
+  case CURLE_COULDNT_CONNECT:
+  case CURLE_COULDNT_RESOLVE_HOST:
+  case CURLE_OPERATION_TIMEDOUT:
+  case CURLE_SEND_ERROR:
+  case CURLE_RECV_ERROR:
+  case CURLE_GOT_NOTHING:
+  case CURLE_PARTIAL_FILE:
+  case CURLE_SSL_CONNECT_ERROR:
+  case CURLE_HTTP2:
+  case CURLE_HTTP2_STREAM:
+    return 1;
+  default:
+    return 0;
+  }
+}
+
+static void attempt(struct cap_s3_req *r);
+
+static void on_retry_timer(uv_timer_t *t) {
+  attempt(t->data);
+}
+
+static void finish(struct cap_s3_req *r) {
+  if (!cap_s3_ok(r)) {
+    r->s3->failures++;
+    if (r->curl_result != CURLE_OK && r->err_code[0] == '\0') {
+      snprintf(r->err_code, sizeof(r->err_code), "network");
+      snprintf(r->err_msg, sizeof(r->err_msg), "%s", curl_easy_strerror(r->curl_result));
+    } else if (r->err_code[0] == '\0') {
+      if (cap_s3_xml_text(r->resp.data, r->resp.len, "Code", r->err_code, sizeof(r->err_code)) != 0)
+        snprintf(r->err_code, sizeof(r->err_code), "HTTP%ld", r->status);
+      if (cap_s3_xml_text(r->resp.data, r->resp.len, "Message", r->err_msg, sizeof(r->err_msg)) !=
+          0)
+        snprintf(r->err_msg, sizeof(r->err_msg), "HTTP status %ld", r->status);
+    }
+  }
+  r->done(r);
+}
+
+static void on_done(CURL *easy, CURLcode result, void *arg) {
+  struct cap_s3_req *r = arg;
+  r->in_flight = 0;
+  r->curl_result = result;
+  r->status = 0;
+  curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &r->status);
+  curl_easy_cleanup(easy);
+  r->easy = NULL;
+  curl_slist_free_all(r->headers);
+  r->headers = NULL;
+
+  int again = (result != CURLE_OK && retriable_curl(result) && r->err_code[0] == '\0') ||
+              (result == CURLE_OK && (r->status >= 500 || r->status == 429));
+  if (!again || r->attempt >= r->s3->conf->retries) {
+    finish(r);
+    return;
+  }
+  /* Exponential backoff with jitter, so that retries from many uploads
+   * do not arrive together. */
+  unsigned char rnd;
+  RAND_bytes(&rnd, 1);
+  uint64_t delay = (uint64_t)r->s3->conf->backoff_ms << (r->attempt < 10 ? r->attempt : 10);
+  if (delay > BACKOFF_MAX_MS)
+    delay = BACKOFF_MAX_MS;
+  delay = delay / 2 + delay * rnd / 255;
+  r->attempt++;
+  r->s3->retries++;
+  if (!r->timer_open) {
+    uv_timer_init(r->s3->cl->loop, &r->retry_timer);
+    r->retry_timer.data = r;
+    r->timer_open = 1;
+  }
+  uv_timer_start(&r->retry_timer, on_retry_timer, delay, 0);
+}
+
+/* Writes the URL path (bucket and encoded key) the request is signed for. */
+static void object_path(const struct cap_s3_req *r, struct cap_buf *raw) {
+  const struct cap_s3 *s3 = r->s3;
+  cap_buf_puts(raw, s3->path_bucket);
+  if (r->key) {
+    cap_buf_putc(raw, '/');
+    cap_buf_puts(raw, s3->conf->prefix ? s3->conf->prefix : "");
+    cap_buf_puts(raw, r->key);
+  } else if (raw->len == 0) {
+    cap_buf_putc(raw, '/');
+  }
+}
+
+static void attempt(struct cap_s3_req *r) {
+  const struct cap_s3_conf *conf = r->s3->conf;
+  struct cap_buf path, url, auth, hdr;
+  char amz_date[17], hash[65];
+  struct cap_sigv4_creds creds = {conf->access_key, conf->secret_key, conf->region, "s3"};
+  struct cap_sigv4_query q[4];
+  struct cap_sigv4_header sh[1];
+  size_t nh = 0;
+
+  cap_buf_init(&path);
+  cap_buf_init(&url);
+  cap_buf_init(&auth);
+  cap_buf_init(&hdr);
+  r->body_pos = 0;
+  r->etag[0] = '\0';
+  r->err_code[0] = '\0';
+  r->err_msg[0] = '\0';
+  cap_buf_reset(&r->resp);
+  if (r->out_fd >= 0) {
+    /* A retried download starts the file over. */
+    if (ftruncate(r->out_fd, 0) == 0)
+      lseek(r->out_fd, 0, SEEK_SET);
+    r->bytes_out = 0;
+  }
+  for (size_t i = 0; i < r->nquery; i++) {
+    q[i].name = r->query[i].name;
+    q[i].value = r->query[i].value ? r->query[i].value : "";
+  }
+  if (r->content_type) {
+    sh[0].name = "content-type";
+    sh[0].value = r->content_type;
+    nh = 1;
+  }
+
+  object_path(r, &path);
+  if (r->signed_payload || r->body_len == 0)
+    cap_sigv4_sha256_hex(r->body_len ? r->body : "", r->body_len, hash);
+  else
+    snprintf(hash, sizeof(hash), "UNSIGNED-PAYLOAD");
+  cap_sigv4_amz_date(time(NULL), amz_date);
+  if (cap_sigv4_sign(&creds, r->method, r->s3->host, path.data, q, r->nquery, sh, nh, hash,
+                     amz_date, &auth, NULL, NULL) != 0) {
+    /* Only a malformed key or credential gets here; retrying cannot help. */
+    snprintf(r->err_code, sizeof(r->err_code), "invalid_request");
+    snprintf(r->err_msg, sizeof(r->err_msg), "The request could not be signed");
+    r->curl_result = CURLE_FAILED_INIT;
+    cap_buf_free(&path);
+    cap_buf_free(&auth);
+    finish(r);
+    return;
+  }
+
+  cap_buf_puts(&url, r->s3->base);
+  cap_sigv4_uri_encode(&url, path.data, path.len, 1);
+  if (r->nquery) {
+    cap_buf_putc(&url, '?');
+    cap_sigv4_query_string(&url, q, r->nquery);
+  }
+
+  CURL *e = curl_easy_init();
+  if (e == NULL)
+    abort(); /* curl_easy_init fails only without memory. */
+  r->easy = e;
+  cap_buf_printf(&hdr, "Host: %s", r->s3->host);
+  r->headers = curl_slist_append(NULL, hdr.data);
+  cap_buf_reset(&hdr);
+  cap_buf_printf(&hdr, "x-amz-date: %s", amz_date);
+  r->headers = curl_slist_append(r->headers, hdr.data);
+  cap_buf_reset(&hdr);
+  cap_buf_printf(&hdr, "x-amz-content-sha256: %s", hash);
+  r->headers = curl_slist_append(r->headers, hdr.data);
+  cap_buf_reset(&hdr);
+  cap_buf_printf(&hdr, "Authorization: %s", auth.data);
+  r->headers = curl_slist_append(r->headers, hdr.data);
+  if (r->content_type) {
+    cap_buf_reset(&hdr);
+    cap_buf_printf(&hdr, "Content-Type: %s", r->content_type);
+    r->headers = curl_slist_append(r->headers, hdr.data);
+  }
+  r->headers = curl_slist_append(r->headers, "Expect:");
+
+  curl_easy_setopt(e, CURLOPT_URL, url.data);
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, 10L);
+  curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1024L);
+  curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME,
+                   (long)(conf->low_speed_s > 0 ? conf->low_speed_s : 30));
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
+  if (strcmp(r->method, "HEAD") == 0) {
+    curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+  } else if (strcmp(r->method, "PUT") == 0) {
+    curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
+    curl_easy_setopt(e, CURLOPT_READDATA, r);
+    curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)r->body_len);
+  } else if (strcmp(r->method, "POST") == 0) {
+    curl_easy_setopt(e, CURLOPT_POST, 1L);
+    curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
+    curl_easy_setopt(e, CURLOPT_READDATA, r);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
+  } else if (strcmp(r->method, "GET") != 0) {
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);
+  }
+  r->s3->requests++;
+  r->in_flight = 1;
+  if (cap_curlloop_add(r->s3->cl, e, on_done, r) != 0) {
+    r->in_flight = 0;
+    curl_easy_cleanup(e);
+    r->easy = NULL;
+    curl_slist_free_all(r->headers);
+    r->headers = NULL;
+    r->curl_result = CURLE_FAILED_INIT;
+    finish(r);
+  }
+  cap_buf_free(&path);
+  cap_buf_free(&url);
+  cap_buf_free(&auth);
+  cap_buf_free(&hdr);
+}
+
+void cap_s3_start(struct cap_s3_req *r) {
+  r->attempt = 0;
+  attempt(r);
+}
+
+static void on_timer_closed(uv_handle_t *h) {
+  struct cap_s3_req *r = h->data;
+  r->timer_open = 0;
+  if (r->on_freed)
+    r->on_freed(r);
+}
+
+void cap_s3_req_free(struct cap_s3_req *r, void (*on_freed)(struct cap_s3_req *r)) {
+  if (r->in_flight && r->easy) {
+    cap_curlloop_remove(r->s3->cl, r->easy);
+    curl_easy_cleanup(r->easy);
+    r->easy = NULL;
+    r->in_flight = 0;
+  }
+  curl_slist_free_all(r->headers);
+  r->headers = NULL;
+  cap_buf_free(&r->resp);
+  free(r->key);
+  r->key = NULL;
+  r->on_freed = on_freed;
+  if (r->timer_open) {
+    uv_timer_stop(&r->retry_timer);
+    if (!uv_is_closing((uv_handle_t *)&r->retry_timer))
+      uv_close((uv_handle_t *)&r->retry_timer, on_timer_closed);
+    return;
+  }
+  if (on_freed)
+    on_freed(r);
+}
+
+void cap_s3_req_cancel(struct cap_s3_req *r, void (*on_freed)(struct cap_s3_req *r)) {
+  r->canceled = 1;
+  cap_s3_req_free(r, on_freed);
+}
+
+int cap_s3_xml_text(const char *xml, size_t len, const char *tag, char *out, size_t outlen) {
+  char open[80], close[80];
+  if (xml == NULL || outlen == 0)
+    return -ENOENT;
+  snprintf(open, sizeof(open), "<%s>", tag);
+  snprintf(close, sizeof(close), "</%s>", tag);
+  const char *end = xml + len;
+  const char *a = memmem(xml, len, open, strlen(open));
+  if (a == NULL)
+    return -ENOENT;
+  a += strlen(open);
+  const char *b = memmem(a, (size_t)(end - a), close, strlen(close));
+  if (b == NULL)
+    return -ENOENT;
+  size_t o = 0;
+  static const struct {
+    const char *ent;
+    char c;
+  } ents[] = {{"&amp;", '&'}, {"&lt;", '<'}, {"&gt;", '>'}, {"&quot;", '"'}, {"&apos;", '\''}};
+  for (const char *p = a; p < b && o + 1 < outlen;) {
+    size_t k;
+    for (k = 0; k < sizeof(ents) / sizeof(ents[0]); k++) {
+      size_t el = strlen(ents[k].ent);
+      if ((size_t)(b - p) >= el && memcmp(p, ents[k].ent, el) == 0) {
+        out[o++] = ents[k].c;
+        p += el;
+        break;
+      }
+    }
+    if (k == sizeof(ents) / sizeof(ents[0]))
+      out[o++] = *p++;
+  }
+  out[o] = '\0';
+  return 0;
+}

@@ -1,0 +1,108 @@
+#ifndef CAP_S3_H
+#define CAP_S3_H
+
+#include "buf.h"
+#include "curlloop.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <uv.h>
+
+/* An S3 (or R2) client on the shared curl multi loop: every request is
+ * signed with SigV4 by cap_sigv4 (never curl's own signer), retried with
+ * exponential backoff and jitter on 5xx, 429/SlowDown, connection errors
+ * and stalls, and reported once through its done callback. */
+
+struct cap_s3_conf {
+  char *endpoint; /* scheme://host[:port], no trailing slash. */
+  char *bucket;
+  char *prefix; /* Prepended to every key; "" or ending in '/'. */
+  char *region;
+  char *access_key;
+  char *secret_key;
+  int virtual_host; /* bucket.host instead of host/bucket. */
+  int retries;      /* Attempts after the first. */
+  int backoff_ms;   /* First retry delay; doubles each time, with jitter. */
+  int low_speed_s;  /* A transfer slower than 1 KiB/s for this long is a stall. */
+};
+
+struct cap_s3 {
+  struct cap_curlloop *cl;
+  const struct cap_s3_conf *conf;
+  char host[300];        /* As signed: host[:port], with the bucket when virtual_host. */
+  char base[400];        /* URL up to the bucket path: scheme://host[:port][/bucket]. */
+  char path_bucket[300]; /* "/bucket" for path style, "" for virtual host. */
+  uint64_t requests, retries, failures;
+};
+
+struct cap_s3_req;
+typedef void (*cap_s3_done_fn)(struct cap_s3_req *r);
+
+struct cap_s3_query {
+  const char *name;
+  const char *value;
+};
+
+/* One logical request (all its attempts).  The caller fills method, key,
+ * query, body and done, calls cap_s3_start, and owns the struct: after done
+ * it may read status / etag / resp / error and must call cap_s3_req_free. */
+struct cap_s3_req {
+  struct cap_s3 *s3;
+  const char *method;
+  char *key; /* Object key without the prefix; NULL for the bucket. */
+  struct cap_s3_query query[4];
+  size_t nquery;
+  /* Body: memory (body, body_len), or a file range (body_fd >= 0). */
+  const char *body;
+  size_t body_len;
+  int body_fd;
+  off_t body_off;
+  int signed_payload; /* Sign the body's real SHA-256 (small bodies) instead of UNSIGNED-PAYLOAD. */
+  const char *content_type;
+  /* Response: to a file (out_fd >= 0, GET) or into resp (at most resp_max bytes). */
+  int out_fd;
+  uint64_t out_max; /* 0: no cap. */
+  size_t resp_max;
+  struct cap_buf resp;
+  /* Results. */
+  long status;
+  CURLcode curl_result;
+  char etag[130];
+  char err_code[64]; /* S3 error code, or curl's when the request never got an answer. */
+  char err_msg[256];
+  int attempt;
+  uint64_t bytes_out; /* Response bytes written to out_fd. */
+  cap_s3_done_fn done;
+  void *data;
+
+  /* Private. */
+  CURL *easy;
+  struct curl_slist *headers;
+  size_t body_pos;
+  uv_timer_t retry_timer;
+  int timer_open;
+  int in_flight;
+  int canceled;
+  void (*on_freed)(struct cap_s3_req *r);
+};
+
+/* Sets the client up; conf must outlive it.  Returns 0 or -EINVAL. */
+int cap_s3_init(struct cap_s3 *s3, struct cap_curlloop *cl, const struct cap_s3_conf *conf);
+/* Readies r for use with s3 (zeroes it). */
+void cap_s3_req_init(struct cap_s3_req *r, struct cap_s3 *s3);
+/* Sends r; done runs once when it has succeeded, failed for good, or run
+ * out of retries. */
+void cap_s3_start(struct cap_s3_req *r);
+/* Stops r (no done callback) and releases it; on_freed (may be NULL) runs
+ * when its timer handle has closed and the memory may be reused. */
+void cap_s3_req_cancel(struct cap_s3_req *r, void (*on_freed)(struct cap_s3_req *r));
+/* Releases what r holds after done; on_freed as for cancel. */
+void cap_s3_req_free(struct cap_s3_req *r, void (*on_freed)(struct cap_s3_req *r));
+/* Returns 1 when r ended with a 2xx answer. */
+int cap_s3_ok(const struct cap_s3_req *r);
+/* Finds the text of the first <tag>...</tag> in xml (entities decoded)
+ * and writes it to out.  Returns 0 or -ENOENT. */
+int cap_s3_xml_text(const char *xml, size_t len, const char *tag, char *out, size_t outlen);
+
+#endif

@@ -1,0 +1,345 @@
+#include "storage.h"
+
+#include "alloc.h"
+#include "config.h"
+#include "jsonw.h"
+#include "log.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+static const char *env_get(char **envp, const char *name) {
+  size_t n = strlen(name);
+  for (char **e = envp; e && *e; e++)
+    if (strncmp(*e, name, n) == 0 && (*e)[n] == '=' && (*e)[n + 1] != '\0')
+      return *e + n + 1;
+  return NULL;
+}
+
+/* Reads KEY=VALUE lines for the AWS credentials; only those keys are taken. */
+static int read_credentials(const char *path, struct cap_s3_conf *c, char *err, size_t errlen) {
+  FILE *f = fopen(path, "r");
+  char line[1024];
+  struct stat st;
+  if (f == NULL) {
+    snprintf(err, errlen, "storage_credentials_file: cannot open %s: %s", path, strerror(errno));
+    return -EINVAL;
+  }
+  if (fstat(fileno(f), &st) == 0 && (st.st_mode & 077)) {
+    struct cap_log_rec *r = cap_log_begin(CAP_LOG_WARN, "storage.credentials_mode");
+    cap_log_str(r, "path", path);
+    cap_log_str(r, "hint", "the credentials file is readable by group or others; chmod 600 it");
+    cap_log_end(r);
+  }
+  while (fgets(line, sizeof(line), f)) {
+    line[strcspn(line, "\r\n")] = '\0';
+    char *eq = strchr(line, '=');
+    if (line[0] == '#' || eq == NULL)
+      continue;
+    *eq = '\0';
+    char **slot = strcmp(line, "AWS_ACCESS_KEY_ID") == 0       ? &c->access_key
+                  : strcmp(line, "AWS_SECRET_ACCESS_KEY") == 0 ? &c->secret_key
+                                                               : NULL;
+    if (slot) {
+      free(*slot);
+      *slot = xstrdup(eq + 1);
+    }
+  }
+  memset(line, 0, sizeof(line));
+  fclose(f);
+  return 0;
+}
+
+int cap_storage_init(struct cap_storage *st, const struct cap_config *cfg, char **envp,
+                     uv_loop_t *loop, char *err, size_t errlen) {
+  const char *url = cfg->storage;
+  struct cap_s3_conf *c = &st->conf;
+  memset(st, 0, sizeof(*st));
+  st->cfg = cfg;
+  if (url == NULL || strncmp(url, "file://", 7) == 0) {
+    st->kind = CAP_STORAGE_FILE;
+    st->label = xstrdup("file");
+    st->file_root = xstrdup(url && url[7] ? url + 7 : cfg->data_dir);
+    if (st->file_root[0] == '\0') {
+      snprintf(err, errlen, "storage: file:// needs a directory (file:///srv/objects)");
+      return -EINVAL;
+    }
+    return 0;
+  }
+  int r2 = strncmp(url, "r2://", 5) == 0;
+  if (!r2 && strncmp(url, "s3://", 5) != 0) {
+    snprintf(err, errlen,
+             "storage: must be file:///DIR, s3://BUCKET[/PREFIX] or r2://BUCKET[/PREFIX]");
+    return -EINVAL;
+  }
+  st->kind = CAP_STORAGE_S3;
+  st->label = xstrdup(r2 ? "r2" : "s3");
+  const char *b = url + 5, *slash = strchr(b, '/');
+  c->bucket = slash ? xstrndup(b, (size_t)(slash - b)) : xstrdup(b);
+  const char *prefix = slash ? slash + 1 : "";
+  size_t pl = strlen(prefix);
+  c->prefix = xmalloc(pl + 2);
+  snprintf(c->prefix, pl + 2, "%s%s", prefix, pl && prefix[pl - 1] != '/' ? "/" : "");
+  if (c->bucket[0] == '\0' || strlen(c->bucket) > 63) {
+    snprintf(err, errlen, "storage: the bucket name must be 1 to 63 characters");
+    return -EINVAL;
+  }
+
+  const char *region = env_get(envp, "AWS_REGION");
+  c->region = xstrdup(region ? region : "auto");
+  if (r2) {
+    const char *acct = env_get(envp, "R2_ACCOUNT_ID");
+    if (acct == NULL) {
+      snprintf(err, errlen, "storage: r2:// needs R2_ACCOUNT_ID");
+      return -EINVAL;
+    }
+    size_t n = strlen(acct) + 64;
+    c->endpoint = xmalloc(n);
+    snprintf(c->endpoint, n, "https://%s.r2.cloudflarestorage.com", acct);
+  } else {
+    const char *ep = env_get(envp, "AWS_ENDPOINT_URL_S3");
+    if (ep == NULL)
+      ep = env_get(envp, "AWS_ENDPOINT_URL");
+    if (ep == NULL) {
+      snprintf(err, errlen, "storage: s3:// needs AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_S3)");
+      return -EINVAL;
+    }
+    c->endpoint = xstrdup(ep);
+    size_t el = strlen(c->endpoint);
+    while (el > 0 && c->endpoint[el - 1] == '/')
+      c->endpoint[--el] = '\0';
+  }
+  const char *ak = env_get(envp, "AWS_ACCESS_KEY_ID"), *sk = env_get(envp, "AWS_SECRET_ACCESS_KEY");
+  c->access_key = ak ? xstrdup(ak) : NULL;
+  c->secret_key = sk ? xstrdup(sk) : NULL;
+  if (cfg->storage_credentials_file &&
+      read_credentials(cfg->storage_credentials_file, c, err, errlen) != 0)
+    return -EINVAL;
+  if (c->access_key == NULL || c->secret_key == NULL) {
+    snprintf(err, errlen,
+             "storage: credentials missing: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+             "(or storage_credentials_file)");
+    return -EINVAL;
+  }
+  c->virtual_host = cfg->s3_virtual_host;
+  c->retries = cfg->storage_retries;
+  c->backoff_ms = cfg->storage_backoff_ms;
+  c->low_speed_s = cfg->storage_low_speed_s;
+
+  if (cap_curlloop_init(&st->cl, loop) != 0) {
+    snprintf(err, errlen, "storage: libcurl could not be initialised");
+    return -EINVAL;
+  }
+  if (cap_s3_init(&st->s3, &st->cl, c) != 0) {
+    snprintf(err, errlen, "storage: the endpoint must be http(s)://host[:port] (got \"%.80s\")",
+             c->endpoint);
+    return -EINVAL;
+  }
+  cap_bufpool_init(&st->pool, (size_t)cfg->part_size, (size_t)cfg->upload_budget_mb * 1024 * 1024);
+  uv_timer_init(loop, &st->sweep_timer);
+  st->sweep_timer.data = st;
+  st->sweep_timer_open = 1;
+  uv_unref((uv_handle_t *)&st->sweep_timer);
+  return 0;
+}
+
+static void log_outcome(const char *event, const struct cap_s3_req *r, enum cap_log_level lvl) {
+  struct cap_log_rec *l = cap_log_begin(lvl, event);
+  cap_log_int(l, "status", r->status);
+  if (r->err_code[0])
+    cap_log_str(l, "code", r->err_code);
+  if (r->err_msg[0])
+    cap_log_str(l, "message", r->err_msg);
+  cap_log_end(l);
+}
+
+static void free_req(struct cap_s3_req *r) {
+  free(r);
+}
+
+static void on_head_done(struct cap_s3_req *r) {
+  struct cap_storage *st = r->data;
+  struct cap_log_rec *l;
+  if (cap_s3_ok(r)) {
+    l = cap_log_begin(CAP_LOG_INFO, "storage.ready");
+    cap_log_str(l, "kind", st->label);
+    cap_log_str(l, "bucket", st->conf.bucket);
+    cap_log_str(l, "endpoint", st->conf.endpoint);
+    cap_log_end(l);
+  } else {
+    const char *why = r->status == 403   ? "the credentials were refused"
+                      : r->status == 404 ? "the bucket does not exist"
+                      : r->status == 0   ? "the endpoint is unreachable"
+                                         : "the bucket check failed";
+    l = cap_log_begin(CAP_LOG_ERROR, "storage.unavailable");
+    cap_log_str(l, "kind", st->label);
+    cap_log_str(l, "bucket", st->conf.bucket);
+    cap_log_str(l, "endpoint", st->conf.endpoint);
+    cap_log_str(l, "reason", why);
+    cap_log_int(l, "status", r->status);
+    cap_log_str(l, "code", r->err_code);
+    cap_log_str(l, "message", r->err_msg);
+    cap_log_end(l);
+  }
+  cap_s3_req_free(r, free_req);
+}
+
+/* Parses "2026-11-25T15:16:29.000Z" into seconds since the epoch. */
+static time_t parse_iso(const char *s) {
+  struct tm tm;
+  memset(&tm, 0, sizeof(tm));
+  if (sscanf(s, "%d-%d-%dT%d:%d:%d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
+             &tm.tm_sec) != 6)
+    return 0;
+  tm.tm_year -= 1900;
+  tm.tm_mon -= 1;
+  return timegm(&tm);
+}
+
+static void on_abort_done(struct cap_s3_req *r) {
+  struct cap_storage *st = r->data;
+  struct cap_log_rec *l =
+      cap_log_begin(cap_s3_ok(r) ? CAP_LOG_INFO : CAP_LOG_WARN, "storage.orphan_aborted");
+  cap_log_str(l, "key", r->key);
+  cap_log_bool(l, "ok", cap_s3_ok(r));
+  if (!cap_s3_ok(r))
+    cap_log_str(l, "code", r->err_code);
+  cap_log_end(l);
+  if (cap_s3_ok(r))
+    st->orphans_aborted++;
+  free((char *)r->query[0].value);
+  cap_s3_req_free(r, free_req);
+}
+
+static void abort_orphan(struct cap_storage *st, const char *key, const char *id) {
+  struct cap_s3_req *r = xmalloc(sizeof(*r));
+  cap_s3_req_init(r, &st->s3);
+  r->method = "DELETE";
+  /* Listed keys carry the prefix already; the request adds it again. */
+  size_t pl = strlen(st->conf.prefix);
+  r->key = xstrdup(strncmp(key, st->conf.prefix, pl) == 0 ? key + pl : key);
+  r->query[0].name = "uploadId";
+  r->query[0].value = xstrdup(id);
+  r->nquery = 1;
+  r->done = on_abort_done;
+  r->data = st;
+  cap_s3_start(r);
+}
+
+static void on_list_done(struct cap_s3_req *r) {
+  struct cap_storage *st = r->data;
+  st->sweep_running = 0;
+  if (!cap_s3_ok(r)) {
+    log_outcome("storage.sweep_failed", r, CAP_LOG_WARN);
+    cap_s3_req_free(r, free_req);
+    return;
+  }
+  time_t cutoff = time(NULL) - st->cfg->orphan_age_s;
+  const char *p = r->resp.data, *end = p ? p + r->resp.len : NULL;
+  int seen = 0;
+  while (p && (p = strstr(p, "<Upload>")) != NULL) {
+    const char *close = strstr(p, "</Upload>");
+    if (close == NULL)
+      break;
+    char key[1100], id[512], initiated[64];
+    size_t len = (size_t)(close - p);
+    if (cap_s3_xml_text(p, len, "Key", key, sizeof(key)) == 0 &&
+        cap_s3_xml_text(p, len, "UploadId", id, sizeof(id)) == 0 &&
+        cap_s3_xml_text(p, len, "Initiated", initiated, sizeof(initiated)) == 0) {
+      seen++;
+      time_t t = parse_iso(initiated);
+      if (t > 0 && t < cutoff)
+        abort_orphan(st, key, id);
+    }
+    p = close;
+    if (p >= end)
+      break;
+  }
+  struct cap_log_rec *l = cap_log_begin(CAP_LOG_INFO, "storage.sweep");
+  cap_log_int(l, "uploads_open", seen);
+  cap_log_end(l);
+  cap_s3_req_free(r, free_req);
+}
+
+static void sweep(struct cap_storage *st) {
+  if (st->sweep_running)
+    return;
+  struct cap_s3_req *r = xmalloc(sizeof(*r));
+  cap_s3_req_init(r, &st->s3);
+  r->method = "GET";
+  r->query[0].name = "uploads";
+  r->query[0].value = "";
+  r->query[1].name = "prefix";
+  r->query[1].value = st->conf.prefix;
+  r->nquery = st->conf.prefix[0] ? 2 : 1;
+  r->resp_max = 8 << 20;
+  r->done = on_list_done;
+  r->data = st;
+  st->sweep_running = 1;
+  cap_s3_start(r);
+}
+
+static void on_sweep_timer(uv_timer_t *t) {
+  sweep(t->data);
+}
+
+void cap_storage_start(struct cap_storage *st) {
+  if (st->kind != CAP_STORAGE_S3)
+    return;
+  struct cap_s3_req *r = xmalloc(sizeof(*r));
+  cap_s3_req_init(r, &st->s3);
+  r->method = "HEAD";
+  r->done = on_head_done;
+  r->data = st;
+  cap_s3_start(r);
+  sweep(st);
+  uint64_t every = (uint64_t)st->cfg->orphan_sweep_s * 1000;
+  if (every)
+    uv_timer_start(&st->sweep_timer, on_sweep_timer, every, every);
+}
+
+void cap_storage_stop(struct cap_storage *st) {
+  if (st->kind != CAP_STORAGE_S3)
+    return;
+  if (st->sweep_timer_open) {
+    uv_close((uv_handle_t *)&st->sweep_timer, NULL);
+    st->sweep_timer_open = 0;
+  }
+  cap_curlloop_close(&st->cl, NULL);
+}
+
+void cap_storage_free(struct cap_storage *st) {
+  struct cap_s3_conf *c = &st->conf;
+  free(st->label);
+  free(st->file_root);
+  free(c->endpoint);
+  free(c->bucket);
+  free(c->prefix);
+  free(c->region);
+  free(c->access_key);
+  if (c->secret_key) {
+    memset(c->secret_key, 0, strlen(c->secret_key));
+    free(c->secret_key);
+  }
+  if (st->kind == CAP_STORAGE_S3)
+    cap_bufpool_free(&st->pool);
+  memset(st, 0, sizeof(*st));
+}
+
+void cap_storage_health(const struct cap_storage *st, struct cap_buf *out) {
+  cap_buf_puts(out, "{\"kind\":");
+  cap_jsonw_str(out, st->label, strlen(st->label));
+  if (st->kind == CAP_STORAGE_S3) {
+    cap_buf_puts(out, ",\"bucket\":");
+    cap_jsonw_str(out, st->conf.bucket, strlen(st->conf.bucket));
+    cap_buf_puts(out, ",\"prefix\":");
+    cap_jsonw_str(out, st->conf.prefix, strlen(st->conf.prefix));
+    cap_buf_printf(out, ",\"part_size\":%zu,\"buffers_in_use\":%zu,\"buffers_max\":%zu",
+                   st->pool.part_size, st->pool.used, st->pool.max);
+  }
+  cap_buf_putc(out, '}');
+}

@@ -1,0 +1,49 @@
+#ifndef CAP_STORAGE_H
+#define CAP_STORAGE_H
+
+#include "curlloop.h"
+#include "s3.h"
+#include "upload.h"
+
+#include <stddef.h>
+#include <uv.h>
+
+struct cap_config;
+
+/* Where objects live: the local file store (the embedded default) or an
+ * S3-compatible bucket (S3, R2).  For S3 this owns the curl loop, the
+ * client, the part-buffer pool, the start-up bucket check and the sweep
+ * that aborts multipart uploads left behind. */
+
+enum cap_storage_kind { CAP_STORAGE_FILE, CAP_STORAGE_S3 };
+
+struct cap_storage {
+  enum cap_storage_kind kind;
+  char *label;     /* "s3" or "r2" for /health. */
+  char *file_root; /* For file:///DIR. */
+  struct cap_s3_conf conf;
+  struct cap_curlloop cl;
+  struct cap_s3 s3;
+  struct cap_bufpool pool;
+  uv_timer_t sweep_timer;
+  int sweep_timer_open;
+  int sweep_running;
+  const struct cap_config *cfg;
+  uint64_t orphans_aborted;
+};
+
+/* Reads the storage settings (cfg->storage, the AWS_* / R2_ACCOUNT_ID
+ * variables of envp, the credentials file).  Returns 0 or -EINVAL with
+ * "storage: reason" in err; secrets never appear in err. */
+int cap_storage_init(struct cap_storage *st, const struct cap_config *cfg, char **envp,
+                     uv_loop_t *loop, char *err, size_t errlen);
+/* Checks the bucket once (HEAD) and starts the orphan sweep; outcomes are logged. */
+void cap_storage_start(struct cap_storage *st);
+/* Stops the sweep and every transfer, closing handles (for shutdown). */
+void cap_storage_stop(struct cap_storage *st);
+/* Releases memory after the loop has ended. */
+void cap_storage_free(struct cap_storage *st);
+/* Appends the /health description ({"kind":...,"bucket":...}) to out. */
+void cap_storage_health(const struct cap_storage *st, struct cap_buf *out);
+
+#endif
