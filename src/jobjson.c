@@ -53,6 +53,12 @@ static void result_fields(const struct cap_job *j, struct cap_buf *b) {
     cap_buf_printf(b, "%llu", (unsigned long long)j->bytes);
     key(b, "preset", 0);
     str(b, j->preset);
+    if (j->etag[0]) {
+      key(b, "etag", 0);
+      str(b, j->etag);
+      key(b, "parts", 0);
+      cap_buf_printf(b, "%d", j->parts);
+    }
   }
   key(b, "duration_ms", 0);
   cap_buf_printf(b, "%lld", run_ms(j));
