@@ -215,6 +215,12 @@ static void object_path(const struct cap_s3_req *r, struct cap_buf *raw) {
 
 static void attempt(struct cap_s3_req *r) {
   const struct cap_s3_conf *conf = r->s3->conf;
+  if (r->s3->cl->closing) {
+    /* Shutting down: a retry that comes due now ends here. */
+    r->curl_result = CURLE_ABORTED_BY_CALLBACK;
+    finish(r);
+    return;
+  }
   struct cap_buf path, url, auth, hdr;
   char amz_date[17], hash[65];
   struct cap_sigv4_creds creds = {conf->access_key, conf->secret_key, conf->region, "s3"};

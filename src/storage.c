@@ -157,7 +157,38 @@ static void log_outcome(const char *event, const struct cap_s3_req *r, enum cap_
   cap_log_end(l);
 }
 
+/* The storage's own requests (bucket check, sweep, orphan aborts), kept
+ * in a list so that a shutdown can stop them and free their memory. */
+struct st_req {
+  struct cap_s3_req r;
+  struct st_req *prev, *next;
+};
+
+static struct st_req *own_reqs;
+
+static struct cap_s3_req *new_req(struct cap_storage *st) {
+  struct st_req *q = xcalloc(1, sizeof(*q));
+  cap_s3_req_init(&q->r, &st->s3);
+  q->r.data = st;
+  q->next = own_reqs;
+  if (own_reqs)
+    own_reqs->prev = q;
+  own_reqs = q;
+  return &q->r;
+}
+
 static void free_req(struct cap_s3_req *r) {
+  struct st_req *q = (struct st_req *)r;
+  if (q->prev)
+    q->prev->next = q->next;
+  else
+    own_reqs = q->next;
+  if (q->next)
+    q->next->prev = q->prev;
+  free(q);
+}
+
+static void free_unlinked(struct cap_s3_req *r) {
   free(r);
 }
 
@@ -216,8 +247,7 @@ static void on_abort_done(struct cap_s3_req *r) {
 }
 
 static void abort_orphan(struct cap_storage *st, const char *key, const char *id) {
-  struct cap_s3_req *r = xmalloc(sizeof(*r));
-  cap_s3_req_init(r, &st->s3);
+  struct cap_s3_req *r = new_req(st);
   r->method = "DELETE";
   /* Listed keys carry the prefix already; the request adds it again. */
   size_t pl = strlen(st->conf.prefix);
@@ -226,7 +256,6 @@ static void abort_orphan(struct cap_storage *st, const char *key, const char *id
   r->query[0].value = xstrdup(id);
   r->nquery = 1;
   r->done = on_abort_done;
-  r->data = st;
   cap_s3_start(r);
 }
 
@@ -268,8 +297,7 @@ static void on_list_done(struct cap_s3_req *r) {
 static void sweep(struct cap_storage *st) {
   if (st->sweep_running)
     return;
-  struct cap_s3_req *r = xmalloc(sizeof(*r));
-  cap_s3_req_init(r, &st->s3);
+  struct cap_s3_req *r = new_req(st);
   r->method = "GET";
   r->query[0].name = "uploads";
   r->query[0].value = "";
@@ -278,7 +306,6 @@ static void sweep(struct cap_storage *st) {
   r->nquery = st->conf.prefix[0] ? 2 : 1;
   r->resp_max = 8 << 20;
   r->done = on_list_done;
-  r->data = st;
   st->sweep_running = 1;
   cap_s3_start(r);
 }
@@ -290,11 +317,9 @@ static void on_sweep_timer(uv_timer_t *t) {
 void cap_storage_start(struct cap_storage *st) {
   if (st->kind != CAP_STORAGE_S3)
     return;
-  struct cap_s3_req *r = xmalloc(sizeof(*r));
-  cap_s3_req_init(r, &st->s3);
+  struct cap_s3_req *r = new_req(st);
   r->method = "HEAD";
   r->done = on_head_done;
-  r->data = st;
   cap_s3_start(r);
   sweep(st);
   uint64_t every = (uint64_t)st->cfg->orphan_sweep_s * 1000;
@@ -308,6 +333,17 @@ void cap_storage_stop(struct cap_storage *st) {
   if (st->sweep_timer_open) {
     uv_close((uv_handle_t *)&st->sweep_timer, NULL);
     st->sweep_timer_open = 0;
+  }
+  while (own_reqs) {
+    struct st_req *q = own_reqs;
+    if (q->r.nquery && q->r.done == on_abort_done)
+      free((char *)q->r.query[0].value);
+    own_reqs = q->next;
+    if (own_reqs)
+      own_reqs->prev = NULL;
+    q->next = q->prev = NULL;
+    /* Unlinked already: free the memory when its timer (if any) has closed. */
+    cap_s3_req_cancel(&q->r, free_unlinked);
   }
   cap_curlloop_close(&st->cl, NULL);
 }
