@@ -523,10 +523,8 @@ static void on_proc_done(struct cap_proc *p) {
       upload_tmp(j);
     } else {
       j->ff_ok = 1;
-      if (j->upload_ok)
-        succeed(j);
-      else
-        j->state = CAP_JOB_UPLOADING;
+      j->state = CAP_JOB_UPLOADING;
+      cap_jobio_finish(j);
     }
     return;
   case PHASE_PROBE:

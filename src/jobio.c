@@ -91,7 +91,7 @@ static void on_upload_done(struct cap_upload *u, int ok) {
   else
     j->bytes = u->bytes;
   snprintf(j->etag, sizeof(j->etag), "%s", u->etag);
-  j->parts = u->nparts;
+  j->parts = u->nparts ? u->nparts : 1; /* A single PUT is one piece. */
   cap_job_output_done(j, ok, ok ? NULL : u->err_code, ok ? NULL : u->err_msg);
 }
 
@@ -119,9 +119,10 @@ static void on_out_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   }
   if (n < 0) {
     close_out(j);
-    if (n == UV_EOF)
-      cap_upload_finish(j->upload);
-    else
+    /* At EOF the last part (or the single PUT) and the Complete wait for
+     * ffmpeg's exit status (cap_jobio_finish): a killed ffmpeg also ends
+     * its output, and a truncated object must never be stored. */
+    if (n != UV_EOF)
       cap_upload_abort(j->upload, "storage_error", "Reading ffmpeg's output failed");
   }
 }
@@ -149,6 +150,11 @@ void cap_jobio_stream(struct cap_job *j) {
   new_upload(j);
   j->out_open = 1;
   uv_read_start((uv_stream_t *)&j->proc.out, on_out_alloc, on_out_read);
+}
+
+void cap_jobio_finish(struct cap_job *j) {
+  if (j->upload && !j->upload->done_called)
+    cap_upload_finish(j->upload);
 }
 
 void cap_jobio_upload_file(struct cap_job *j, int fd, uint64_t size) {

@@ -15,6 +15,8 @@ struct cap_job;
 void cap_jobio_fetch(struct cap_job *j);
 /* Starts uploading what ffmpeg writes to its stdout (spawned with stream_out). */
 void cap_jobio_stream(struct cap_job *j);
+/* ffmpeg exited 0 after a streamed output: send the rest and complete. */
+void cap_jobio_finish(struct cap_job *j);
 /* Uploads size bytes of the finished output in fd (kept open by the job). */
 void cap_jobio_upload_file(struct cap_job *j, int fd, uint64_t size);
 /* Stops the job's storage traffic: the download is dropped, ffmpeg's pipe

@@ -3,6 +3,7 @@
 #include "s3.h"
 
 #include "alloc.h"
+#include "log.h"
 #include "sigv4.h"
 
 #include <errno.h>
@@ -192,6 +193,15 @@ static void on_done(CURL *easy, CURLcode result, void *arg) {
   delay = delay / 2 + delay * rnd / 255;
   r->attempt++;
   r->s3->retries++;
+  struct cap_log_rec *l = cap_log_begin(CAP_LOG_INFO, "storage.retry");
+  cap_log_str(l, "method", r->method);
+  cap_log_str(l, "key", r->key);
+  cap_log_int(l, "attempt", r->attempt);
+  cap_log_int(l, "status", r->status);
+  if (result != CURLE_OK)
+    cap_log_str(l, "error", curl_easy_strerror(result));
+  cap_log_int(l, "delay_ms", (long long)delay);
+  cap_log_end(l);
   if (!r->timer_open) {
     uv_timer_init(r->s3->cl->loop, &r->retry_timer);
     r->retry_timer.data = r;

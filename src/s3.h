@@ -34,6 +34,10 @@ struct cap_s3 {
   char base[400];        /* URL up to the bucket path: scheme://host[:port][/bucket]. */
   char path_bucket[300]; /* "/bucket" for path style, "" for virtual host. */
   uint64_t requests, retries, failures;
+  /* Told about a multipart upload whose abort failed, so that someone
+   * retries it later (the storage does). */
+  void (*on_abort_failed)(struct cap_s3 *s3, const char *key, const char *upload_id);
+  void *owner;
 };
 
 struct cap_s3_req;

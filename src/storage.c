@@ -12,6 +12,12 @@
 #include <sys/stat.h>
 #include <time.h>
 
+/* Delays between retries of a failed abort. */
+#define RETRY_FIRST_MS 2000
+#define RETRY_MAX_MS   60000
+
+static void on_abort_failed(struct cap_s3 *s3, const char *key, const char *upload_id);
+
 static const char *env_get(char **envp, const char *name) {
   size_t n = strlen(name);
   for (char **e = envp; e && *e; e++)
@@ -144,6 +150,13 @@ int cap_storage_init(struct cap_storage *st, const struct cap_config *cfg, char 
   st->sweep_timer.data = st;
   st->sweep_timer_open = 1;
   uv_unref((uv_handle_t *)&st->sweep_timer);
+  uv_timer_init(loop, &st->retry_timer);
+  st->retry_timer.data = st;
+  st->retry_timer_open = 1;
+  st->retry_delay_ms = RETRY_FIRST_MS;
+  uv_unref((uv_handle_t *)&st->retry_timer);
+  st->s3.owner = st;
+  st->s3.on_abort_failed = on_abort_failed;
   return 0;
 }
 
@@ -205,7 +218,10 @@ static void on_head_done(struct cap_s3_req *r) {
     const char *why = r->status == 403   ? "the credentials were refused"
                       : r->status == 404 ? "the bucket does not exist"
                       : r->status == 0   ? "the endpoint is unreachable"
-                                         : "the bucket check failed";
+                      : r->status == 400
+                          ? "the request was refused as malformed: check AWS_REGION (R2 uses "
+                            "\"auto\") and the endpoint"
+                          : "the bucket check failed";
     l = cap_log_begin(CAP_LOG_ERROR, "storage.unavailable");
     cap_log_str(l, "kind", st->label);
     cap_log_str(l, "bucket", st->conf.bucket);
@@ -294,6 +310,72 @@ static void on_list_done(struct cap_s3_req *r) {
   cap_s3_req_free(r, free_req);
 }
 
+static void schedule_retries(struct cap_storage *st);
+
+static void on_deferred_abort_done(struct cap_s3_req *r) {
+  struct cap_storage *st = r->data;
+  /* 404: the upload is gone already (aborted or completed meanwhile). */
+  int gone = cap_s3_ok(r) || r->status == 404;
+  struct cap_log_rec *l = cap_log_begin(gone ? CAP_LOG_INFO : CAP_LOG_WARN, "storage.abort_retry");
+  cap_log_str(l, "key", r->key);
+  cap_log_bool(l, "ok", gone);
+  if (!gone)
+    cap_log_str(l, "code", r->err_code);
+  cap_log_end(l);
+  if (!gone) {
+    struct cap_pending_abort *p = xcalloc(1, sizeof(*p));
+    p->key = xstrdup(r->key);
+    p->upload_id = xstrdup(r->query[0].value);
+    p->next = st->pending;
+    st->pending = p;
+    st->retry_delay_ms =
+        st->retry_delay_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : st->retry_delay_ms * 2;
+    schedule_retries(st);
+  } else if (st->pending == NULL) {
+    st->retry_delay_ms = RETRY_FIRST_MS;
+  }
+  free((char *)r->query[0].value);
+  cap_s3_req_free(r, free_req);
+}
+
+static void on_retry_timer(uv_timer_t *t) {
+  struct cap_storage *st = t->data;
+  struct cap_pending_abort *p = st->pending;
+  st->pending = NULL;
+  while (p) {
+    struct cap_pending_abort *next = p->next;
+    struct cap_s3_req *r = new_req(st);
+    r->method = "DELETE";
+    r->key = p->key; /* Handed over. */
+    r->query[0].name = "uploadId";
+    r->query[0].value = p->upload_id;
+    r->nquery = 1;
+    r->done = on_deferred_abort_done;
+    cap_s3_start(r);
+    free(p);
+    p = next;
+  }
+}
+
+static void schedule_retries(struct cap_storage *st) {
+  if (st->retry_timer_open && !uv_is_active((uv_handle_t *)&st->retry_timer))
+    uv_timer_start(&st->retry_timer, on_retry_timer, st->retry_delay_ms, 0);
+}
+
+static void on_abort_failed(struct cap_s3 *s3, const char *key, const char *upload_id) {
+  struct cap_storage *st = s3->owner;
+  struct cap_pending_abort *p = xcalloc(1, sizeof(*p));
+  p->key = xstrdup(key);
+  p->upload_id = xstrdup(upload_id);
+  p->next = st->pending;
+  st->pending = p;
+  struct cap_log_rec *l = cap_log_begin(CAP_LOG_WARN, "storage.abort_deferred");
+  cap_log_str(l, "key", key);
+  cap_log_int(l, "retry_in_ms", (long long)st->retry_delay_ms);
+  cap_log_end(l);
+  schedule_retries(st);
+}
+
 static void sweep(struct cap_storage *st) {
   if (st->sweep_running)
     return;
@@ -334,9 +416,13 @@ void cap_storage_stop(struct cap_storage *st) {
     uv_close((uv_handle_t *)&st->sweep_timer, NULL);
     st->sweep_timer_open = 0;
   }
+  if (st->retry_timer_open) {
+    uv_close((uv_handle_t *)&st->retry_timer, NULL);
+    st->retry_timer_open = 0;
+  }
   while (own_reqs) {
     struct st_req *q = own_reqs;
-    if (q->r.nquery && q->r.done == on_abort_done)
+    if (q->r.nquery && (q->r.done == on_abort_done || q->r.done == on_deferred_abort_done))
       free((char *)q->r.query[0].value);
     own_reqs = q->next;
     if (own_reqs)
@@ -363,6 +449,14 @@ void cap_storage_free(struct cap_storage *st) {
   }
   if (st->kind == CAP_STORAGE_S3)
     cap_bufpool_free(&st->pool);
+  while (st->pending) {
+    /* Still open at exit: the orphan sweep of a later start aborts them. */
+    struct cap_pending_abort *p = st->pending;
+    st->pending = p->next;
+    free(p->key);
+    free(p->upload_id);
+    free(p);
+  }
   memset(st, 0, sizeof(*st));
 }
 

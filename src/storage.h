@@ -17,6 +17,12 @@ struct cap_config;
 
 enum cap_storage_kind { CAP_STORAGE_FILE, CAP_STORAGE_S3 };
 
+struct cap_pending_abort {
+  char *key; /* Without the prefix. */
+  char *upload_id;
+  struct cap_pending_abort *next;
+};
+
 struct cap_storage {
   enum cap_storage_kind kind;
   char *label;     /* "s3" or "r2" for /health. */
@@ -30,6 +36,11 @@ struct cap_storage {
   int sweep_running;
   const struct cap_config *cfg;
   uint64_t orphans_aborted;
+  /* Aborts that failed, retried with growing delays until they succeed. */
+  struct cap_pending_abort *pending;
+  uv_timer_t retry_timer;
+  int retry_timer_open;
+  uint64_t retry_delay_ms;
 };
 
 /* Reads the storage settings (cfg->storage, the AWS_* / R2_ACCOUNT_ID

@@ -374,8 +374,11 @@ static void on_ctl_done(struct cap_s3_req *r) {
     }
     break;
   case CTL_ABORT:
-    /* Aborted, or at least tried: the orphan sweep catches what is left. */
+    /* An abort that failed (the store is down longer than the retry
+     * budget) is handed on to be retried later, so no upload stays open. */
     u->aborted = 1;
+    if (!ok && r->status != 404 && u->s3->on_abort_failed)
+      u->s3->on_abort_failed(u->s3, u->key, u->upload_id);
     break;
   default:
     break;

@@ -1,0 +1,594 @@
+"""A small TCP proxy with switchable faults, for the storage fault tests:
+cap-server talks to the proxy (AWS_ENDPOINT_URL = proxy.endpoint), the
+proxy forwards every byte unchanged to the S3 bed (so SigV4 signatures,
+which cover the Host header cap-server sends, still verify).
+
+    proxy = TcpProxy(bed.port).start()
+    proxy.reset_next(1, after_bytes=100000)    # RST the next new connection mid-request
+    proxy.reset_request(lambda r: r.is_part, count=2, after_body=1 << 20)
+    proxy.set_delay(200, direction="s2c")      # every response chunk held 200 ms
+    proxy.stall_request(lambda r: r.is_part, seconds=5, after_body=1 << 20)
+    proxy.refuse(); ...; proxy.accept()        # close / reopen the listener
+    proxy.stop()
+
+Standard library only: one asyncio loop in a daemon thread; the control
+methods are thread-safe (they take a lock; the loop reads the settings as
+it forwards).  A reset sets SO_LINGER {on, 0} on the socket to cap-server
+and aborts it, so cap-server sees a real RST (ECONNRESET), and drops the
+upstream connection too.
+
+The client-to-server stream is parsed as HTTP/1.1 requests (request line,
+headers, Content-Length body; curl sends no chunked bodies here), so
+faults can hit a chosen request at a chosen body offset, and every request
+is recorded (self.requests: Request objects, in order).
+"""
+import asyncio
+import socket
+import struct
+import threading
+import time
+import urllib.parse
+
+CHUNK = 65536
+
+
+class Request:
+    """One HTTP request seen going to the server."""
+
+    def __init__(self, conn, seq, method, target, headers):
+        self.conn = conn            # connection number (1-based, in accept order)
+        self.seq = seq              # request number over the whole proxy (1-based)
+        self.method = method
+        self.target = target
+        self.headers = headers      # lowercase name -> value
+        self.content_length = int(headers.get("content-length", "0") or 0)
+        self.body_forwarded = 0
+        self.started = time.time()
+        self.complete = False       # every body byte was forwarded
+        self.fault = None           # "reset" / "stall" when a fault hit it
+        self.fault_at = None        # when (time.time())
+        self.body_start = 0         # offset of the body in the connection's c2s stream
+        u = urllib.parse.urlsplit(target)
+        self.path = urllib.parse.unquote(u.path)
+        self.query = dict(urllib.parse.parse_qsl(u.query, keep_blank_values=True))
+
+    @property
+    def part_number(self):
+        n = self.query.get("partNumber")
+        return int(n) if n is not None and n.isdigit() else None
+
+    @property
+    def is_part(self):
+        """An UploadPart (PUT ...?partNumber=N&uploadId=...)."""
+        return self.method == "PUT" and self.part_number is not None
+
+    @property
+    def kind(self):
+        q = self.query
+        if self.method == "POST" and "uploads" in q:
+            return "create"
+        if self.method == "POST" and "uploadId" in q:
+            return "complete"
+        if self.method == "DELETE" and "uploadId" in q:
+            return "abort"
+        if self.is_part:
+            return "part"
+        if self.method == "GET" and "uploads" in q:
+            return "list_uploads"
+        return self.method.lower()
+
+    def __repr__(self):
+        return "<Request #%d conn %d %s %s body %d/%d%s>" % (
+            self.seq, self.conn, self.method, self.target[:120], self.body_forwarded,
+            self.content_length, " " + self.fault if self.fault else "")
+
+
+class _Rule:
+    def __init__(self, pred, action, count, after_body, seconds):
+        self.pred = pred
+        self.action = action        # "reset" or "stall"
+        self.left = count
+        self.after_body = after_body
+        self.seconds = seconds
+
+
+class _Conn:
+    def __init__(self, proxy, index, cr, cw):
+        self.proxy = proxy
+        self.index = index
+        self.cr, self.cw = cr, cw
+        self.ur = self.uw = None
+        self.c2s_bytes = 0
+        self.s2c_bytes = 0
+        self.reset_at = None        # reset once c2s_bytes reaches this
+        self.stall_until = 0.0
+        self.dead = False
+        self.opened = time.time()
+        # request parser state
+        self.head = b""
+        self.body_left = 0
+        self.cur = None
+        # (absolute c2s offset, action, seconds, request)
+        self.triggers = []
+
+
+class TcpProxy:
+    def __init__(self, target_port, target_host="127.0.0.1", listen_port=0):
+        self.target = (target_host, target_port)
+        self.listen_port = listen_port
+        self.port = None
+        self.lock = threading.Lock()
+        self.loop = None
+        self.thread = None
+        self.server = None
+        # settings
+        self._reset_next = []       # list of after_bytes values, one per coming connection
+        self._reset_nth = {}        # connection index -> after_bytes
+        self._rules = []
+        self._delay = {"c2s": 0.0, "s2c": 0.0}
+        self._delay_select = None
+        self._stall_next = []       # (seconds, after_bytes) per coming connection
+        # counters
+        self.connections = 0
+        self.refused = False
+        self.resets = 0
+        self.stalls = 0
+        self.delayed_chunks = 0
+        self.bytes_c2s = 0
+        self.bytes_s2c = 0
+        self.upstream_failures = 0
+        self.requests = []
+        self.events = []            # (time, text)
+        self._conns = {}
+
+    # --- life cycle ---------------------------------------------------------
+
+    def start(self):
+        ready = threading.Event()
+        err = []
+
+        def run():
+            self.loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self.loop)
+            try:
+                self.loop.run_until_complete(self._listen())
+            except Exception as e:  # pragma: no cover - reported to start()
+                err.append(e)
+                ready.set()
+                return
+            ready.set()
+            self.loop.run_forever()
+            # Drain what stop() left behind.
+            pending = asyncio.all_tasks(self.loop)
+            for t in pending:
+                t.cancel()
+            if pending:
+                self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            self.loop.close()
+
+        self.thread = threading.Thread(target=run, name="tcpproxy", daemon=True)
+        self.thread.start()
+        ready.wait(10)
+        if err:
+            raise err[0]
+        if self.port is None:
+            raise RuntimeError("tcpproxy did not start")
+        return self
+
+    async def _listen(self):
+        self.server = await asyncio.start_server(self._on_client, "127.0.0.1",
+                                                 self.port or self.listen_port,
+                                                 reuse_address=True)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    def stop(self):
+        if self.loop is None:
+            return
+        fut = asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop)
+        try:
+            fut.result(10)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            self.loop = None
+
+    async def _shutdown(self):
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+            self.server = None
+        for c in list(self._conns.values()):
+            self._close(c, rst=False)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def endpoint(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    # --- faults (thread-safe) -----------------------------------------------
+
+    def reset_next(self, count=1, after_bytes=0):
+        """The next count new connections are reset (RST) once after_bytes
+        bytes from the client have been forwarded (0: as soon as the first
+        request bytes arrive, before any is forwarded)."""
+        with self.lock:
+            self._reset_next.extend([after_bytes] * count)
+
+    def reset_nth(self, *indices, after_bytes=0):
+        """Connections number N (1-based, counted since start) are reset
+        once after_bytes client bytes have been forwarded."""
+        with self.lock:
+            for n in indices:
+                self._reset_nth[n] = after_bytes
+
+    def reset_open(self):
+        """Reset every open connection now.  Returns how many."""
+        return self._call(self._reset_open_now)
+
+    def reset_request(self, pred, count=1, after_body=0):
+        """The next count requests for which pred(Request) is true get their
+        connection reset once after_body bytes of their body have been
+        forwarded (clamped to the body length: a fully sent request is reset
+        before its response can come back)."""
+        with self.lock:
+            self._rules.append(_Rule(pred, "reset", count, after_body, 0))
+
+    def stall_request(self, pred, seconds, count=1, after_body=0):
+        """The next count requests matching pred stop being forwarded (both
+        ways) for seconds, after after_body body bytes."""
+        with self.lock:
+            self._rules.append(_Rule(pred, "stall", count, after_body, seconds))
+
+    def stall_next(self, seconds, count=1, after_bytes=0):
+        """The next count new connections stall for seconds once after_bytes
+        client bytes have been forwarded."""
+        with self.lock:
+            self._stall_next.extend([(seconds, after_bytes)] * count)
+
+    def stall_open(self, seconds):
+        """Stop forwarding on every open connection for seconds."""
+        until = time.time() + seconds
+        with self.lock:
+            n = 0
+            for c in self._conns.values():
+                if not c.dead:
+                    c.stall_until = max(c.stall_until, until)
+                    n += 1
+            self.stalls += n
+            self.events.append((time.time(), "stall_open %d for %.1fs" % (n, seconds)))
+            return n
+
+    def set_delay(self, ms, direction="both", select=None):
+        """Hold every forwarded chunk ms milliseconds (direction c2s, s2c or
+        both) on the connections for which select(index) is true (all when
+        select is None).  ms=0 turns it off."""
+        with self.lock:
+            for d in ("c2s", "s2c"):
+                if direction in (d, "both"):
+                    self._delay[d] = ms / 1000.0
+            self._delay_select = select
+
+    def refuse(self):
+        """Close the listener: new connections are refused (open ones stay)."""
+        self._call(self._refuse_now)
+
+    def accept(self):
+        """Listen again on the same port."""
+        fut = asyncio.run_coroutine_threadsafe(self._listen(), self.loop)
+        fut.result(10)
+        with self.lock:
+            self.refused = False
+            self.events.append((time.time(), "listening again"))
+
+    def clear(self):
+        """Drop every pending fault (counters stay)."""
+        with self.lock:
+            self._reset_next = []
+            self._reset_nth = {}
+            self._rules = []
+            self._stall_next = []
+            self._delay = {"c2s": 0.0, "s2c": 0.0}
+            self._delay_select = None
+
+    # --- observations -------------------------------------------------------
+
+    def open_connections(self):
+        with self.lock:
+            return sum(1 for c in self._conns.values() if not c.dead)
+
+    def requests_of(self, kind=None):
+        with self.lock:
+            return [r for r in self.requests if kind is None or r.kind == kind]
+
+    def wait_request(self, pred, timeout=10, body_at_least=0):
+        """Waits for a request matching pred (with at least body_at_least
+        body bytes forwarded); returns it."""
+        deadline = time.time() + timeout
+        while True:
+            with self.lock:
+                for r in self.requests:
+                    if pred(r) and r.body_forwarded >= min(body_at_least, r.content_length):
+                        return r
+            if time.time() >= deadline:
+                raise AssertionError("no matching request through the proxy within %ss; seen %r"
+                                     % (timeout, self.requests[-10:]))
+            time.sleep(0.01)
+
+    def summary(self):
+        with self.lock:
+            kinds = {}
+            for r in self.requests:
+                kinds[r.kind] = kinds.get(r.kind, 0) + 1
+            return {"connections": self.connections, "resets": self.resets,
+                    "stalls": self.stalls, "delayed_chunks": self.delayed_chunks,
+                    "requests": len(self.requests), "by_kind": kinds,
+                    "faulted": [repr(r) for r in self.requests if r.fault],
+                    "bytes_c2s": self.bytes_c2s, "bytes_s2c": self.bytes_s2c,
+                    "upstream_failures": self.upstream_failures}
+
+    # --- internals ----------------------------------------------------------
+
+    def _call(self, fn):
+        fut = asyncio.run_coroutine_threadsafe(self._wrap(fn), self.loop)
+        return fut.result(10)
+
+    async def _wrap(self, fn):
+        return fn()
+
+    def _refuse_now(self):
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        with self.lock:
+            self.refused = True
+            self.events.append((time.time(), "refusing"))
+
+    def _reset_open_now(self):
+        n = 0
+        for c in list(self._conns.values()):
+            if not c.dead:
+                self._reset(c, "reset_open")
+                n += 1
+        return n
+
+    def _log(self, text):
+        self.events.append((time.time(), text))
+
+    def _close(self, c, rst):
+        if c.dead:
+            return
+        c.dead = True
+        if rst:
+            try:
+                sock = c.cw.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
+            c.cw.transport.abort()
+        else:
+            c.cw.transport.close()
+        if c.uw is not None:
+            if rst:
+                c.uw.transport.abort()
+            else:
+                c.uw.transport.close()
+        with self.lock:
+            self._conns.pop(c.index, None)
+
+    def _reset(self, c, why):
+        if c.dead:
+            return
+        with self.lock:
+            self.resets += 1
+            if c.cur is not None and not c.cur.complete and c.cur.fault is None:
+                c.cur.fault = "reset"
+                c.cur.fault_at = time.time()
+            self._log("reset conn %d (%s) after %d bytes; request %r" % (c.index, why, c.c2s_bytes, c.cur))
+        self._close(c, rst=True)
+
+    async def _on_client(self, cr, cw):
+        with self.lock:
+            self.connections += 1
+            c = _Conn(self, self.connections, cr, cw)
+            self._conns[c.index] = c
+            if c.index in self._reset_nth:
+                c.reset_at = self._reset_nth.pop(c.index)
+            elif self._reset_next:
+                c.reset_at = self._reset_next.pop(0)
+            if self._stall_next:
+                secs, after = self._stall_next.pop(0)
+                c.triggers.append((after, "stall", secs, None))
+        try:
+            c.ur, c.uw = await asyncio.open_connection(*self.target)
+        except OSError as e:
+            with self.lock:
+                self.upstream_failures += 1
+                self._log("conn %d: upstream connect failed: %s" % (c.index, e))
+            # The server is down: look like it to the client.
+            self._close(c, rst=True)
+            return
+        try:
+            await asyncio.gather(self._pump_c2s(c), self._pump_s2c(c), return_exceptions=True)
+        except asyncio.CancelledError:
+            pass  # stop(): end quietly
+        self._close(c, rst=False)
+
+    def _delay_for(self, c, direction):
+        with self.lock:
+            d = self._delay[direction]
+            sel = self._delay_select
+        if d and (sel is None or sel(c.index)):
+            return d
+        return 0.0
+
+    async def _wait_stall(self, c):
+        while not c.dead:
+            left = c.stall_until - time.time()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, 0.05))
+
+    def _parse(self, c, data):
+        """Feeds client bytes to the request parser; adds triggers for new
+        requests that match a rule.  Offsets are absolute in the c2s stream
+        (data starts at c.c2s_bytes)."""
+        pos = 0
+        base = c.c2s_bytes
+        n = len(data)
+        while pos < n:
+            if c.body_left > 0:
+                take = min(c.body_left, n - pos)
+                c.body_left -= take
+                pos += take
+                continue
+            # In headers.
+            need = data[pos:]
+            buf = c.head + need
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                c.head = buf[-65536:]
+                return
+            consumed = end + 4 - len(c.head)
+            head = buf[:end]
+            c.head = b""
+            pos += consumed
+            lines = head.decode("latin-1").split("\r\n")
+            parts = lines[0].split(" ")
+            if len(parts) < 3:
+                continue
+            hdrs = {}
+            for l in lines[1:]:
+                k, _, v = l.partition(":")
+                hdrs[k.strip().lower()] = v.strip()
+            with self.lock:
+                req = Request(c.index, len(self.requests) + 1, parts[0], parts[1], hdrs)
+                self.requests.append(req)
+                req.body_start = base + pos
+                c.cur = req
+                c.body_left = req.content_length
+                if req.content_length == 0:
+                    req.complete = True
+                for rule in self._rules:
+                    if rule.left > 0 and rule.pred(req):
+                        rule.left -= 1
+                        at = req.body_start + min(rule.after_body, req.content_length)
+                        if rule.action == "reset" and rule.after_body >= req.content_length:
+                            # The whole body goes, and the response never arrives.
+                            at = req.body_start + req.content_length
+                        c.triggers.append((at, rule.action, rule.seconds, req))
+                        self._log("rule %s armed for %r at offset %d" % (rule.action, req, at))
+                        break
+
+    def _account(self, c, upto):
+        """Marks body bytes of the current request forwarded up to absolute
+        offset upto."""
+        r = c.cur
+        if r is None:
+            return
+        r.body_forwarded = max(0, min(r.content_length, upto - r.body_start))
+        if r.body_forwarded >= r.content_length:
+            r.complete = True
+
+    async def _pump_c2s(self, c):
+        try:
+            while not c.dead:
+                data = await c.cr.read(CHUNK)
+                if not data:
+                    if c.uw is not None and not c.dead:
+                        try:
+                            c.uw.write_eof()
+                        except (OSError, RuntimeError):
+                            pass
+                    return
+                # Whole-connection reset point.
+                if c.reset_at is not None and c.c2s_bytes + len(data) > c.reset_at:
+                    keep = max(0, c.reset_at - c.c2s_bytes)
+                    self._parse(c, data[:keep])
+                    if keep:
+                        await self._forward(c, data[:keep], "c2s")
+                    self._account(c, c.c2s_bytes)
+                    self._reset(c, "connection rule")
+                    return
+                self._parse(c, data)
+                start = c.c2s_bytes
+                end = start + len(data)
+                while data and not c.dead:
+                    trig = None
+                    for t in sorted(c.triggers, key=lambda t: t[0]):
+                        if t[0] <= end:
+                            trig = t
+                            break
+                    if trig is None:
+                        await self._forward(c, data, "c2s")
+                        self._account(c, c.c2s_bytes)
+                        break
+                    c.triggers.remove(trig)
+                    at, action, secs, req = trig
+                    k = max(0, at - c.c2s_bytes)
+                    if k:
+                        await self._forward(c, data[:k], "c2s")
+                        self._account(c, c.c2s_bytes)
+                        data = data[k:]
+                    if action == "reset":
+                        if req is not None and req.fault is None:
+                            req.fault = "reset"
+                            req.fault_at = time.time()
+                        self._reset(c, "request rule")
+                        return
+                    with self.lock:
+                        self.stalls += 1
+                        if req is not None:
+                            req.fault = "stall"
+                            req.fault_at = time.time()
+                        c.stall_until = max(c.stall_until, time.time() + secs)
+                        self._log("stall conn %d for %.1fs at offset %d; request %r"
+                                  % (c.index, secs, c.c2s_bytes, req))
+                    await self._wait_stall(c)
+        except (ConnectionError, OSError):
+            self._close(c, rst=False)
+
+    async def _forward(self, c, data, direction):
+        await self._wait_stall(c)
+        if c.dead:
+            return
+        d = self._delay_for(c, direction)
+        if d:
+            with self.lock:
+                self.delayed_chunks += 1
+            await asyncio.sleep(d)
+            await self._wait_stall(c)
+            if c.dead:
+                return
+        w = c.uw if direction == "c2s" else c.cw
+        w.write(data)
+        await w.drain()
+        with self.lock:
+            if direction == "c2s":
+                c.c2s_bytes += len(data)
+                self.bytes_c2s += len(data)
+            else:
+                c.s2c_bytes += len(data)
+                self.bytes_s2c += len(data)
+
+    async def _pump_s2c(self, c):
+        try:
+            while not c.dead:
+                data = await c.ur.read(CHUNK)
+                if not data:
+                    if not c.dead:
+                        try:
+                            c.cw.write_eof()
+                        except (OSError, RuntimeError):
+                            pass
+                        # Let the client finish reading, then close both.
+                        self._close(c, rst=False)
+                    return
+                await self._forward(c, data, "s2c")
+        except (ConnectionError, OSError):
+            self._close(c, rst=False)
