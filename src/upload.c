@@ -393,8 +393,10 @@ size_t cap_upload_space(struct cap_upload *u, char **ptr) {
   if (u->failed || u->eof)
     return 0;
   if (u->cur == NULL) {
-    /* One buffer filling plus the parts in flight: no upload hogs the pool. */
-    if (u->held >= u->max_in_flight + 1) {
+    /* An upload holds at most parts_in_flight buffers, the one filling
+     * included: memory is uploads x parts_in_flight x part_size at most,
+     * and no upload hogs the pool. */
+    if (u->held >= u->max_in_flight) {
       u->starved = 1;
       return 0;
     }
