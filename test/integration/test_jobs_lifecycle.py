@@ -131,8 +131,15 @@ class Lifecycle(mt.CleanCheckMixin, unittest.TestCase):
         self.assertEqual(job["result"]["bytes"], os.path.getsize(self.out_path(out)))
         self.assertEqual(job["result"]["job_id"], j["job_id"])
         # Logs: job.queued / job.started / job.finished carry job_id and the creating req_id.
-        lines = [l for l in complete_log_lines(self.srv.log_text()) if l.get("job_id") == j["job_id"] and str(l.get("event")).startswith("job.")]
-        events = [l["event"] for l in lines]
+        # The log is written once per loop turn, so its lines may trail the
+        # answer by a moment: wait for job.finished before reading it.
+        deadline = time.time() + 5
+        while True:
+            lines = [l for l in complete_log_lines(self.srv.log_text()) if l.get("job_id") == j["job_id"] and str(l.get("event")).startswith("job.")]
+            events = [l["event"] for l in lines]
+            if "job.finished" in events or time.time() > deadline:
+                break
+            time.sleep(0.05)
         self.assertEqual(events[0], "job.queued", events)
         self.assertIn("job.started", events)
         self.assertEqual(events.count("job.finished"), 1, events)

@@ -434,7 +434,10 @@ class StorageFaults(unittest.TestCase):
         self.assertGreaterEqual(len(parts) - 10, 3, "expected at least 3 part retries: %s" % summary)
         self.assertEqual(len([r for r in reqs if r.kind == "create"]), 1, summary)
         self.assertGreater(summary["delayed_chunks"], 0, summary)
-        self.assertGreaterEqual(summary["resets"], 5, summary)
+        # The four resets aimed at requests (parts 2, 5, 7 and the Complete)
+        # always fire; the one aimed at the next new connection fires only if
+        # curl opens one, which depends on connection reuse.
+        self.assertGreaterEqual(summary["resets"], 4, summary)
         self.assert_clean(srv)
 
     # --- 4. a stalled connection: the low-speed timeout retries it ----------
