@@ -1,0 +1,764 @@
+#!/usr/bin/env bash
+# bench/jobs-bench.sh: what running ffprobe/ffmpeg through cap-server's job
+# system costs next to running the same command directly, measured in one run
+# on the same machine, with the same input files.
+#
+# What it measures
+#   1. Dispatch overhead: one synchronous ffprobe job (curl POST /exec) against
+#      `ffprobe -v error -print_format json -show_format -show_streams FILE` run
+#      directly on the same file.  hyperfine (-N, no shell), warm-up runs and
+#      DISPATCH_RUNS runs each, in DISPATCH_ROUNDS alternating rounds; the
+#      medians and their ratio (goal <= 1.10).
+#      `curl GET /health` is timed too, as the cost of a curl process plus one
+#      HTTP exchange without a job, to show how much of the gap is the client.
+#   2. Throughput: TP_JOBS ffprobe jobs (one per file, TP_JOBS copies of the
+#      probe clip) through the server with a cpu pool of POOL_CPU slots, sent by
+#      a small Python client that keeps TP_CONC keep-alive connections busy,
+#      against `xargs -P POOL_CPU -n1 ffprobe ...` over the same files.
+#      TP_REPEAT runs each; jobs/s from the median wall time, and the ratio
+#      server / direct (goal >= 0.90).
+#   3. Render: one synchronous 1080p render (POST /exec, preset 1080p) of a
+#      RENDER_SECONDS s RENDER_SIZE clip against the same ffmpeg command line run
+#      directly into a local file, with the exact preset arguments read from
+#      packaging/presets.json.  RENDER_RUNS runs each, the medians and their
+#      ratio (goal <= 1.03).  The server also runs an ffprobe (duration)
+#      before ffmpeg; that is part of what the job costs and is not subtracted.
+#   Server and direct runs alternate round by round (parts 2 and 3: one run
+#   per round; part 1: DISPATCH_RUNS / DISPATCH_ROUNDS runs per round), so that
+#   background load changing over the minutes hits both sides alike.
+#   Before each part the script samples /proc/stat for 1 s and counts other
+#   ffmpeg/ffprobe processes; a busy machine is warned about and noted in the
+#   report (QUIET_WAIT makes it wait for a calm machine).  After each timed
+#   hyperfine call it computes how much CPU other programs used meanwhile
+#   (/proc/stat busy time minus the CPU of what was measured and of the
+#   server) and, above NOISE_MAX %, makes the call again (NOISE_RETRIES).
+#   CPU time per job is reported next to the wall times: for the server the
+#   user+system time of the children it reaped (cutime+cstime in
+#   /proc/<server>/stat, i.e. the ffprobe/ffmpeg it ran) and its own, for the
+#   direct runs hyperfine's user+system.  It shows whether a server-run ffmpeg
+#   does more work than a direct one, separately from waiting and scheduling.
+#   After each part the server's JSON log is read for where the time went:
+#   http.request dur_ms, job.finished dur_ms, queue wait (job.queued ->
+#   job.started), the duration-probe phase of renders, and every /exec answer is
+#   checked to be 200 / every job to have succeeded.
+#
+# Environment (defaults in brackets; BENCH_QUICK=1 switches to the values in
+# braces, for a smoke run of about a minute)
+#   CAP_SERVER_BIN   cap-server binary                 [<repo>/build/cap-server]
+#   BENCH_QUICK      1 = quick smoke run               [0]
+#   DISPATCH_RUNS    runs per side, part 1             [50] {10}
+#   DISPATCH_ROUNDS  ... split into this many rounds   [5]  {2}
+#   DISPATCH_WARMUP  warm-up runs per side, part 1     [5]  {2}
+#   PROBE_SECONDS    length of the probe clip (s)      [2]
+#   PROBE_SIZE       size of the probe clip            [640x360]
+#   TP_JOBS          jobs per throughput run           [200] {40}
+#   TP_REPEAT        throughput runs per side          [3]   {1}
+#   TP_WARMUP        throughput warm-up runs per side  [1]   {0}
+#   TP_CONC          client connections, part 2        [4]
+#   POOL_CPU         server --pool-cpu and xargs -P    [2]
+#   RENDER_SECONDS   length of the render clip (s)     [10]  {3}
+#   RENDER_SIZE      size of the render clip           [1280x720]
+#   RENDER_RUNS      render runs per side              [5]   {2}
+#   RENDER_WARMUP    render warm-up runs per side      [1]   {0}
+#   BENCH_PARTS      which parts to run                ["1 2 3"]
+#   OUT_DIR          hyperfine JSON exports, server log, summary.txt
+#                    [bench/results/jobs-<UTC timestamp>/, git-ignored]
+#   KEEP_TMP         1 = keep the temporary data dir   [0]
+#   QUIET_WAIT       on a shared machine: before each part and each round of
+#                    parts 2-3, wait up to this many seconds for the other
+#                    programs to calm down (< 10% CPU busy over 0.5 s and no
+#                    foreign ffmpeg/ffprobe); 0 = do not wait   [0]
+#   NOISE_MAX        a timed hyperfine call during which other programs used
+#                    more than this % of the CPUs is run again ...   [10]
+#   NOISE_RETRIES    ... at most this many times (then kept, and counted) [2]
+#
+# Usage: bench/jobs-bench.sh            (from anywhere; needs no build step)
+#        BENCH_QUICK=1 bench/jobs-bench.sh
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(dirname "$BENCH_DIR")
+PRESETS_JSON=$REPO_DIR/packaging/presets.json
+
+CAP_SERVER_BIN=${CAP_SERVER_BIN:-$REPO_DIR/build/cap-server}
+BENCH_QUICK=${BENCH_QUICK:-0}
+if [[ $BENCH_QUICK == 1 ]]; then
+  q() { printf '%s' "$2"; }
+else
+  q() { printf '%s' "$1"; }
+fi
+DISPATCH_RUNS=${DISPATCH_RUNS:-$(q 50 10)}
+DISPATCH_WARMUP=${DISPATCH_WARMUP:-$(q 5 2)}
+DISPATCH_ROUNDS=${DISPATCH_ROUNDS:-$(q 5 2)}
+PROBE_SECONDS=${PROBE_SECONDS:-2}
+PROBE_SIZE=${PROBE_SIZE:-640x360}
+TP_JOBS=${TP_JOBS:-$(q 200 40)}
+TP_REPEAT=${TP_REPEAT:-$(q 3 1)}
+TP_WARMUP=${TP_WARMUP:-$(q 1 0)}
+TP_CONC=${TP_CONC:-4}
+POOL_CPU=${POOL_CPU:-2}
+RENDER_SECONDS=${RENDER_SECONDS:-$(q 10 3)}
+RENDER_SIZE=${RENDER_SIZE:-1280x720}
+RENDER_RUNS=${RENDER_RUNS:-$(q 5 2)}
+RENDER_WARMUP=${RENDER_WARMUP:-$(q 1 0)}
+OUT_DIR=${OUT_DIR:-$BENCH_DIR/results/jobs-$(date -u +%Y%m%dT%H%M%SZ)}
+KEEP_TMP=${KEEP_TMP:-0}
+BENCH_PARTS=${BENCH_PARTS:-1 2 3}
+QUIET_WAIT=${QUIET_WAIT:-0}
+NOISE_MAX=${NOISE_MAX:-10}
+NOISE_RETRIES=${NOISE_RETRIES:-2}
+
+log() { printf '%s\n' "$*" >&2; }
+die() { log "jobs-bench: $*"; exit 1; }
+
+for v in DISPATCH_RUNS DISPATCH_ROUNDS PROBE_SECONDS TP_JOBS TP_REPEAT TP_CONC POOL_CPU RENDER_SECONDS RENDER_RUNS; do
+  [[ ${!v} =~ ^[0-9]+$ && ${!v} -gt 0 ]] || die "$v must be a positive integer (got '${!v}')"
+done
+for v in DISPATCH_WARMUP TP_WARMUP RENDER_WARMUP QUIET_WAIT NOISE_MAX NOISE_RETRIES; do
+  [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer (got '${!v}')"
+done
+for v in PROBE_SIZE RENDER_SIZE; do
+  [[ ${!v} =~ ^[0-9]+x[0-9]+$ ]] || die "$v must look like WIDTHxHEIGHT (got '${!v}')"
+done
+# Runs per round, rounded up so that at least DISPATCH_RUNS runs are made.
+D_PER_ROUND=$(((DISPATCH_RUNS + DISPATCH_ROUNDS - 1) / DISPATCH_ROUNDS))
+DISPATCH_RUNS=$((D_PER_ROUND * DISPATCH_ROUNDS))
+for p in $BENCH_PARTS; do [[ $p == [123] ]] || die "BENCH_PARTS: '$p' is not one of 1 2 3"; done
+[[ -n ${BENCH_PARTS// /} ]] || die "BENCH_PARTS is empty"
+want() { [[ " $BENCH_PARTS " == *" $1 "* ]]; }
+
+# ---------------------------------------------------------------- processes ---
+CAP_PID=""
+TMP=""
+
+stop_pid() { # pid name
+  local pid=$1 name=$2 i
+  [[ -n $pid ]] || return 0
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  log "jobs-bench: $name (pid $pid) still running 10 s after SIGTERM, sending SIGKILL"
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  stop_pid "$CAP_PID" cap-server
+  wait 2>/dev/null || true
+  if [[ -n $TMP && -d $TMP ]]; then
+    # Keep the server log next to the results; the clips are not worth keeping.
+    [[ -f $TMP/server.log && -d $OUT_DIR ]] && cp "$TMP/server.log" "$OUT_DIR/server.log" 2>/dev/null
+    if [[ $KEEP_TMP == 1 ]]; then log "jobs-bench: kept $TMP"; else rm -rf "$TMP"; fi
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'log "jobs-bench: interrupted"; exit 130' INT TERM
+
+# -------------------------------------------------------------------- tools ---
+as_root() {
+  if [[ $(id -u) -eq 0 ]]; then "$@"
+  elif command -v sudo >/dev/null; then sudo -n "$@"
+  else die "need root to run: $*"
+  fi
+}
+
+apt_install() { # packages...
+  command -v apt-get >/dev/null || die "apt-get not available; install $* yourself"
+  log "jobs-bench: installing $* (apt-get)"
+  if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1; then
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1 || true
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null \
+      || die "apt-get install $* failed"
+  fi
+}
+
+command -v hyperfine >/dev/null || apt_install hyperfine
+command -v curl >/dev/null || apt_install curl
+command -v python3 >/dev/null || apt_install python3
+command -v xargs >/dev/null || apt_install findutils
+if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then apt_install ffmpeg; fi
+
+[[ -x $CAP_SERVER_BIN ]] || die "cap-server binary not found or not executable: $CAP_SERVER_BIN (build it, or set CAP_SERVER_BIN)"
+[[ -f $PRESETS_JSON ]] || die "presets file not found: $PRESETS_JSON"
+
+FFMPEG=$(command -v ffmpeg)
+FFPROBE=$(command -v ffprobe)
+CURL=$(command -v curl)
+PYTHON=$(command -v python3)
+
+mkdir -p "$OUT_DIR"
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/jobs-bench.XXXXXX")
+DATA=$TMP/data
+mkdir -p "$DATA/uploads/tp" "$DATA/renders" "$TMP/direct"
+SERVER_LOG=$TMP/server.log
+
+# ------------------------------------------------------------------ helpers ---
+# One Python file for the throughput client, hyperfine JSON and the server log.
+HELPER=$TMP/helper.py
+cat >"$HELPER" <<'PY'
+import http.client, json, statistics, sys, threading
+
+def client(port, token_file, n, conc, prefix):
+    """Sends n synchronous ffprobe jobs (keys prefix%04d.mp4) over conc keep-alive
+    connections; exits 1 unless every answer is 200 with status succeeded."""
+    port, n, conc = int(port), int(n), int(conc)
+    token = open(token_file).read().strip()
+    headers = {"Authorization": "Bearer " + token, "Content-Type": "application/json"}
+    lock = threading.Lock()
+    state = {"next": 0, "bad": []}
+
+    def worker():
+        conn = None
+        while True:
+            with lock:
+                i = state["next"]
+                if i >= n:
+                    break
+                state["next"] = i + 1
+            body = json.dumps({"capability": "ffprobe", "input_key": "%s%04d.mp4" % (prefix, i)})
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+                conn.request("POST", "/exec", body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                if resp.status != 200 or json.loads(data).get("status") != "succeeded":
+                    with lock:
+                        state["bad"].append("job %d: HTTP %d %s" % (i, resp.status, data[:200]))
+                if resp.getheader("Connection", "").lower() == "close":
+                    conn.close(); conn = None
+            except Exception as e:  # noqa: BLE001 - any failure is reported
+                with lock:
+                    state["bad"].append("job %d: %r" % (i, e))
+                if conn is not None:
+                    conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(conc)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    if state["bad"]:
+        sys.stderr.write("jobs-bench client: %d of %d jobs failed, first: %s\n"
+                         % (len(state["bad"]), n, state["bad"][0]))
+        sys.exit(1)
+
+def medians(path):
+    """One line per hyperfine result: median mean stddev min max (seconds)."""
+    for r in json.load(open(path))["results"]:
+        print("%.6f %.6f %.6f %.6f %.6f" % (r["median"], r["mean"], r["stddev"] or 0.0, r["min"], r["max"]))
+
+def merge(*paths):
+    """Times of the first result of every file together: median mean stddev min max (s)."""
+    ts = []
+    for p in paths:
+        ts.extend(json.load(open(p))["results"][0]["times"])
+    sd = statistics.stdev(ts) if len(ts) > 1 else 0.0
+    print("%.6f %.6f %.6f %.6f %.6f" % (statistics.median(ts), statistics.mean(ts), sd, min(ts), max(ts)))
+
+def cpu(*paths):
+    """Median over files of user+system of the first result (s), for 1-run files."""
+    xs = []
+    for p in paths:
+        r = json.load(open(p))["results"][0]
+        xs.append(r["user"] + r["system"])
+    print("%.6f" % statistics.median(xs))
+
+def usedcpu(path):
+    """CPU time (ms) of everything the hyperfine call ran: mean user+system x runs."""
+    r = json.load(open(path))["results"][0]
+    print("%.0f" % ((r["user"] + r["system"]) * len(r["times"]) * 1000))
+
+def ts_ms(ts):
+    # 2026-11-25T15:16:29.123Z -> ms since midnight-ish epoch (only differences used)
+    from datetime import datetime, timezone
+    return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp() * 1000.0
+
+def med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+def logstats(path, first, last, expect):
+    """Summarises log lines first..last (1-based, inclusive): /exec statuses,
+    http.request and job.finished dur_ms, queue waits, render phases.  Prints
+    key=value lines.  Exits 1 if an /exec answer was not 200, a job did not
+    succeed, or the number of /exec requests differs from expect."""
+    first, last, expect = int(first), int(last), int(expect)
+    lines = open(path).read().splitlines()[first - 1:last]
+    http_dur, job_dur, statuses, bad = [], [], {}, []
+    queued, started_probe, started_ff, finished = {}, {}, {}, {}
+    http_by_req, job_req = {}, {}
+    for line in lines:
+        try:
+            e = json.loads(line)
+        except ValueError:
+            bad.append("unparsable log line: " + line[:120]); continue
+        ev = e.get("event")
+        if ev == "http.request" and e.get("path") == "/exec":
+            statuses[e["status"]] = statuses.get(e["status"], 0) + 1
+            http_dur.append(e["dur_ms"])
+            http_by_req[e["req_id"]] = e["dur_ms"]
+        elif ev == "job.queued":
+            queued[e["job_id"]] = ts_ms(e["ts"])
+            job_req[e["job_id"]] = e.get("req_id")
+        elif ev == "job.started":
+            if e.get("phase") == "render":
+                started_ff[e["job_id"]] = ts_ms(e["ts"])
+            else:
+                started_probe[e["job_id"]] = ts_ms(e["ts"])
+        elif ev == "job.finished":
+            finished[e["job_id"]] = ts_ms(e["ts"])
+            job_dur.append(e["dur_ms"])
+            if e.get("state") != "succeeded":
+                bad.append("job %s finished %s" % (e["job_id"], e.get("state")))
+        elif e.get("level") in ("warn", "error"):
+            bad.append("log %s: %s" % (e.get("level"), line[:200]))
+    n = sum(statuses.values())
+    if any(s != 200 for s in statuses):
+        bad.append("/exec statuses %s" % statuses)
+    if n != expect:
+        bad.append("expected %d /exec requests in the log, saw %d" % (expect, n))
+    waits = [started_probe[j] - queued[j] for j in queued if j in started_probe]
+    probe_phase = [started_ff[j] - started_probe[j] for j in started_ff if j in started_probe]
+    ff_phase = [finished[j] - started_ff[j] for j in started_ff if j in finished]
+    # Renders: what the request took beyond ffmpeg's own run (queueing, the
+    # duration probe, storing the output, answering), per job.
+    around = [http_by_req[job_req[j]] - (finished[j] - started_ff[j])
+              for j in started_ff if j in finished and job_req.get(j) in http_by_req]
+    busy = sum(job_dur)
+    span = (max(finished.values()) - min(queued.values())) if finished and queued else float("nan")
+    print("requests=%d" % n)
+    print("http_ms=%.1f" % med(http_dur))
+    print("job_ms=%.1f" % med(job_dur))
+    print("wait_ms=%.1f" % med(waits))
+    print("probe_phase_ms=%.1f" % med(probe_phase))
+    print("ffmpeg_phase_ms=%.1f" % med(ff_phase))
+    print("around_ms=%.1f" % med(around))
+    print("busy_ms=%.0f" % busy)
+    print("span_ms=%.0f" % span)
+    for b in bad[:5]:
+        sys.stderr.write("jobs-bench: server log: %s\n" % b)
+    sys.exit(1 if bad else 0)
+
+def preset_args(path, name):
+    """The preset's args, one per line (the script reads them with mapfile)."""
+    p = json.load(open(path))[name]
+    for a in p["args"]:
+        print(a)
+    print("--format=" + p["format"])
+
+if __name__ == "__main__":
+    {"client": client, "medians": medians, "merge": merge, "cpu": cpu, "usedcpu": usedcpu, "logstats": logstats, "preset_args": preset_args}[sys.argv[1]](*sys.argv[2:])
+PY
+
+# Share of all CPUs busy over INTERVAL seconds while this script is idle
+# (other processes on the machine), in percent, from /proc/stat.
+background_busy() { # interval
+  "$PYTHON" - "$1" <<'PY'
+import sys, time
+def snap():
+    f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    idle = f[3] + f[4]
+    return sum(f[:8]) - idle, sum(f[:8])
+b0, t0 = snap(); time.sleep(float(sys.argv[1])); b1, t1 = snap()
+print("%.0f" % (100.0 * (b1 - b0) / max(1, t1 - t0)))
+PY
+}
+# Other ffmpeg/ffprobe processes (not our server's children) that compete for
+# the CPUs.
+foreign_procs() {
+  local pid n=0
+  for pid in $(pgrep -x 'ffmpeg|ffprobe' || true); do
+    [[ $(ps -o ppid= -p "$pid" 2>/dev/null | tr -d ' ') == "$CAP_PID" ]] && continue
+    n=$((n + 1))
+  done
+  echo "$n"
+}
+# wait_quiet: with QUIET_WAIT > 0, waits (at most QUIET_WAIT s) until the
+# machine looks idle.  Counts the waits that timed out in NOISY_WAITS.
+NOISY_WAITS=0
+wait_quiet() {
+  [[ $QUIET_WAIT -gt 0 ]] || return 0
+  local deadline=$((SECONDS + QUIET_WAIT)) busy procs said=0
+  while :; do
+    busy=$(background_busy 0.5)
+    procs=$(foreign_procs)
+    [[ $busy -lt 10 && $procs -eq 0 ]] && return 0
+    if [[ $SECONDS -ge $deadline ]]; then
+      log "  (machine still busy after ${QUIET_WAIT} s: ${busy}% CPU, $procs foreign ffmpeg/ffprobe; going on)"
+      NOISY_WAITS=$((NOISY_WAITS + 1))
+      return 0
+    fi
+    [[ $said == 1 ]] || { log "  (waiting for the machine to calm down: ${busy}% CPU busy, $procs foreign ffmpeg/ffprobe)"; said=1; }
+    sleep 0.5
+  done
+}
+
+BG_NOTES=()
+check_background() { # part-name
+  local busy procs
+  wait_quiet
+  busy=$(background_busy 1)
+  procs=$(foreign_procs)
+  BG_NOTES+=("$1: ${busy}% CPU busy, $procs foreign ffmpeg/ffprobe")
+  if [[ $busy -gt 10 || $procs -gt 0 ]]; then
+    log "jobs-bench: WARNING: before $1 the machine is not idle (${busy}% CPU busy, $procs other ffmpeg/ffprobe processes); results will be noisy"
+  fi
+}
+
+# Lines in the server log so far (after a moment, so that the lines of the
+# request just answered are written).
+log_lines() { sleep 0.2; wc -l <"$SERVER_LOG" | tr -d ' '; }
+
+# logstats FIRST_LINE EXPECTED_REQUESTS PREFIX: sets PREFIX_<key> variables.
+logstats() {
+  local first=$1 expect=$2 prefix=$3 out k v
+  out=$("$PYTHON" "$HELPER" logstats "$SERVER_LOG" "$first" "$(log_lines)" "$expect") \
+    || die "server log check failed (see above; log kept in $OUT_DIR/server.log)"
+  while IFS='=' read -r k v; do printf -v "${prefix}_$k" '%s' "$v"; done <<<"$out"
+}
+
+# medians JSON: prints "median mean stddev min max" (s) per command, in order.
+medians() { "$PYTHON" "$HELPER" medians "$1"; }
+
+fmt_ms() { awk -v s="$1" 'BEGIN { printf "%.1f", s * 1000 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
+verdict() { # value op goal
+  awk -v x="$1" -v op="$2" -v g="$3" 'BEGIN { ok = (op == "<=") ? (x <= g) : (x >= g); print ok ? "met" : "MISSED" }'
+}
+
+HF_COMMON=(-N)
+
+# CPU time the server has used itself and what its reaped children (the
+# ffprobe/ffmpeg it ran) used, from /proc/PID/stat: "self_ms children_ms".
+# /proc counts in clock ticks (CLK_TCK, usually 100 Hz): sums over many runs.
+CLK_TCK=$(getconf CLK_TCK)
+srv_cpu() {
+  sed 's/^.*) //' "/proc/$CAP_PID/stat" \
+    | awk -v hz="$CLK_TCK" '{ printf "%.0f %.0f\n", ($12 + $13) * 1000 / hz, ($14 + $15) * 1000 / hz }'
+}
+
+# CPU time (ms, all CPUs) the whole machine has spent busy so far, /proc/stat.
+stat_busy_ms() {
+  awk -v hz="$CLK_TCK" '/^cpu / { printf "%.0f\n", ($2 + $3 + $4 + $7 + $8 + $9) * 1000 / hz; exit }' /proc/stat
+}
+NCPU=$(nproc)
+
+# run_side FILE NAME CMD PER SERVER_SIDE(0|1)
+# One hyperfine call of PER runs.  Checks how much CPU other programs used
+# meanwhile: the machine's busy time (/proc/stat) minus what hyperfine's
+# children used (their user+system) minus the server's own and its children's
+# CPU.  If that exceeds NOISE_MAX % of the CPUs' capacity, the call is made
+# again (at most NOISE_RETRIES times).  Sets RUN_FOREIGN (percent) and, for the
+# server side, RUN_SELF_MS / RUN_CHILD_MS, and counts the runs (redone ones
+# too) in ALT_A_RUNS.
+NOISE_RUNS_REDONE=0
+NOISE_RUNS_KEPT=0
+run_side() {
+  local file=$1 name=$2 cmd=$3 per=$4 srv=$5 tries=0 b0 b1 s0 c0 s1 c1 t0 t1 used
+  while :; do
+    wait_quiet
+    read -r s0 c0 < <(srv_cpu)
+    b0=$(stat_busy_ms)
+    t0=$EPOCHREALTIME
+    hyperfine "${HF_COMMON[@]}" --style none --runs "$per" --export-json "$file" -n "$name" "$cmd" >&2
+    t1=$EPOCHREALTIME
+    b1=$(stat_busy_ms)
+    read -r s1 c1 < <(srv_cpu)
+    [[ $srv == 1 ]] && ALT_A_RUNS=$((ALT_A_RUNS + per))
+    used=$("$PYTHON" "$HELPER" usedcpu "$file")
+    RUN_SELF_MS=$((s1 - s0))
+    RUN_CHILD_MS=$((c1 - c0))
+    RUN_FOREIGN=$(awk -v b=$((b1 - b0)) -v u="$used" -v s=$((RUN_SELF_MS + RUN_CHILD_MS)) \
+      -v t0="$t0" -v t1="$t1" -v n="$NCPU" 'BEGIN { f = 100 * (b - u - s) / ((t1 - t0) * 1000 * n); printf "%.0f", f < 0 ? 0 : f }')
+    [[ $RUN_FOREIGN -le $NOISE_MAX ]] && return 0
+    if [[ $tries -ge $NOISE_RETRIES ]]; then
+      NOISE_RUNS_KEPT=$((NOISE_RUNS_KEPT + 1))
+      log "  ($name: other programs used ${RUN_FOREIGN}% of the CPUs during the run; kept after $tries retries)"
+      return 0
+    fi
+    tries=$((tries + 1))
+    NOISE_RUNS_REDONE=$((NOISE_RUNS_REDONE + 1))
+    log "  ($name: other programs used ${RUN_FOREIGN}% of the CPUs during the run; running it again)"
+  done
+}
+
+# alternate TAG ROUNDS PER_ROUND WARMUP NAME_A CMD_A NAME_B CMD_B
+# Runs A and B ROUNDS x PER_ROUND times each: one hyperfine call of PER_ROUND
+# runs per side and round, alternating the order round by round (odd rounds A
+# first, even rounds B first), so that a change of background load over the
+# minutes hits both sides alike.  The warm-up runs go before the first round.
+# Exports OUT_DIR/TAG-{a,b}-<round>.json.
+# A is the server side: sets ALT_SELF_MS / ALT_CHILD_MS, the server's own and
+# its children's CPU time summed over the A runs kept, and ALT_A_RUNS, how many
+# times A ran in all (warm-up and redone runs included; for the log check).
+alternate() {
+  local tag=$1 runs=$2 per=$3 warmup=$4 na=$5 ca=$6 nb=$7 cb=$8 r side t
+  ALT_SELF_MS=0 ALT_CHILD_MS=0 ALT_A_RUNS=$warmup
+  if [[ $warmup -gt 0 ]]; then
+    log "  warm-up: $warmup run(s) each"
+    hyperfine "${HF_COMMON[@]}" --style none --runs "$warmup" -n "$na" "$ca" -n "$nb" "$cb" >&2
+  fi
+  for ((r = 1; r <= runs; r++)); do
+    local order=(a b)
+    ((r % 2 == 0)) && order=(b a)
+    for side in "${order[@]}"; do
+      if [[ $side == a ]]; then
+        run_side "$OUT_DIR/$tag-a-$r.json" "$na" "$ca" "$per" 1
+        ALT_SELF_MS=$((ALT_SELF_MS + RUN_SELF_MS))
+        ALT_CHILD_MS=$((ALT_CHILD_MS + RUN_CHILD_MS))
+      else
+        run_side "$OUT_DIR/$tag-b-$r.json" "$nb" "$cb" "$per" 0
+      fi
+      t=$("$PYTHON" "$HELPER" merge "$OUT_DIR/$tag-$side-$r.json" | cut -d' ' -f1)
+      log "  round $r/$runs: $([[ $side == a ]] && echo "$na" || echo "$nb"): $(awk -v t="$t" -v n="$per" \
+        'BEGIN { if (t < 1) printf "%.1f ms", t * 1000; else printf "%.3f s", t; if (n > 1) printf " (median of %d)", n }') (others: ${RUN_FOREIGN}% CPU)"
+    done
+  done
+}
+
+# -------------------------------------------------------------------- clips ---
+gen_clip() { # seconds size out
+  "$FFMPEG" -hide_banner -nostdin -loglevel error -y \
+    -f lavfi -i "testsrc2=size=$2:rate=30:duration=$1" \
+    -f lavfi -i "sine=frequency=440:sample_rate=48000:duration=$1" \
+    -map 0:v:0 -map 1:a:0 -c:v libx264 -preset veryfast -pix_fmt yuv420p \
+    -c:a aac -b:a 128k -shortest -movflags +faststart "$3"
+}
+log "jobs-bench: generating clips in $DATA"
+gen_clip "$PROBE_SECONDS" "$PROBE_SIZE" "$DATA/uploads/probe.mp4"
+if want 3; then gen_clip "$RENDER_SECONDS" "$RENDER_SIZE" "$DATA/uploads/render.mp4"; fi
+if want 2; then
+  for ((i = 0; i < TP_JOBS; i++)); do
+    cp "$DATA/uploads/probe.mp4" "$(printf '%s/uploads/tp/%04d.mp4' "$DATA" "$i")"
+  done
+  printf '%s\n' "$DATA"/uploads/tp/*.mp4 >"$TMP/tp-files.txt"
+fi
+
+# ------------------------------------------------------------------- server ---
+TOKEN=bench-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+printf '%s\n' "$TOKEN" >"$TMP/token"
+# curl reads the headers from a file (-H @file): the token stays out of argv
+# and out of hyperfine's JSON exports.
+printf 'Authorization: Bearer %s\nContent-Type: application/json\n' "$TOKEN" >"$TMP/headers"
+chmod 600 "$TMP/token" "$TMP/headers"
+
+# Drop CAP_* settings inherited from the caller's environment so that only the
+# flags below configure cap-server (CAP_SERVER_BIN is ours, not the server's).
+ENV_CLEAN=(env)
+while IFS= read -r v; do ENV_CLEAN+=(-u "$v"); done < <(compgen -e | grep '^CAP_' || true)
+
+log "jobs-bench: starting cap-server (pool_cpu $POOL_CPU)"
+CAPABILITY_TOKEN=$TOKEN "${ENV_CLEAN[@]}" "$CAP_SERVER_BIN" --port 0 --host 127.0.0.1 \
+  --data-dir "$DATA" --log-file "$SERVER_LOG" \
+  --rate-limit 100000000 --rate-limit-token 100000000 \
+  --pool-cpu "$POOL_CPU" --queue-max 10000 \
+  --ffmpeg "$FFMPEG" --ffprobe "$FFPROBE" >"$TMP/server.out" 2>&1 &
+CAP_PID=$!
+
+PORT=""
+for ((i = 0; i < 300; i++)); do
+  kill -0 "$CAP_PID" 2>/dev/null || { cat "$TMP/server.out" >&2; die "cap-server exited at start"; }
+  if [[ -f $SERVER_LOG ]]; then
+    PORT=$({ grep -m1 '"event":"server.start"' "$SERVER_LOG" || true; } \
+      | "$PYTHON" -c 'import json, sys; l = sys.stdin.readline(); print(json.loads(l)["port"] if l else "")')
+    [[ -n $PORT ]] && break
+  fi
+  sleep 0.1
+done
+[[ -n $PORT ]] || die "no server.start line in $SERVER_LOG after 30 s"
+URL=http://127.0.0.1:$PORT
+CURL_BASE=("$CURL" --noproxy '*' -sS -f -o /dev/null)
+log "jobs-bench: cap-server pid $CAP_PID on $URL"
+
+# --------------------------------------------------------------- sanity ------
+printf '{"capability":"ffprobe","input_key":"uploads/probe.mp4"}' >"$TMP/probe.json"
+printf '{"capability":"ffmpeg-render","input_key":"uploads/render.mp4","output_key":"renders/out.mp4","preset":"1080p","wait":90}' \
+  >"$TMP/render.json"
+
+"$CURL" --noproxy '*' -sS -H @"$TMP/headers" --data-binary @"$TMP/probe.json" "$URL/exec" >"$TMP/probe-answer.json" \
+  || die "POST /exec (ffprobe) failed"
+"$FFPROBE" -v error -print_format json -show_format -show_streams "$DATA/uploads/probe.mp4" >"$TMP/probe-direct.json"
+"$PYTHON" - "$TMP/probe-answer.json" "$TMP/probe-direct.json" <<'PY' || die "ffprobe job answer does not match ffprobe run directly"
+import json, sys
+a, d = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+assert a.get("status") == "succeeded", a
+assert a["probe"]["streams"] == d["streams"], "streams differ"
+fa, fd = dict(a["probe"]["format"]), dict(d["format"])
+fa.pop("filename"); fd.pop("filename")
+assert fa == fd, "format differs"
+PY
+
+# ------------------------------------------------------- 1. dispatch overhead ---
+if want 1; then
+  log ""
+  check_background "part 1"
+  log "== 1. dispatch overhead: ffprobe job via POST /exec (curl) vs ffprobe directly, $DISPATCH_ROUNDS rounds of $D_PER_ROUND =="
+  first=$(($(log_lines) + 1))
+  alternate dispatch "$DISPATCH_ROUNDS" "$D_PER_ROUND" "$DISPATCH_WARMUP" \
+    "server: curl POST /exec ffprobe" \
+    "${CURL_BASE[*]} -H @$TMP/headers --data-binary @$TMP/probe.json $URL/exec" \
+    "direct: ffprobe" \
+    "$FFPROBE -v error -print_format json -show_format -show_streams $DATA/uploads/probe.mp4"
+  logstats "$first" "$ALT_A_RUNS" D
+  hyperfine "${HF_COMMON[@]}" --style none --warmup "$DISPATCH_WARMUP" --runs "$DISPATCH_RUNS" \
+    --export-json "$OUT_DIR/dispatch-health.json" \
+    -n "client baseline: curl GET /health" \
+    "${CURL_BASE[*]} $URL/health" >&2
+  read -r D_SRV D_SRV_MEAN D_SRV_SD _ _ < <("$PYTHON" "$HELPER" merge "$OUT_DIR"/dispatch-a-*.json)
+  read -r D_DIR D_DIR_MEAN D_DIR_SD _ _ < <("$PYTHON" "$HELPER" merge "$OUT_DIR"/dispatch-b-*.json)
+  read -r D_HEALTH _ _ _ _ < <(medians "$OUT_DIR/dispatch-health.json")
+  log "  client baseline: curl GET /health: $(fmt_ms "$D_HEALTH") ms (median of $DISPATCH_RUNS)"
+  # CPU per job: the server's children (ffprobe) and the server itself, over
+  # the timed server runs; direct: hyperfine's user + system (median round).
+  D_JOBS=$((DISPATCH_ROUNDS * D_PER_ROUND))
+  D_CPU_CHILD=$(awk -v c="$ALT_CHILD_MS" -v n=$D_JOBS 'BEGIN { printf "%.1f", c / n }')
+  D_CPU_SELF=$(awk -v c="$ALT_SELF_MS" -v n=$D_JOBS 'BEGIN { printf "%.2f", c / n }')
+  D_CPU_DIR=$(awk -v c="$("$PYTHON" "$HELPER" cpu "$OUT_DIR"/dispatch-b-*.json)" 'BEGIN { printf "%.1f", c * 1000 }')
+  D_RATIO=$(ratio "$D_SRV" "$D_DIR")
+  # The same, without what the curl client itself costs (process start-up, one
+  # HTTP exchange: the GET /health median), i.e. what the server adds.
+  D_NET=$(awk -v a="$D_SRV" -v h="$D_HEALTH" 'BEGIN { printf "%.6f", a - h }')
+  D_NET_RATIO=$(ratio "$D_NET" "$D_DIR")
+fi
+
+# -------------------------------------------------------------- 2. throughput ---
+if want 2; then
+  log ""
+  check_background "part 2"
+  log "== 2. throughput: $TP_JOBS ffprobe jobs, server pool $POOL_CPU (client $TP_CONC connections) vs xargs -P$POOL_CPU ffprobe =="
+  first=$(($(log_lines) + 1))
+  alternate throughput "$TP_REPEAT" 1 "$TP_WARMUP" \
+    "server: $TP_JOBS jobs, $TP_CONC connections" \
+    "$PYTHON $HELPER client $PORT $TMP/token $TP_JOBS $TP_CONC uploads/tp/" \
+    "direct: xargs -P$POOL_CPU ffprobe, $TP_JOBS files" \
+    "xargs -a $TMP/tp-files.txt -P $POOL_CPU -n 1 $FFPROBE -v error -print_format json -show_format -show_streams"
+  logstats "$first" $((ALT_A_RUNS * TP_JOBS)) T
+  read -r T_SRV _ _ T_SRV_MIN T_SRV_MAX < <("$PYTHON" "$HELPER" merge "$OUT_DIR"/throughput-a-*.json)
+  read -r T_DIR _ _ T_DIR_MIN T_DIR_MAX < <("$PYTHON" "$HELPER" merge "$OUT_DIR"/throughput-b-*.json)
+  T_CPU_CHILD=$(awk -v c="$ALT_CHILD_MS" -v n=$((TP_REPEAT * TP_JOBS)) 'BEGIN { printf "%.1f", c / n }')
+  T_CPU_SELF=$(awk -v c="$ALT_SELF_MS" -v n=$((TP_REPEAT * TP_JOBS)) 'BEGIN { printf "%.2f", c / n }')
+  T_CPU_DIR=$(awk -v c="$("$PYTHON" "$HELPER" cpu "$OUT_DIR"/throughput-b-*.json)" -v n="$TP_JOBS" 'BEGIN { printf "%.1f", c * 1000 / n }')
+  T_SRV_JPS=$(awk -v n="$TP_JOBS" -v t="$T_SRV" 'BEGIN { printf "%.2f", n / t }')
+  T_DIR_JPS=$(awk -v n="$TP_JOBS" -v t="$T_DIR" 'BEGIN { printf "%.2f", n / t }')
+  T_RATIO=$(ratio "$T_SRV_JPS" "$T_DIR_JPS")
+  # Rough share of the pool's slot time with a child running during a server run:
+  # median job time x jobs / (slots x median wall time).
+  T_BUSY=$(awk -v j="$T_job_ms" -v n="$TP_JOBS" -v w="$T_SRV" -v p="$POOL_CPU" 'BEGIN { printf "%.0f", 100 * j * n / (1000 * w * p) }')
+fi
+
+# ------------------------------------------------------------------ 3. render ---
+if want 3; then
+  log ""
+  check_background "part 3"
+  log "== 3. render: 1080p job via POST /exec vs the same ffmpeg command directly =="
+  mapfile -t PRESET < <("$PYTHON" "$HELPER" preset_args "$PRESETS_JSON" 1080p)
+  FORMAT=${PRESET[-1]#--format=}
+  unset 'PRESET[-1]'
+  # hyperfine -N splits the command like a POSIX shell: quote every argument.
+  quote_all() { local a out=(); for a in "$@"; do out+=("$(printf '%q' "$a")"); done; printf '%s' "${out[*]}"; }
+  DIRECT_RENDER=$(quote_all "$FFMPEG" -hide_banner -nostdin -nostats -loglevel error -y \
+    -i "file:$DATA/uploads/render.mp4" "${PRESET[@]}" -f "$FORMAT" "file:$TMP/direct/out.mp4")
+  printf '%s\n' "$DIRECT_RENDER" >"$OUT_DIR/render-direct-command.txt"
+  first=$(($(log_lines) + 1))
+  alternate render "$RENDER_RUNS" 1 "$RENDER_WARMUP" \
+    "server: curl POST /exec 1080p" \
+    "${CURL_BASE[*]} -H @$TMP/headers --data-binary @$TMP/render.json $URL/exec" \
+    "direct: ffmpeg 1080p preset" \
+    "$DIRECT_RENDER"
+  logstats "$first" "$ALT_A_RUNS" R
+  read -r R_SRV _ _ R_SRV_MIN R_SRV_MAX < <("$PYTHON" "$HELPER" merge "$OUT_DIR"/render-a-*.json)
+  read -r R_DIR _ _ R_DIR_MIN R_DIR_MAX < <("$PYTHON" "$HELPER" merge "$OUT_DIR"/render-b-*.json)
+  R_RATIO=$(ratio "$R_SRV" "$R_DIR")
+  R_CPU_CHILD=$(awk -v c="$ALT_CHILD_MS" -v n="$RENDER_RUNS" 'BEGIN { printf "%.1f", c / n }')
+  R_CPU_SELF=$(awk -v c="$ALT_SELF_MS" -v n="$RENDER_RUNS" 'BEGIN { printf "%.2f", c / n }')
+  R_CPU_DIR=$(awk -v c="$("$PYTHON" "$HELPER" cpu "$OUT_DIR"/render-b-*.json)" 'BEGIN { printf "%.1f", c * 1000 }')
+
+  # Both outputs must be the same kind of file: 1080 lines, same duration.
+  for f in "$DATA/renders/out.mp4" "$TMP/direct/out.mp4"; do
+    h=$("$FFPROBE" -v error -select_streams v:0 -show_entries stream=height -of csv=p=0 "$f")
+    [[ $h == 1080 ]] || die "render output $f has height '$h', expected 1080"
+  done
+fi
+
+# ------------------------------------------------------------------- report ---
+CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
+{
+  printf 'cap-server jobs benchmark  %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  printf 'machine: %s CPU(s) %s; %s; hyperfine %s\n' "$(nproc)" "${CPU_MODEL:-?}" \
+    "$("$FFMPEG" -version | head -1 | cut -d' ' -f1-3)" "$(hyperfine --version | cut -d' ' -f2)"
+  printf 'server: %s (pool_cpu %s)%s\n' "$CAP_SERVER_BIN" "$POOL_CPU" "$([[ $BENCH_QUICK == 1 ]] && echo '   [BENCH_QUICK=1: smoke run, numbers are rough]')"
+  printf '\n'
+  printf '%-44s %12s %12s %9s %8s %s\n' "measurement" "server" "direct" "ratio" "goal" ""
+  printf '%-44s %12s %12s %9s %8s %s\n' "--------------------------------------------" "------------" "------------" "---------" "--------" "------"
+  if want 1; then
+    printf '%-44s %9s ms %9s ms %9s %8s %s\n' \
+      "1. ffprobe job, median of $DISPATCH_RUNS (${PROBE_SIZE} ${PROBE_SECONDS}s)" \
+      "$(fmt_ms "$D_SRV")" "$(fmt_ms "$D_DIR")" "$D_RATIO" "<= 1.10" "$(verdict "$D_RATIO" '<=' 1.10)"
+    printf '%-44s %9s ms %9s ms %9s %8s %s\n' \
+      "   same, minus curl GET /health (client cost)" "$(fmt_ms "$D_NET")" "$(fmt_ms "$D_DIR")" "$D_NET_RATIO" "" "(info)"
+  fi
+  if want 2; then
+    printf '%-44s %7s j/s %7s j/s %9s %8s %s\n' \
+      "2. throughput, $TP_JOBS jobs, median of $TP_REPEAT" \
+      "$T_SRV_JPS" "$T_DIR_JPS" "$T_RATIO" ">= 0.90" "$(verdict "$T_RATIO" '>=' 0.90)"
+  fi
+  if want 3; then
+    printf '%-44s %10s s %10s s %9s %8s %s\n' \
+      "3. 1080p render, median of $RENDER_RUNS (${RENDER_SIZE} ${RENDER_SECONDS}s)" \
+      "$(awk -v s="$R_SRV" 'BEGIN { printf "%.3f", s }')" "$(awk -v s="$R_DIR" 'BEGIN { printf "%.3f", s }')" \
+      "$R_RATIO" "<= 1.03" "$(verdict "$R_RATIO" '<=' 1.03)"
+  fi
+  printf '\n'
+  printf '%-44s %12s %12s %12s %9s\n' "CPU time (user+sys) per job" "server kids" "server self" "direct" "ratio"
+  printf '%-44s %12s %12s %12s %9s\n' "--------------------------------------------" "------------" "------------" "------------" "---------"
+  cpu_row() { # label child self direct (ms)
+    printf '%-44s %9s ms %9s ms %9s ms %9s\n' "$1" "$2" "$3" "$4" \
+      "$(awk -v c="$2" -v s="$3" -v d="$4" 'BEGIN { if (d > 0) printf "%.3f", (c + s) / d; else print "-" }')"
+  }
+  if want 1; then cpu_row "1. ffprobe job" "$D_CPU_CHILD" "$D_CPU_SELF" "$D_CPU_DIR"; fi
+  if want 2; then cpu_row "2. throughput, per ffprobe" "$T_CPU_CHILD" "$T_CPU_SELF" "$T_CPU_DIR"; fi
+  if want 3; then cpu_row "3. 1080p render (kids incl. duration probe)" "$R_CPU_CHILD" "$R_CPU_SELF" "$R_CPU_DIR"; fi
+  printf '%s\n' "   (server kids: the ffprobe/ffmpeg the server ran, /proc/<server>/stat cutime+cstime, mean per job;" \
+    "    server self: cap-server's own CPU, mean per job; direct: hyperfine's user+system (median" \
+    "    round); ratio: (kids + self) / direct.  /proc counts in ${CLK_TCK} Hz ticks.)"
+  printf '\n'
+  printf 'details\n'
+  if want 1; then
+    printf '  1. mean +- sd: server %s +- %s ms, direct %s +- %s ms; curl GET /health alone: %s ms (median)\n' \
+      "$(fmt_ms "$D_SRV_MEAN")" "$(fmt_ms "$D_SRV_SD")" "$(fmt_ms "$D_DIR_MEAN")" "$(fmt_ms "$D_DIR_SD")" "$(fmt_ms "$D_HEALTH")"
+    printf '     server log (medians): http.request %s ms, job.finished %s ms, queue wait %s ms\n' \
+      "$D_http_ms" "$D_job_ms" "$D_wait_ms"
+  fi
+  if want 2; then
+    printf '  2. wall per run: server %s s (min %s, max %s), direct %s s (min %s, max %s)\n' \
+      "$(awk -v s="$T_SRV" 'BEGIN { printf "%.2f", s }')" "$(awk -v s="$T_SRV_MIN" 'BEGIN { printf "%.2f", s }')" \
+      "$(awk -v s="$T_SRV_MAX" 'BEGIN { printf "%.2f", s }')" "$(awk -v s="$T_DIR" 'BEGIN { printf "%.2f", s }')" \
+      "$(awk -v s="$T_DIR_MIN" 'BEGIN { printf "%.2f", s }')" "$(awk -v s="$T_DIR_MAX" 'BEGIN { printf "%.2f", s }')"
+    printf '     server log: job.finished %s ms (median), pool slots busy ~%s%% of a run, %s /exec all 200\n' \
+      "$T_job_ms" "$T_BUSY" "$T_requests"
+  fi
+  if want 3; then
+    printf '  3. range: server %s..%s s, direct %s..%s s\n' \
+      "$(awk -v s="$R_SRV_MIN" 'BEGIN { printf "%.3f", s }')" "$(awk -v s="$R_SRV_MAX" 'BEGIN { printf "%.3f", s }')" \
+      "$(awk -v s="$R_DIR_MIN" 'BEGIN { printf "%.3f", s }')" "$(awk -v s="$R_DIR_MAX" 'BEGIN { printf "%.3f", s }')"
+    printf '     server log (medians over every server run, redone ones too): http.request %s ms, ffmpeg %s ms;\n' \
+      "$R_http_ms" "$R_ffmpeg_phase_ms"
+    printf '     per job, the request beyond ffmpeg itself: %s ms (duration ffprobe %s ms) = %s of the direct median\n' \
+      "$R_around_ms" "$R_probe_phase_ms" "$(awk -v a="$R_around_ms" -v d="$R_DIR" 'BEGIN { printf "%.1f%%", a / (d * 10) }')"
+  fi
+  printf '  background load just before each part (sampled 1 s): %s\n' "$(IFS=';'; echo "${BG_NOTES[*]}" | sed 's/;/; /g')"
+  printf '  other programs above %s%% CPU during a timed call: %s call(s) redone, %s kept after %s retries' \
+    "$NOISE_MAX" "$NOISE_RUNS_REDONE" "$NOISE_RUNS_KEPT" "$NOISE_RETRIES"
+  if [[ $QUIET_WAIT -gt 0 ]]; then
+    printf '; QUIET_WAIT=%s: %s wait(s) for an idle machine timed out' "$QUIET_WAIT" "$NOISY_WAITS"
+  fi
+  printf '\n' 
+  printf '\n'
+  printf 'raw: %s (hyperfine JSON, server.log, render-direct-command.txt)\n' "$OUT_DIR"
+} | tee "$OUT_DIR/summary.txt"
