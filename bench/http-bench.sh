@@ -83,8 +83,9 @@ UNAUTH_BODY='{"error":"Unauthorized","code":"unauthorized"}'
 HEALTH_RE='^\{"status":"ok","capabilities":\["ffmpeg-render","ffprobe"\],"version":"[^"]+","uptime_s":[0-9]+\}$'
 EXEC_JSON='{"capability":"ffmpeg-render","input_key":"uploads/raw.mp4","output_key":"renders/final.mp4","preset":"1080p"}'
 
-log() { printf '%s\n' "$*" >&2; }
-die() { log "http-bench: $*"; exit 1; }
+BENCH_NAME=http-bench
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 for v in BENCH_DURATION REPEAT WRK_THREADS WRK_TIMEOUT WARMUP_DURATION RATE_LIMIT; do
   [[ ${!v} =~ ^[0-9]+$ && ${!v} -gt 0 ]] || die "$v must be a positive integer (got '${!v}')"
@@ -124,22 +125,6 @@ trap cleanup EXIT
 trap 'log "http-bench: interrupted"; exit 130' INT TERM
 
 # -------------------------------------------------------------------- tools ---
-as_root() {
-  if [[ $(id -u) -eq 0 ]]; then "$@"
-  elif command -v sudo >/dev/null; then sudo -n "$@"
-  else die "need root to run: $*"
-  fi
-}
-
-apt_install() { # packages...
-  command -v apt-get >/dev/null || die "apt-get not available; install $* yourself"
-  log "http-bench: installing $* (apt-get)"
-  if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1; then
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1 || true
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null \
-      || die "apt-get install $* failed"
-  fi
-}
 
 command -v wrk >/dev/null || apt_install wrk
 command -v curl >/dev/null || apt_install curl

@@ -108,8 +108,9 @@ QUIET_WAIT=${QUIET_WAIT:-0}
 NOISE_MAX=${NOISE_MAX:-10}
 NOISE_RETRIES=${NOISE_RETRIES:-2}
 
-log() { printf '%s\n' "$*" >&2; }
-die() { log "jobs-bench: $*"; exit 1; }
+BENCH_NAME=jobs-bench
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 for v in DISPATCH_RUNS DISPATCH_ROUNDS PROBE_SECONDS TP_JOBS TP_REPEAT TP_CONC POOL_CPU RENDER_SECONDS RENDER_RUNS; do
   [[ ${!v} =~ ^[0-9]+$ && ${!v} -gt 0 ]] || die "$v must be a positive integer (got '${!v}')"
@@ -160,22 +161,6 @@ trap cleanup EXIT
 trap 'log "jobs-bench: interrupted"; exit 130' INT TERM
 
 # -------------------------------------------------------------------- tools ---
-as_root() {
-  if [[ $(id -u) -eq 0 ]]; then "$@"
-  elif command -v sudo >/dev/null; then sudo -n "$@"
-  else die "need root to run: $*"
-  fi
-}
-
-apt_install() { # packages...
-  command -v apt-get >/dev/null || die "apt-get not available; install $* yourself"
-  log "jobs-bench: installing $* (apt-get)"
-  if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1; then
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1 || true
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null \
-      || die "apt-get install $* failed"
-  fi
-}
 
 command -v hyperfine >/dev/null || apt_install hyperfine
 command -v curl >/dev/null || apt_install curl

@@ -138,8 +138,9 @@ QUIET_WAIT=${QUIET_WAIT:-0}
 OUT_DIR=${OUT_DIR:-$BENCH_DIR/results/storage-$(date -u +%Y%m%dT%H%M%SZ)}
 KEEP_TMP=${KEEP_TMP:-0}
 
-log() { printf '%s\n' "$*" >&2; }
-die() { log "storage-bench: $*"; exit 1; }
+BENCH_NAME=storage-bench
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 for v in REPEAT OVERLAP_SECONDS TP_MIB MEM_CONC MEM_SMALL_MIB MEM_BIG_MIB MEM_PART_SIZE MEM_PARTS_IN_FLIGHT MEM_BUDGET_MB; do
   [[ ${!v} =~ ^[0-9]+$ && ${!v} -gt 0 ]] || die "$v must be a positive integer (got '${!v}')"
@@ -200,22 +201,6 @@ trap cleanup EXIT
 trap 'log "storage-bench: interrupted"; exit 130' INT TERM
 
 # -------------------------------------------------------------------- tools ---
-as_root() {
-  if [[ $(id -u) -eq 0 ]]; then "$@"
-  elif command -v sudo >/dev/null; then sudo -n "$@"
-  else die "need root to run: $*"
-  fi
-}
-
-apt_install() { # packages...
-  command -v apt-get >/dev/null || die "apt-get not available; install $* yourself"
-  log "storage-bench: installing $* (apt-get)"
-  if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1; then
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1 || true
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null \
-      || die "apt-get install $* failed"
-  fi
-}
 
 command -v curl >/dev/null || apt_install curl
 command -v python3 >/dev/null || apt_install python3
