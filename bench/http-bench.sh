@@ -80,7 +80,7 @@ WRK_CPUS=${WRK_CPUS:-1}
 OUT_DIR=${OUT_DIR:-$BENCH_DIR/results/$(date -u +%Y%m%dT%H%M%SZ)}
 
 UNAUTH_BODY='{"error":"Unauthorized","code":"unauthorized"}'
-HEALTH_RE='^\{"status":"ok","capabilities":\["ffmpeg-render","ffprobe"\],"version":"[^"]+","uptime_s":[0-9]+\}$'
+HEALTH_RE='^\{"status":"ok","capabilities":\["ffmpeg-render","ffprobe"\],"version":"[^"]+","uptime_s":[0-9]+(,.*)?\}$'
 EXEC_JSON='{"capability":"ffmpeg-render","input_key":"uploads/raw.mp4","output_key":"renders/final.mp4","preset":"1080p"}'
 
 BENCH_NAME=http-bench
@@ -99,18 +99,6 @@ CAP_PID=""
 SEED_PID=""
 WRK_PID=""
 
-stop_pid() { # pid name
-  local pid=$1 name=$2 i
-  [[ -n $pid ]] || return 0
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 50; i++)); do
-    kill -0 "$pid" 2>/dev/null || return 0
-    sleep 0.1
-  done
-  log "http-bench: $name (pid $pid) still running 5 s after SIGTERM, sending SIGKILL"
-  kill -KILL "$pid" 2>/dev/null || true
-}
 
 cleanup() {
   local rc=$?

@@ -132,18 +132,6 @@ want() { [[ " $BENCH_PARTS " == *" $1 "* ]]; }
 CAP_PID=""
 TMP=""
 
-stop_pid() { # pid name
-  local pid=$1 name=$2 i
-  [[ -n $pid ]] || return 0
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 100; i++)); do
-    kill -0 "$pid" 2>/dev/null || return 0
-    sleep 0.1
-  done
-  log "jobs-bench: $name (pid $pid) still running 10 s after SIGTERM, sending SIGKILL"
-  kill -KILL "$pid" 2>/dev/null || true
-}
 
 cleanup() {
   local rc=$?
@@ -343,17 +331,6 @@ PY
 
 # Share of all CPUs busy over INTERVAL seconds while this script is idle
 # (other processes on the machine), in percent, from /proc/stat.
-background_busy() { # interval
-  "$PYTHON" - "$1" <<'PY'
-import sys, time
-def snap():
-    f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
-    idle = f[3] + f[4]
-    return sum(f[:8]) - idle, sum(f[:8])
-b0, t0 = snap(); time.sleep(float(sys.argv[1])); b1, t1 = snap()
-print("%.0f" % (100.0 * (b1 - b0) / max(1, t1 - t0)))
-PY
-}
 # Other ffmpeg/ffprobe processes (not our server's children) that compete for
 # the CPUs.
 foreign_procs() {

@@ -22,3 +22,31 @@ apt_install() { # packages...
       || die "apt-get install $* failed"
   fi
 }
+
+# Stops pid (SIGTERM, then SIGKILL after 15 s) and reaps it when it is ours.
+stop_pid() { # pid name
+  local pid=$1 name=$2 i
+  [[ -n $pid ]] || return 0
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 150; i++)); do
+    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+    sleep 0.1
+  done
+  log "${BENCH_NAME:-bench}: $name (pid $pid) still running 15 s after SIGTERM, sending SIGKILL"
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+# Prints how busy the whole machine was (percent of all CPUs) over interval s.
+background_busy() { # interval
+  "${PYTHON:-python3}" - "$1" <<'PY'
+import sys, time
+def snap():
+    f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    idle = f[3] + f[4]
+    return sum(f[:8]) - idle, sum(f[:8])
+b0, t0 = snap(); time.sleep(float(sys.argv[1])); b1, t1 = snap()
+print("%.0f" % (100.0 * (b1 - b0) / max(1, t1 - t0)))
+PY
+}

@@ -164,19 +164,6 @@ TMP=""
 BED=""
 BED_UP=0
 
-stop_pid() { # pid name
-  local pid=$1 name=$2 i
-  [[ -n $pid ]] || return 0
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 150; i++)); do
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    sleep 0.1
-  done
-  log "storage-bench: $name (pid $pid) still running 15 s after SIGTERM, sending SIGKILL"
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
   local rc=$?
@@ -721,17 +708,6 @@ emit() { printf '{"others":%s,%s\n' "$OTHERS" "${1#\{}" >>"$RESULTS"; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.6f", b - a }'; }
 
 # Share of all CPUs busy over INTERVAL seconds (while this script waits).
-background_busy() { # interval
-  "$PYTHON" - "$1" <<'PY'
-import sys, time
-def snap():
-    f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
-    idle = f[3] + f[4]
-    return sum(f[:8]) - idle, sum(f[:8])
-b0, t0 = snap(); time.sleep(float(sys.argv[1])); b1, t1 = snap()
-print("%.0f" % (100.0 * (b1 - b0) / max(1, t1 - t0)))
-PY
-}
 BG_SAMPLES=()
 before_round() { # label
   local busy deadline=$((SECONDS + QUIET_WAIT)) said=0
