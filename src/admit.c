@@ -2,6 +2,7 @@
 
 #include "app.h"
 #include "exchange.h"
+#include "metrics.h"
 #include "router.h"
 
 #include <stdio.h>
@@ -78,10 +79,11 @@ static void client_address(struct cap_exchange *x, const struct sockaddr *peer) 
   if (!cap_netaddr_set_contains(&x->app->trusted, peer))
     return;
   /* Several lines form one list; its rightmost entry, written by the
-   * nearest proxy, is on the last line. */
+   * nearest proxy, is on the last line.  Entries of trusted proxies (a
+   * chain such as Funnel -> Caddy -> here) are skipped from the right. */
   const char *xff = cap_request_header_last(x->req, "x-forwarded-for", &len);
   char fwd[CAP_NETADDR_STRLEN];
-  if (xff && cap_netaddr_from_forwarded(xff, len, fwd, sizeof(fwd)) == 0)
+  if (xff && cap_netaddr_from_forwarded(xff, len, &x->app->trusted, fwd, sizeof(fwd)) == 0)
     memcpy(x->client, fwd, sizeof(fwd));
 }
 
@@ -92,10 +94,21 @@ static int limited(struct cap_exchange *x, struct cap_ratelimit *rl, const char 
   if (cap_ratelimit_take(rl, key, now_ms, &retry) == 0)
     return 0;
   x->app->rate_limited++;
+  cap_metrics_inc(CAP_M_RATE_LIMITED, CAP_LABELS(rl == x->app->rl_client ? "client" : "token"));
   snprintf(v, sizeof(v), "%u", retry);
   cap_exchange_header(x, "Retry-After", v);
   cap_exchange_set_error(x, 429, "rate_limited", "Rate limit exceeded");
   return 1;
+}
+
+/* Metrics need a token unless metrics_auth is none; even then a request
+ * that came through Tailscale Funnel, from the internet, needs one. */
+static int metrics_need_token(const struct cap_exchange *x) {
+  size_t len;
+  if (strcmp(x->app->cfg->metrics_auth, "none") != 0)
+    return 1;
+  return !x->private_listener &&
+         cap_request_header(x->req, "tailscale-funnel-request", &len) != NULL;
 }
 
 static int content_type_is_json(const struct cap_request *req) {
@@ -143,14 +156,23 @@ int cap_admit_request(struct cap_exchange *x, const struct sockaddr *peer, uint6
     return -1;
   }
   unsigned flags = x->route->flags;
+  /* The metrics listener serves only what is meant for it, and with one
+   * configured the public port no longer serves /metrics. */
+  if (x->private_listener ? !(flags & CAP_ROUTE_PRIVATE)
+                          : (flags & CAP_ROUTE_METRICS) && app->cfg->metrics_listen) {
+    x->route = NULL;
+    cap_exchange_set_error(x, 404, "not_found", "No such route");
+    return -1;
+  }
   if ((flags & CAP_ROUTE_RATELIMIT) && limited(x, app->rl_client, x->client, now_ms))
     return -1;
-  if (flags & CAP_ROUTE_AUTH) {
+  if ((flags & CAP_ROUTE_AUTH) || ((flags & CAP_ROUTE_METRICS) && metrics_need_token(x))) {
     size_t len;
     const char *hdr = cap_request_header(req, "authorization", &len);
     x->token_name = cap_auth_check(&app->auth, hdr, len);
     if (x->token_name == NULL && !(app->cfg->insecure_no_auth && app->auth.n == 0)) {
       app->auth_failures++;
+      cap_metrics_inc(CAP_M_AUTH_FAILURES, NULL);
       cap_exchange_header(x, "WWW-Authenticate", "Bearer");
       cap_exchange_set_error(x, 401, "unauthorized", "Unauthorized");
       return -1;

@@ -1,8 +1,11 @@
 #include "app.h"
 
+#include "execreq.h"
 #include "ffcaps.h"
+#include "health.h"
 #include "log.h"
 #include "preset.h"
+#include "proc.h"
 
 #include <errno.h>
 #include <unistd.h>
@@ -31,6 +34,66 @@ static int load_tokens(const struct cap_config *cfg, struct cap_auth *out, int *
   return 0;
 }
 
+static void registry_load(void *arg, struct cap_buf *out) {
+  cap_health_load(arg, out);
+}
+
+static void registry_describe(void *arg, struct cap_buf *out) {
+  cap_health_describe(arg, out);
+}
+
+/* Reads a one-line secret (the first non-empty line, trimmed) from path. */
+static int read_secret(const char *path, char *out, size_t outlen, char *err, size_t errlen) {
+  char line[1024];
+  FILE *f = fopen(path, "r");
+  if (f == NULL) {
+    snprintf(err, errlen, "registry_token_file: cannot open %s: %s", path, strerror(errno));
+    return -errno;
+  }
+  out[0] = '\0';
+  while (out[0] == '\0' && fgets(line, sizeof(line), f)) {
+    char *s = line, *e = line + strlen(line);
+    while (*s == ' ' || *s == '\t')
+      s++;
+    while (e > s && (e[-1] == '\n' || e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t'))
+      *--e = '\0';
+    snprintf(out, outlen, "%s", s);
+  }
+  fclose(f);
+  memset(line, 0, sizeof(line));
+  if (out[0] == '\0') {
+    snprintf(err, errlen, "registry_token_file: %s holds no token", path);
+    return -EINVAL;
+  }
+  return 0;
+}
+
+static int init_registry(struct cap_app *app, char *err, size_t errlen) {
+  const struct cap_config *cfg = app->cfg;
+  char token[600];
+  int rc;
+  if (cfg->registry_token_file) {
+    if ((rc = read_secret(cfg->registry_token_file, token, sizeof(token), err, errlen)) != 0)
+      return rc;
+  } else {
+    snprintf(token, sizeof(token), "%s", cfg->registry_token);
+  }
+  struct cap_registry_settings s = {
+      .url = cfg->registry_url,
+      .token = token,
+      .provider = cfg->public_host,
+      .port = cfg->public_port,
+      .heartbeat_ms = cfg->heartbeat_s * 1000,
+      .capabilities = cap_execreq_capabilities,
+  };
+  struct cap_registry_hooks hooks = {registry_load, registry_describe, app};
+  rc = cap_registry_init(&app->registry, app->loop, &app->curl, &s, &hooks, err, errlen);
+  memset(token, 0, sizeof(token));
+  if (rc == 0)
+    app->has_registry = 1;
+  return rc;
+}
+
 int cap_app_init(struct cap_app *app, const struct cap_config *cfg, uv_loop_t *loop, char *err,
                  size_t errlen) {
   int loose = 0;
@@ -55,7 +118,16 @@ int cap_app_init(struct cap_app *app, const struct cap_config *cfg, uv_loop_t *l
   }
   if (cap_keypolicy_parse(cfg->token_prefixes, &app->keypolicy, err, errlen) != 0)
     goto fail;
-  if (cap_storage_init(&app->storage, cfg, environ, loop, err, errlen) != 0)
+  if (cap_curlloop_init(&app->curl, loop) != 0) {
+    snprintf(err, errlen, "storage: libcurl could not be initialised");
+    goto fail;
+  }
+  app->curl_open = 1;
+  /* libcurl's multi handle opens a socket pair without close-on-exec. */
+  cap_proc_cloexec_all();
+  if (cap_storage_init(&app->storage, cfg, environ, loop, &app->curl, err, errlen) != 0)
+    goto fail;
+  if (cfg->registry_url && init_registry(app, err, errlen) != 0)
     goto fail;
   /* The local store holds the objects (file storage) or only the temp
    * files of jobs (S3: downloaded inputs, outputs that need seeking). */
@@ -77,6 +149,8 @@ void cap_app_free(struct cap_app *app) {
   if (app->jobs.slots)
     cap_jobs_free(&app->jobs);
   cap_auth_free(&app->auth);
+  if (app->reload_pending)
+    cap_auth_free(&app->reload_auth);
   cap_netaddr_set_free(&app->trusted);
   cap_ratelimit_free(app->rl_client);
   cap_ratelimit_free(app->rl_token);
@@ -85,6 +159,8 @@ void cap_app_free(struct cap_app *app) {
   app->keypolicy = NULL;
   cap_store_close(&app->store);
   cap_storage_free(&app->storage);
+  if (app->has_registry)
+    cap_registry_free(&app->registry);
 }
 
 static void log_presets(const struct cap_presets *set, const char *event) {
@@ -99,6 +175,28 @@ static void log_presets(const struct cap_presets *set, const char *event) {
   }
 }
 
+static void commit_reload(struct cap_app *app) {
+  cap_auth_replace(&app->auth, &app->reload_auth);
+  app->reload_pending = 0;
+  struct cap_log_rec *r = cap_log_begin(CAP_LOG_INFO, "auth.reload");
+  cap_log_bool(r, "ok", 1);
+  cap_log_int(r, "tokens", (long long)app->auth.n);
+  cap_log_end(r);
+  if (app->reload_loose) {
+    r = cap_log_begin(CAP_LOG_WARN, "auth.token_file_mode");
+    cap_log_str(r, "path", app->cfg->token_file);
+    cap_log_str(r, "hint", "chmod 600 the token file");
+    cap_log_end(r);
+  }
+  r = cap_log_begin(CAP_LOG_INFO, "config.reload");
+  cap_log_bool(r, "ok", 1);
+  cap_log_str(r, "log_level", cap_log_level_name(app->reload_level));
+  cap_log_end(r);
+  /* Last, so that the lines about the reload itself are written under the
+   * level they were asked for with. */
+  cap_log_set_level(app->reload_level);
+}
+
 static void on_probed(struct cap_presets *set, int status, void *arg) {
   struct cap_app *app = arg;
   app->presets_probing = 0;
@@ -108,12 +206,22 @@ static void on_probed(struct cap_presets *set, int status, void *arg) {
     cap_log_str(r, "error", uv_strerror(status));
     cap_log_end(r);
   }
+  /* A reload takes effect whole: tokens, log level and presets together. */
+  if (app->reload_pending)
+    commit_reload(app);
   log_presets(set, "presets.probe");
   cap_jobs_set_presets(&app->jobs, set);
+  /* The registry learns which presets can run now. */
+  if (app->has_registry)
+    cap_registry_refresh(&app->registry);
   struct cap_log_rec *r = cap_log_begin(CAP_LOG_INFO, "presets.loaded");
   cap_log_int(r, "presets", (long long)set->n);
   cap_log_str(r, "source", app->cfg->presets ? app->cfg->presets : "built-in");
   cap_log_end(r);
+  if (app->reload_again && !app->draining) {
+    app->reload_again = 0;
+    cap_app_reload(app);
+  }
 }
 
 int cap_app_load_presets(struct cap_app *app, char *err, size_t errlen) {
@@ -127,61 +235,115 @@ int cap_app_load_presets(struct cap_app *app, char *err, size_t errlen) {
   return cap_ffcaps_probe(app->loop, app->cfg->ffmpeg, set, on_probed, app);
 }
 
-int cap_app_reload_tokens(struct cap_app *app, int *loose_mode, char *err, size_t errlen) {
-  struct cap_auth fresh;
-  int rc;
-  cap_auth_init(&fresh);
-  rc = load_tokens(app->cfg, &fresh, loose_mode, err, errlen);
-  if (rc == 0 && fresh.n == 0 && !app->cfg->insecure_no_auth) {
+/* Loads the tokens again into app->reload_auth, not yet in use; on failure
+ * err says why.  Returns 0 or a negative errno. */
+static int reload_tokens(struct cap_app *app, int *loose_mode, char *err, size_t errlen) {
+  int rc = load_tokens(app->cfg, &app->reload_auth, loose_mode, err, errlen);
+  if (rc == 0 && app->reload_auth.n == 0 && !app->cfg->insecure_no_auth) {
     snprintf(err, errlen, "token: no token left after reload");
     rc = -EINVAL;
   }
-  if (rc != 0) {
-    cap_auth_free(&fresh);
-    return rc;
-  }
-  cap_auth_replace(&app->auth, &fresh);
-  return 0;
+  if (rc != 0)
+    cap_auth_free(&app->reload_auth);
+  return rc;
+}
+
+static void log_reload_failure(const char *event, const char *err) {
+  struct cap_log_rec *r = cap_log_begin(CAP_LOG_ERROR, event);
+  cap_log_bool(r, "ok", 0);
+  cap_log_str(r, "error", err);
+  cap_log_str(r, "kept", "the previous tokens, presets and log level");
+  cap_log_end(r);
 }
 
 void cap_app_reload(struct cap_app *app) {
-  char err[600];
-  int loose = 0;
-  int rc = cap_app_reload_tokens(app, &loose, err, sizeof(err));
-  struct cap_log_rec *r = cap_log_begin(rc == 0 ? CAP_LOG_INFO : CAP_LOG_ERROR, "auth.reload");
-  cap_log_bool(r, "ok", rc == 0);
-  if (rc == 0)
-    cap_log_int(r, "tokens", (long long)app->auth.n);
-  else
-    cap_log_str(r, "error", err);
-  cap_log_end(r);
-  if (rc == 0 && loose) {
-    r = cap_log_begin(CAP_LOG_WARN, "auth.token_file_mode");
-    cap_log_str(r, "path", app->cfg->token_file);
-    cap_log_str(r, "hint", "chmod 600 the token file");
-    cap_log_end(r);
+  char err[600], why[512];
+  struct cap_presets *set = NULL;
+  int rc;
+
+  if (app->presets_probing) {
+    /* One reload at a time: this one follows when the probe is done. */
+    app->reload_again = 1;
+    return;
   }
-  if (app->presets_probing)
-    return; /* The probe under way will install what it loaded. */
-  rc = cap_app_load_presets(app, err, sizeof(err));
+  /* Everything is read and checked before anything changes, so that a
+   * broken file leaves the running state whole. */
+  app->reload_level = cap_log_get_level();
+  if (app->argv) {
+    struct cap_config fresh;
+    rc = cap_config_load(&fresh, app->argc, app->argv, environ, err, sizeof(err));
+    if (rc == 0)
+      app->reload_level = fresh.log_level;
+    cap_config_free(&fresh);
+    if (rc != 0) {
+      log_reload_failure("config.reload", err);
+      return;
+    }
+  }
+  cap_auth_init(&app->reload_auth);
+  rc = reload_tokens(app, &app->reload_loose, err, sizeof(err));
   if (rc != 0) {
-    r = cap_log_begin(CAP_LOG_ERROR, "presets.reload");
-    cap_log_bool(r, "ok", 0);
-    cap_log_str(r, "error", err);
-    cap_log_end(r);
+    log_reload_failure("auth.reload", err);
+    return;
+  }
+  if (cap_preset_load(app->cfg->presets, &set, why, sizeof(why)) != 0) {
+    cap_auth_free(&app->reload_auth);
+    snprintf(err, sizeof(err), "presets: %s", why);
+    log_reload_failure("presets.reload", err);
+    return;
+  }
+  app->reload_pending = 1;
+  app->presets_probing = 1;
+  rc = cap_ffcaps_probe(app->loop, app->cfg->ffmpeg, set, on_probed, app);
+  if (rc != 0) {
+    app->presets_probing = 0;
+    app->reload_pending = 0;
+    cap_auth_free(&app->reload_auth);
+    cap_preset_set_free(set);
+    snprintf(err, sizeof(err), "presets: cannot probe ffmpeg: %s", uv_strerror(rc));
+    log_reload_failure("presets.reload", err);
   }
 }
 
 void cap_app_start(struct cap_app *app) {
   cap_storage_start(&app->storage);
+  if (app->has_registry)
+    cap_registry_start(&app->registry);
+}
+
+/* The curl multi closes last: after the storage's and the registry's
+ * requests are over. */
+static void maybe_close_curl(struct cap_app *app) {
+  if (app->storage_stopped && (app->registry_stopped || !app->has_registry) && app->curl_open) {
+    app->curl_open = 0;
+    cap_curlloop_close(&app->curl, NULL);
+  }
+}
+
+static void on_registry_stopped(void *arg) {
+  struct cap_app *app = arg;
+  app->registry_stopped = 1;
+  maybe_close_curl(app);
 }
 
 static void on_jobs_quiet(void *arg) {
   struct cap_app *app = arg;
   cap_storage_stop(&app->storage);
+  app->storage_stopped = 1;
+  maybe_close_curl(app);
+}
+
+void cap_app_drain(struct cap_app *app, void (*cb)(void *arg, size_t undelivered), void *arg) {
+  app->draining = 1;
+  /* Leave the registry first, so that Workers stop sending work here. */
+  if (app->has_registry)
+    cap_registry_stop(&app->registry, on_registry_stopped, app);
+  cap_jobs_drain(&app->jobs, cb, arg);
 }
 
 void cap_app_stop(struct cap_app *app) {
+  if (app->has_registry)
+    cap_registry_stop(&app->registry, on_registry_stopped, app);
   app->jobs.on_quiet = on_jobs_quiet;
   app->jobs.quiet_arg = app;
   cap_jobs_stop(&app->jobs);

@@ -3,10 +3,12 @@
 
 #include "auth.h"
 #include "config.h"
+#include "curlloop.h"
 #include "jobs.h"
 #include "keypolicy.h"
 #include "netaddr.h"
 #include "ratelimit.h"
+#include "registry.h"
 #include "storage.h"
 #include "store.h"
 
@@ -25,11 +27,27 @@ struct cap_app {
   struct cap_ratelimit *rl_client;
   struct cap_ratelimit *rl_token;
   struct cap_store store;
+  /* One curl multi for every outgoing request: storage and registry. */
+  struct cap_curlloop curl;
+  int curl_open;
   struct cap_storage storage;
+  struct cap_registry registry;
+  int has_registry;
+  int storage_stopped;
+  int registry_stopped;
   struct cap_jobs jobs;
   struct cap_keypolicy *keypolicy;
   uv_loop_t *loop;
   int presets_probing;
+  /* The command line, read again on SIGHUP for the log level. */
+  int argc;
+  char **argv;
+  /* A SIGHUP reload waiting for its preset probe; it takes effect whole. */
+  struct cap_auth reload_auth;
+  enum cap_log_level reload_level;
+  int reload_loose;
+  int reload_pending;
+  int reload_again;
   uint64_t start_ms;
   int draining;
   uint64_t requests;
@@ -45,17 +63,19 @@ int cap_app_init(struct cap_app *app, const struct cap_config *cfg, uv_loop_t *l
 /* Loads the presets and starts probing ffmpeg for them; the job table gets
  * them when the probe is done (run the loop).  Returns 0 or -EINVAL. */
 int cap_app_load_presets(struct cap_app *app, char *err, size_t errlen);
-/* SIGHUP: reloads tokens now and presets after a new probe; a broken file
- * keeps the old state.  Every outcome is logged. */
+/* SIGHUP: reads the config (for the log level), tokens and presets again
+ * and, after a new ffmpeg probe, puts all three in place at once; a broken
+ * file keeps the whole old state.  Every outcome is logged. */
 void cap_app_reload(struct cap_app *app);
-/* Starts the storage (bucket check, orphan sweep) once the server listens. */
+/* Starts the storage (bucket check, orphan sweep) and the registry client
+ * once the server listens. */
 void cap_app_start(struct cap_app *app);
+/* Starts draining: /exec is refused from now on, the server deregisters;
+ * cb runs as for cap_jobs_drain. */
+void cap_app_drain(struct cap_app *app, void (*cb)(void *arg, size_t undelivered), void *arg);
 /* Cancels every job and, once their uploads are aborted, closes the
  * storage's handles, so that the loop can end. */
 void cap_app_stop(struct cap_app *app);
 void cap_app_free(struct cap_app *app);
-/* Reloads the token file; on failure the old tokens stay and err says why.
- * Returns 0 or a negative errno; *loose_mode as for cap_auth_load_file. */
-int cap_app_reload_tokens(struct cap_app *app, int *loose_mode, char *err, size_t errlen);
 
 #endif

@@ -61,8 +61,24 @@ static const struct opt opts[] = {
      "time to receive a request body"},
     {"idle_timeout_ms", OPT_INT, O(idle_timeout_ms), 100, 3600000, "60000", NULL,
      "keep-alive idle time between requests"},
-    {"shutdown_grace_ms", OPT_INT, O(shutdown_grace_ms), 0, 3600000, "10000", NULL,
-     "time in-flight work gets on SIGTERM"},
+    {"shutdown_grace_ms", OPT_INT, O(shutdown_grace_ms), 0, 3600000, "120000", NULL,
+     "on SIGTERM, time running jobs get to finish before they are canceled"},
+    {"drain_linger_ms", OPT_INT, O(drain_linger_ms), 0, 600000, "10000", NULL,
+     "when draining jobs are done, time their results stay pollable if not fetched yet"},
+    {"metrics_listen", OPT_STR, O(metrics_listen), 0, 0, NULL, NULL,
+     "HOST:PORT of a second listener for /metrics and /health, kept off the public port"},
+    {"metrics_auth", OPT_STR, O(metrics_auth), 0, 0, "token", NULL,
+     "token: /metrics needs a capability token; none: it does not (except via Funnel)"},
+    {"registry_url", OPT_STR, O(registry_url), 0, 0, NULL, "REGISTRY_URL",
+     "capability registry to register with and send heartbeats to"},
+    {"registry_token_file", OPT_STR, O(registry_token_file), 0, 0, NULL, NULL,
+     "file holding the registry's bearer token (else env REGISTRY_TOKEN)"},
+    {"public_host", OPT_STR, O(public_host), 0, 0, NULL, NULL,
+     "host name Workers reach this server at (the MagicDNS name), for the registry"},
+    {"public_port", OPT_INT, O(public_port), 1, 65535, "443", NULL,
+     "HTTPS port Workers reach this server at (443 through Funnel)"},
+    {"heartbeat_s", OPT_INT, O(heartbeat_s), 1, 3600, "10", NULL,
+     "seconds between heartbeats to the registry"},
     {"data_dir", OPT_STR, O(data_dir), 0, 0, "./data", NULL, "local object store directory"},
     {"insecure_no_auth", OPT_BOOL, O(insecure_no_auth), 0, 1, "0", NULL,
      "development only: serve /exec without any token"},
@@ -376,10 +392,71 @@ int cap_config_load(struct cap_config *cfg, int argc, char **argv, char **envp, 
     snprintf(err, errlen, "host: must be an IPv4 or IPv6 address (got \"%.64s\")", cfg->host);
     return -EINVAL;
   }
+  const char *rt = env_get(envp, "REGISTRY_TOKEN");
+  if (rt && rt[0])
+    cfg->registry_token = xstrdup(rt);
+  if (cfg->registry_url && cfg->public_host == NULL) {
+    snprintf(err, errlen,
+             "public_host: required with registry_url (the name Workers reach, "
+             "e.g. box.tailnet.ts.net)");
+    return -EINVAL;
+  }
+  if (cfg->registry_url && cfg->registry_token == NULL && cfg->registry_token_file == NULL) {
+    snprintf(err, errlen,
+             "registry_token_file: required with registry_url (or set REGISTRY_TOKEN)");
+    return -EINVAL;
+  }
+  if (strcmp(cfg->metrics_auth, "token") != 0 && strcmp(cfg->metrics_auth, "none") != 0) {
+    snprintf(err, errlen, "metrics_auth: must be token or none (got \"%.64s\")", cfg->metrics_auth);
+    return -EINVAL;
+  }
+  char mhost[64];
+  int mport;
+  if (cfg->metrics_listen &&
+      cap_config_split_hostport(cfg->metrics_listen, mhost, sizeof(mhost), &mport) != 0) {
+    snprintf(err, errlen,
+             "metrics_listen: must be IPv4:PORT or [IPv6]:PORT, port 0 to 65535 (got \"%.64s\")",
+             cfg->metrics_listen);
+    return -EINVAL;
+  }
+  return 0;
+}
+
+int cap_config_split_hostport(const char *s, char *host, size_t hostlen, int *port) {
+  const char *colon = strrchr(s, ':'), *h = s;
+  size_t n;
+  unsigned char addr[16];
+  char *end;
+
+  if (colon == NULL)
+    return -EINVAL;
+  n = (size_t)(colon - s);
+  /* An IPv6 address is written in brackets, so that its colons are not
+   * taken for the port's. */
+  if (n >= 2 && s[0] == '[' && s[n - 1] == ']') {
+    h++;
+    n -= 2;
+  }
+  if (n == 0 || n >= hostlen)
+    return -EINVAL;
+  memcpy(host, h, n);
+  host[n] = '\0';
+  errno = 0;
+  long p = strtol(colon + 1, &end, 10);
+  if (errno != 0 || end == colon + 1 || *end != '\0' || p < 0 || p > 65535)
+    return -EINVAL;
+  if (inet_pton(AF_INET, host, addr) != 1 && (h == s || inet_pton(AF_INET6, host, addr) != 1))
+    return -EINVAL;
+  *port = (int)p;
   return 0;
 }
 
 void cap_config_free(struct cap_config *cfg) {
+  if (cfg->registry_token) {
+    memset(cfg->registry_token, 0, strlen(cfg->registry_token));
+    free(cfg->registry_token);
+    cfg->registry_token = NULL;
+  }
   for (size_t i = 0; i < NOPTS; i++)
     if (opts[i].type == OPT_STR || opts[i].type == OPT_JSON) {
       char **slot = (char **)((char *)cfg + opts[i].off);
@@ -408,8 +485,10 @@ void cap_config_usage(void *file) {
   }
   fprintf(out, "  %-26s %s\n  %-26s %s\n", "--help", "show this text", "--version",
           "show the version");
-  fprintf(out, "\nSignals: SIGTERM/SIGINT drain and exit, SIGHUP reloads the token file,\n"
-               "SIGUSR1 reopens the log file.\n");
+  fprintf(out, "\nSignals: SIGTERM/SIGINT drain (new jobs refused, running ones get\n"
+               "shutdown_grace_ms, then are canceled) and exit 0; a second one cancels at once.\n"
+               "SIGHUP reloads tokens, presets and the log level together; SIGUSR1 reopens\n"
+               "the log file.\n");
 }
 
 char *cap_config_limits_json(const struct cap_config *cfg) {

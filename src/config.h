@@ -31,6 +31,16 @@ struct cap_config {
   int body_timeout_ms;
   int idle_timeout_ms;
   int shutdown_grace_ms;
+  int drain_linger_ms;
+  char *metrics_listen; /* HOST:PORT, or NULL: /metrics on the main port. */
+  char *metrics_auth;   /* "token" or "none". */
+  /* Registry. */
+  char *registry_url;
+  char *registry_token_file;
+  char *registry_token; /* From REGISTRY_TOKEN only (never a flag). */
+  char *public_host;
+  int public_port;
+  int heartbeat_s;
   char *data_dir;
   int insecure_no_auth;
   /* Jobs. */
@@ -74,6 +84,9 @@ struct cap_config {
 int cap_config_load(struct cap_config *cfg, int argc, char **argv, char **envp, char *err,
                     size_t errlen);
 void cap_config_free(struct cap_config *cfg);
+/* Splits "IPv4:PORT" or "[IPv6]:PORT" into host (a NUL-terminated copy in
+ * hostlen bytes) and port.  Returns 0 or -EINVAL. */
+int cap_config_split_hostport(const char *s, char *host, size_t hostlen, int *port);
 /* Writes the --help text to out. */
 void cap_config_usage(void *file);
 /* Returns the limits part of the config as a JSON object; the caller frees it. */

@@ -5,6 +5,7 @@
 #include "app.h"
 #include "httpresp.h"
 #include "log.h"
+#include "metrics.h"
 #include "router.h"
 
 #include <assert.h>
@@ -183,6 +184,16 @@ static void log_request(struct cap_conn *c, size_t bytes_out) {
   cap_log_end(r);
 }
 
+/* Counts the answered request in the metrics, by route and status. */
+static void count_request(const struct cap_exchange *x) {
+  const char *route = x->route ? x->route->name : "other";
+  char status[12];
+  snprintf(status, sizeof(status), "%d", x->status);
+  cap_metrics_inc(CAP_M_HTTP_REQUESTS, CAP_LABELS(route, status));
+  cap_metrics_observe(CAP_M_HTTP_DURATION, CAP_LABELS(route),
+                      (double)(uv_hrtime() - x->start_ns) / 1e9);
+}
+
 /* Fills the request side of the exchange: id, start time, head_only. */
 static void begin_exchange(struct cap_conn *c) {
   struct cap_exchange *x = &c->x;
@@ -196,7 +207,9 @@ static void begin_exchange(struct cap_conn *c) {
   x->app = c->opts->app;
   x->req = req;
   x->start_ms = uv_now(c->tcp.loop);
+  x->start_ns = uv_hrtime();
   x->head_only = c->parser.in_body && req->method == HTTP_HEAD;
+  x->private_listener = c->opts->private_listener;
   if (id && cap_reqid_valid(id, len)) {
     memcpy(x->req_id, id, len);
     x->req_id[len] = '\0';
@@ -227,6 +240,7 @@ static int respond(struct cap_conn *c) {
   c->requests++;
   c->opts->app->requests++;
   log_request(c, c->out.len);
+  count_request(x);
   if (c->out.cap > 64 * 1024)
     cap_buf_free(&c->out);
   return keep;

@@ -20,6 +20,7 @@ struct cap_conn_opts {
   uint64_t header_timeout_ms;
   uint64_t body_timeout_ms;
   uint64_t idle_timeout_ms;
+  int private_listener; /* The metrics listener: /health and /metrics only. */
   /* Called once, when the connection's last handle has closed and just
    * before it is freed: the owner unlinks and counts it here. */
   void (*on_closed)(struct cap_conn *c, void *arg);

@@ -5,6 +5,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 
 /* One socket curl asked us to watch. */
 struct sock {
@@ -169,8 +170,15 @@ int cap_curlloop_init(struct cap_curlloop *cl, uv_loop_t *loop) {
   return 0;
 }
 
+/* Opens curl's sockets close-on-exec, so that no ffmpeg child keeps a
+ * storage or registry connection open. */
+static curl_socket_t open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *a) {
+  return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
 int cap_curlloop_add(struct cap_curlloop *cl, CURL *easy, cap_curlloop_done_fn done, void *arg) {
   struct xfer *x = xcalloc(1, sizeof(*x));
+  curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, open_socket);
   x->done = done;
   x->arg = arg;
   x->easy = easy;

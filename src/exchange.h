@@ -23,7 +23,9 @@ struct cap_exchange {
   char client[CAP_NETADDR_STRLEN]; /* The address rate limits and logs use. */
   const char *token_name;          /* Set once authenticated. */
   int head_only;
-  uint64_t start_ms; /* Loop time when the request's headers were complete. */
+  int private_listener; /* Came in on the metrics listener, not the public port. */
+  uint64_t start_ms;    /* Loop time when the request's headers were complete. */
+  uint64_t start_ns;    /* The same, in uv_hrtime() nanoseconds, for durations. */
 
   int status;
   const char *code; /* The error code of an error response, for the log. */

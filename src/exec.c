@@ -34,6 +34,7 @@ static void reply_job(struct cap_exchange *x, struct cap_job *j, int timed_out) 
     cap_exchange_send(x, 202);
     return;
   }
+  cap_jobs_note_delivered(&x->app->jobs, j);
   if (j->state == CAP_JOB_SUCCEEDED) {
     cap_jobjson_result(j, &x->body);
     cap_exchange_send(x, 200);

@@ -1,3 +1,5 @@
+/* For sigabbrev_np. */
+#define _GNU_SOURCE
 #include "job.h"
 
 #include "alloc.h"
@@ -5,6 +7,7 @@
 #include "jobio.h"
 #include "jobs.h"
 #include "log.h"
+#include "metrics.h"
 #include "preset.h"
 #include "storage.h"
 #include "store.h"
@@ -474,9 +477,28 @@ static char *probe_output(struct cap_job *j, const struct cap_buf *out) {
   return copy;
 }
 
+/* Counts a child's end by program and exit status or signal name. */
+static void count_exit(const struct cap_job *j, const struct cap_proc *p) {
+  char status[24];
+  if (p->spawn_error)
+    return; /* It never ran. */
+  if (p->term_signal) {
+    const char *abbrev = sigabbrev_np(p->term_signal);
+    if (abbrev)
+      snprintf(status, sizeof(status), "SIG%s", abbrev);
+    else
+      snprintf(status, sizeof(status), "signal %d", p->term_signal);
+  } else {
+    snprintf(status, sizeof(status), "%lld", (long long)p->exit_status);
+  }
+  cap_metrics_inc(CAP_M_CHILD_EXITS,
+                  CAP_LABELS(j->phase == PHASE_FFMPEG ? "ffmpeg" : "ffprobe", status));
+}
+
 static void on_proc_done(struct cap_proc *p) {
   struct cap_job *j = p->data;
   int ok = p->spawn_error == 0 && p->exit_status == 0 && p->term_signal == 0;
+  count_exit(j, p);
   j->proc_live = 0;
   j->exit_status = p->spawn_error ? -1 : p->exit_status;
   j->term_signal = p->term_signal;

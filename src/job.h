@@ -69,6 +69,10 @@ struct cap_job {
   /* Result. */
   uint64_t bytes;
   char *probe_json;
+  /* Draining: the job was unfinished when the drain began, and whether a
+   * client has been sent its final state since. */
+  int drain_watch;
+  int delivered;
   /* Error. */
   const char *err_code;
   char *err_msg;

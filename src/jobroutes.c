@@ -36,6 +36,7 @@ static struct cap_job *lookup(struct cap_exchange *x) {
 static void reply_state(struct cap_exchange *x, struct cap_job *j, int timed_out) {
   cap_buf_reset(&x->body);
   cap_jobjson_job(j, &x->body);
+  cap_jobs_note_delivered(&x->app->jobs, j);
   cap_exchange_send(x, 200);
 }
 
@@ -83,6 +84,7 @@ void cap_jobroutes_delete(struct cap_exchange *x) {
     cap_buf_puts(&x->body,
                  "{\"error\":\"The job has already finished\",\"code\":\"job_finished\",\"job\":");
     cap_jobjson_job(j, &x->body);
+    cap_jobs_note_delivered(&x->app->jobs, j);
     cap_buf_putc(&x->body, '}');
     cap_exchange_send(x, 409);
     return;

@@ -3,6 +3,7 @@
 #include "alloc.h"
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "preset.h"
 
 #include <assert.h>
@@ -160,27 +161,72 @@ int cap_jobs_submit(struct cap_jobs *t, struct cap_job *j) {
 }
 
 void cap_jobs_note_done(struct cap_jobs *t, struct cap_job *j) {
+  const char *preset = j->preset ? j->preset : "ffprobe";
   if (j->state == CAP_JOB_SUCCEEDED)
     t->succeeded++;
   else if (j->state == CAP_JOB_FAILED)
     t->failed++;
   else
     t->canceled++;
+  cap_metrics_inc(CAP_M_JOBS_FINISHED, CAP_LABELS(preset, cap_job_state_name(j->state)));
+  if (j->finished_at >= j->created_at)
+    cap_metrics_observe(CAP_M_JOB_DURATION, CAP_LABELS(preset),
+                        (double)(j->finished_at - j->created_at) / 1000);
+}
+
+/* Returns 1 when no job has anything running; *undelivered counts the
+ * watched jobs whose final state no client has been sent. */
+static int all_quiet(const struct cap_jobs *t, size_t *undelivered) {
+  *undelivered = 0;
+  for (const struct cap_job *j = t->head; j; j = j->next) {
+    if (j->proc_live || j->io_live || !cap_job_done(j))
+      return 0;
+    if (j->drain_watch && !j->delivered)
+      (*undelivered)++;
+  }
+  return 1;
 }
 
 void cap_jobs_note_quiet(struct cap_jobs *t) {
-  if (!t->stopping || t->on_quiet == NULL)
+  size_t undelivered;
+  if (t->on_idle == NULL && (!t->stopping || t->on_quiet == NULL))
     return;
+  if (!all_quiet(t, &undelivered))
+    return;
+  /* Each callback is taken before it runs when it is the last call: it may
+   * stop the table, which comes back here. */
+  if (t->on_idle) {
+    void (*cb)(void *, size_t) = t->on_idle;
+    if (undelivered == 0)
+      t->on_idle = NULL;
+    cb(t->idle_arg, undelivered);
+  }
+  if (t->stopping && t->on_quiet) {
+    void (*cb)(void *) = t->on_quiet;
+    t->on_quiet = NULL;
+    cb(t->quiet_arg);
+  }
+}
+
+void cap_jobs_drain(struct cap_jobs *t, void (*cb)(void *arg, size_t undelivered), void *arg) {
   for (struct cap_job *j = t->head; j; j = j->next)
-    if (j->proc_live || j->io_live || !cap_job_done(j))
-      return;
-  void (*cb)(void *) = t->on_quiet;
-  t->on_quiet = NULL;
-  cb(t->quiet_arg);
+    j->drain_watch = !cap_job_done(j);
+  t->on_idle = cb;
+  t->idle_arg = arg;
+  cap_jobs_note_quiet(t);
+}
+
+void cap_jobs_note_delivered(struct cap_jobs *t, struct cap_job *j) {
+  if (j->delivered || !cap_job_done(j))
+    return;
+  j->delivered = 1;
+  if (j->drain_watch && t->on_idle)
+    cap_jobs_note_quiet(t);
 }
 
 void cap_jobs_stop(struct cap_jobs *t) {
   t->stopping = 1;
+  t->on_idle = NULL;
   for (struct cap_job *j = t->head; j; j = j->next)
     cap_job_cancel(j, "canceled");
   uv_close((uv_handle_t *)&t->sweep, NULL);

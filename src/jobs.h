@@ -33,6 +33,12 @@ struct cap_jobs {
   /* Called once when stopping and no job has anything running any more. */
   void (*on_quiet)(void *arg);
   void *quiet_arg;
+  /* Called while draining whenever every job has finished and released
+   * what it held, with how many of the jobs the drain waited for have not
+   * had their final state sent to a client yet; called no more once that
+   * count is 0. */
+  void (*on_idle)(void *arg, size_t undelivered);
+  void *idle_arg;
   uint64_t submitted, succeeded, failed, canceled;
 };
 
@@ -57,6 +63,13 @@ void cap_jobs_note_done(struct cap_jobs *t, struct cap_job *j);
 /* Called by a job when it has released everything; calls on_quiet when
  * the table is stopping and nothing runs any more. */
 void cap_jobs_note_quiet(struct cap_jobs *t);
+/* Starts watching the jobs unfinished now: cb(arg, undelivered) runs once
+ * none is queued, running or uploading (at once when none is), and again
+ * as their results are fetched, until all are.  Jobs go on as usual
+ * meanwhile; only the caller stops submitting new ones. */
+void cap_jobs_drain(struct cap_jobs *t, void (*cb)(void *arg, size_t undelivered), void *arg);
+/* Notes that a client has been sent j's final state. */
+void cap_jobs_note_delivered(struct cap_jobs *t, struct cap_job *j);
 /* Cancels every job and stops the sweep; children are signalled and the
  * loop ends once they are reaped. */
 void cap_jobs_stop(struct cap_jobs *t);

@@ -5,11 +5,12 @@
 #include "app.h"
 #include "config.h"
 #include "log.h"
+#include "proc.h"
+#include "metrics.h"
 #include "reqid.h"
 #include "server.h"
 #include "version.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -18,23 +19,6 @@
 #include <uv.h>
 
 extern char **environ;
-
-static void close_on_exec_inherited(void) {
-  DIR *d = opendir("/proc/self/fd");
-  struct dirent *e;
-  if (d == NULL)
-    return;
-  while ((e = readdir(d)) != NULL) {
-    char *end;
-    long fd = strtol(e->d_name, &end, 10);
-    if (*end != '\0' || fd <= 2 || fd == dirfd(d))
-      continue;
-    int flags = fcntl((int)fd, F_GETFD);
-    if (flags >= 0)
-      fcntl((int)fd, F_SETFD, flags | FD_CLOEXEC);
-  }
-  closedir(d);
-}
 
 static void log_warning(const char *event, const char *key, const char *msg) {
   struct cap_log_rec *r = cap_log_begin(CAP_LOG_WARN, event);
@@ -52,7 +36,7 @@ int main(int argc, char **argv) {
   /* Writes to a peer that has gone must fail with EPIPE, not kill us. */
   signal(SIGPIPE, SIG_IGN);
   /* Descriptors inherited from whoever started us must not reach ffmpeg. */
-  close_on_exec_inherited();
+  cap_proc_cloexec_all();
 
   rc = cap_config_load(&cfg, argc, argv, environ, err, sizeof(err));
   if (rc == CAP_CONFIG_HELP) {
@@ -76,14 +60,21 @@ int main(int argc, char **argv) {
     return 2;
   }
   cap_log_set_level(cfg.log_level);
+  cap_metrics_init();
   if (cap_reqid_init() != 0) {
     fprintf(stderr, "cap-server: no randomness available from OpenSSL\n");
     return 1;
   }
 
   uv_loop_t *loop = uv_default_loop();
-  if (cap_app_init(&app, &cfg, loop, err, sizeof(err)) != 0 ||
-      cap_app_load_presets(&app, err, sizeof(err)) != 0) {
+  rc = cap_app_init(&app, &cfg, loop, err, sizeof(err));
+  if (rc == 0) {
+    /* SIGHUP reads the command line again, for the log level. */
+    app.argc = argc;
+    app.argv = argv;
+    rc = cap_app_load_presets(&app, err, sizeof(err));
+  }
+  if (rc != 0) {
     fprintf(stderr, "cap-server: %s\n", err);
     cap_log_close();
     cap_config_free(&cfg);
@@ -146,6 +137,7 @@ int main(int argc, char **argv) {
   cap_log_bool(r, "loop_closed", rc == 0);
   cap_log_end(r);
   cap_app_free(&app);
+  cap_metrics_free();
   cap_log_close();
   cap_config_free(&cfg);
   return rc == 0 ? 0 : 1;

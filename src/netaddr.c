@@ -112,15 +112,19 @@ static int prefix_match(const unsigned char *a, const unsigned char *b, int bits
   return (a[bytes] & mask) == (b[bytes] & mask);
 }
 
+static int raw_contains(const struct cap_netaddr_set *set, int family, const unsigned char *addr) {
+  for (size_t i = 0; i < set->n; i++)
+    if (set->v[i].family == family && prefix_match(set->v[i].addr, addr, set->v[i].prefix))
+      return 1;
+  return 0;
+}
+
 int cap_netaddr_set_contains(const struct cap_netaddr_set *set, const struct sockaddr *sa) {
   int family;
   unsigned char addr[16];
   if (sockaddr_raw(sa, &family, addr) != 0)
     return 0;
-  for (size_t i = 0; i < set->n; i++)
-    if (set->v[i].family == family && prefix_match(set->v[i].addr, addr, set->v[i].prefix))
-      return 1;
-  return 0;
+  return raw_contains(set, family, addr);
 }
 
 int cap_netaddr_format(const struct sockaddr *sa, char *out, size_t n) {
@@ -131,24 +135,44 @@ int cap_netaddr_format(const struct sockaddr *sa, char *out, size_t n) {
   return 0;
 }
 
-int cap_netaddr_from_forwarded(const char *v, size_t n, char *out, size_t outlen) {
-  size_t end = n, start;
+/* Parses the list entry that ends at end (exclusive) into family/addr;
+ * *start gets where it begins.  Returns 0 or -EINVAL. */
+static int forwarded_entry(const char *v, size_t end, size_t *start, int *family,
+                           unsigned char addr[16]) {
+  size_t s;
+  char text[64];
   while (end > 0 && (v[end - 1] == ' ' || v[end - 1] == '\t'))
     end--;
-  start = end;
-  while (start > 0 && v[start - 1] != ',')
-    start--;
-  while (start < end && (v[start] == ' ' || v[start] == '\t'))
-    start++;
-  char text[64];
-  size_t len = end - start;
-  if (len == 0 || len >= sizeof(text))
+  s = end;
+  while (s > 0 && v[s - 1] != ',')
+    s--;
+  *start = s;
+  while (s < end && (v[s] == ' ' || v[s] == '\t'))
+    s++;
+  if (end == s || end - s >= sizeof(text))
     return -EINVAL;
-  memcpy(text, v + start, len);
-  text[len] = '\0';
-  int family;
-  unsigned char addr[16];
-  if (parse_ip(text, &family, addr) != 0 || inet_ntop(family, addr, out, (socklen_t)outlen) == NULL)
+  memcpy(text, v + s, end - s);
+  text[end - s] = '\0';
+  return parse_ip(text, family, addr);
+}
+
+int cap_netaddr_from_forwarded(const char *v, size_t n, const struct cap_netaddr_set *trusted,
+                               char *out, size_t outlen) {
+  size_t end = n, start;
+  int family, found = 0, ffam = 0;
+  unsigned char addr[16], faddr[16];
+
+  /* Right to left: each entry was written by the hop to its right, so it
+   * is believed as long as that hop is trusted. */
+  while (forwarded_entry(v, end, &start, &family, addr) == 0) {
+    found = 1;
+    ffam = family;
+    memcpy(faddr, addr, sizeof(faddr));
+    if (trusted == NULL || !raw_contains(trusted, family, addr) || start == 0)
+      break;
+    end = start - 1; /* Before the comma. */
+  }
+  if (!found || inet_ntop(ffam, faddr, out, (socklen_t)outlen) == NULL)
     return -EINVAL;
   return 0;
 }

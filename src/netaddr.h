@@ -29,9 +29,12 @@ void cap_netaddr_set_free(struct cap_netaddr_set *set);
 int cap_netaddr_set_contains(const struct cap_netaddr_set *set, const struct sockaddr *sa);
 /* Writes the IP of sa as text (IPv4-mapped IPv6 as plain IPv4). Returns 0 or -EINVAL. */
 int cap_netaddr_format(const struct sockaddr *sa, char *out, size_t n);
-/* Picks the client from an X-Forwarded-For value: the rightmost entry, the
- * one the nearest proxy wrote.  It must parse as an IP; it is written back
- * in canonical text.  Returns 0 or -EINVAL. */
-int cap_netaddr_from_forwarded(const char *v, size_t n, char *out, size_t outlen);
+/* Picks the client from an X-Forwarded-For value: the rightmost entry (the
+ * one the nearest proxy wrote) or, while that is an address in trusted
+ * (may be NULL), the one left of it.  An entry that does not parse as an IP
+ * ends the walk.  Writes the address in canonical text.  Returns 0, or
+ * -EINVAL when the rightmost entry is not an IP. */
+int cap_netaddr_from_forwarded(const char *v, size_t n, const struct cap_netaddr_set *trusted,
+                               char *out, size_t outlen);
 
 #endif

@@ -1,6 +1,9 @@
 #include "proc.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
 #include <signal.h>
 #include <string.h>
 
@@ -221,4 +224,21 @@ size_t cap_proc_stderr_tail(const struct cap_proc *p, char *out, size_t max) {
 void cap_proc_free(struct cap_proc *p) {
   cap_buf_free(&p->out_buf);
   cap_buf_free(&p->prog_line);
+}
+
+void cap_proc_cloexec_all(void) {
+  DIR *d = opendir("/proc/self/fd");
+  struct dirent *e;
+  if (d == NULL)
+    return;
+  while ((e = readdir(d)) != NULL) {
+    char *end;
+    long fd = strtol(e->d_name, &end, 10);
+    if (*end != '\0' || fd <= 2 || fd == dirfd(d))
+      continue;
+    int flags = fcntl((int)fd, F_GETFD);
+    if (flags >= 0)
+      fcntl((int)fd, F_SETFD, flags | FD_CLOEXEC);
+  }
+  closedir(d);
 }

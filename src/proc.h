@@ -58,4 +58,9 @@ size_t cap_proc_stderr_tail(const struct cap_proc *p, char *out, size_t max);
 /* Releases the captured output; call after on_done when done with it. */
 void cap_proc_free(struct cap_proc *p);
 
+/* Marks every open descriptor above stderr close-on-exec, so that children
+ * inherit only what cap_proc_spawn hands them: for descriptors opened by
+ * code that cannot be told to (inherited ones, libcurl's wake-up pair). */
+void cap_proc_cloexec_all(void);
+
 #endif

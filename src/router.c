@@ -3,6 +3,7 @@
 #include "exec.h"
 #include "health.h"
 #include "jobroutes.h"
+#include "metricsroute.h"
 
 #include <llhttp.h>
 #include <string.h>
@@ -11,11 +12,14 @@
 
 /* HEAD is served wherever GET is; the connection drops the body. */
 static const struct cap_route routes[] = {
-    {"/health", M(HTTP_GET) | M(HTTP_HEAD), 0, 0, cap_health_handle, "GET, HEAD"},
-    {"/exec", M(HTTP_POST), CAP_ROUTE_AUTH | CAP_ROUTE_RATELIMIT | CAP_ROUTE_JSON_BODY, 1,
+    {"health", "/health", M(HTTP_GET) | M(HTTP_HEAD), CAP_ROUTE_PRIVATE, 0, cap_health_handle,
+     "GET, HEAD"},
+    {"exec", "/exec", M(HTTP_POST), CAP_ROUTE_AUTH | CAP_ROUTE_RATELIMIT | CAP_ROUTE_JSON_BODY, 1,
      cap_exec_handle, "POST"},
-    {"/jobs/", M(HTTP_GET) | M(HTTP_HEAD) | M(HTTP_DELETE), CAP_ROUTE_AUTH | CAP_ROUTE_PREFIX, 0,
-     cap_jobroutes_handle, "GET, HEAD, DELETE"},
+    {"jobs", "/jobs/", M(HTTP_GET) | M(HTTP_HEAD) | M(HTTP_DELETE),
+     CAP_ROUTE_AUTH | CAP_ROUTE_PREFIX, 0, cap_jobroutes_handle, "GET, HEAD, DELETE"},
+    {"metrics", "/metrics", M(HTTP_GET) | M(HTTP_HEAD), CAP_ROUTE_METRICS | CAP_ROUTE_PRIVATE, 0,
+     cap_metricsroute_handle, "GET, HEAD"},
 };
 
 const struct cap_route *cap_router_find(const char *path, size_t len, int method, int *status,

@@ -11,11 +11,14 @@ enum cap_route_flags {
   CAP_ROUTE_RATELIMIT = 1 << 1, /* Counts against the per-client and per-token buckets. */
   CAP_ROUTE_JSON_BODY = 1 << 2, /* Content-Type must be application/json. */
   CAP_ROUTE_PREFIX = 1 << 3,    /* path is a prefix followed by one more segment. */
+  CAP_ROUTE_METRICS = 1 << 4,   /* Token as metrics_auth says; only where metrics are served. */
+  CAP_ROUTE_PRIVATE = 1 << 5,   /* Also served on the metrics listener. */
 };
 
 typedef void (*cap_handler_fn)(struct cap_exchange *x);
 
 struct cap_route {
+  const char *name; /* The route label of metrics. */
   const char *path;
   unsigned methods; /* Bit (1 << llhttp method) for each method served. */
   unsigned flags;

@@ -4,6 +4,7 @@
 
 #include "alloc.h"
 #include "log.h"
+#include "metrics.h"
 #include "sigv4.h"
 
 #include <errno.h>
@@ -166,12 +167,51 @@ static void finish(struct cap_s3_req *r) {
   r->done(r);
 }
 
+static int has_query(const struct cap_s3_req *r, const char *name) {
+  for (size_t i = 0; i < r->nquery; i++)
+    if (strcmp(r->query[i].name, name) == 0)
+      return 1;
+  return 0;
+}
+
+/* The S3 operation a request is, for the metrics. */
+static const char *operation(const struct cap_s3_req *r) {
+  switch (r->method[0]) {
+  case 'H':
+    return "head";
+  case 'G':
+    return has_query(r, "uploads") ? "list_multipart" : r->key ? "get" : "list";
+  case 'P':
+    if (r->method[1] == 'U')
+      return has_query(r, "partNumber") ? "upload_part" : "put";
+    return has_query(r, "uploads") ? "create_multipart" : "complete_multipart";
+  case 'D':
+    return has_query(r, "uploadId") ? "abort_multipart" : "delete";
+  }
+  return "other";
+}
+
+/* Counts one attempt: its outcome and the bytes it moved either way. */
+static void count_attempt(const struct cap_s3_req *r, CURL *easy, CURLcode result) {
+  curl_off_t up = 0, down = 0;
+  const char *outcome = result != CURLE_OK                    ? "network"
+                        : r->status >= 200 && r->status < 300 ? "ok"
+                        : r->status >= 500                    ? "http_5xx"
+                                                              : "http_4xx";
+  curl_easy_getinfo(easy, CURLINFO_SIZE_UPLOAD_T, &up);
+  curl_easy_getinfo(easy, CURLINFO_SIZE_DOWNLOAD_T, &down);
+  cap_metrics_inc(CAP_M_STORAGE_REQUESTS, CAP_LABELS(operation(r), outcome));
+  cap_metrics_add(CAP_M_STORAGE_BYTES_UPLOADED, NULL, (double)up);
+  cap_metrics_add(CAP_M_STORAGE_BYTES_DOWNLOADED, NULL, (double)down);
+}
+
 static void on_done(CURL *easy, CURLcode result, void *arg) {
   struct cap_s3_req *r = arg;
   r->in_flight = 0;
   r->curl_result = result;
   r->status = 0;
   curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &r->status);
+  count_attempt(r, easy, result);
   curl_easy_cleanup(easy);
   r->easy = NULL;
   curl_slist_free_all(r->headers);
@@ -193,6 +233,7 @@ static void on_done(CURL *easy, CURLcode result, void *arg) {
   delay = delay / 2 + delay * rnd / 255;
   r->attempt++;
   r->s3->retries++;
+  cap_metrics_inc(CAP_M_STORAGE_RETRIES, CAP_LABELS(operation(r)));
   struct cap_log_rec *l = cap_log_begin(CAP_LOG_INFO, "storage.retry");
   cap_log_str(l, "method", r->method);
   cap_log_str(l, "key", r->key);

@@ -3,7 +3,10 @@
 #include "app.h"
 #include "execreq.h"
 #include "jsonw.h"
+#include "config.h"
 #include "log.h"
+#include "metrics.h"
+#include "notify.h"
 #include "version.h"
 
 #include <netinet/in.h>
@@ -27,6 +30,7 @@ static void on_conn_closed(struct cap_conn *c, void *arg) {
     s->nrefusing--;
   else
     s->nconns--;
+  cap_metrics_set(CAP_M_CONNECTIONS_OPEN, NULL, (double)(s->nconns + s->nrefusing));
   if (s->stopping && s->conns == NULL && !uv_is_closing((uv_handle_t *)&s->grace))
     uv_close((uv_handle_t *)&s->grace, NULL);
 }
@@ -35,8 +39,8 @@ static void free_handle(uv_handle_t *h) {
   free(h);
 }
 
-static void on_connection(uv_stream_t *listener, int status) {
-  struct cap_server *s = listener->data;
+static void accept_one(struct cap_server *s, uv_stream_t *listener,
+                       const struct cap_conn_opts *opts, int status) {
   if (status < 0) {
     struct cap_log_rec *r = cap_log_begin(CAP_LOG_WARN, "server.accept_error");
     cap_log_str(r, "error", uv_strerror(status));
@@ -55,7 +59,7 @@ static void on_connection(uv_stream_t *listener, int status) {
     uv_close((uv_handle_t *)t, free_handle);
     return;
   }
-  struct cap_conn *c = cap_conn_accept(listener, &s->conn_opts, refuse);
+  struct cap_conn *c = cap_conn_accept(listener, opts, refuse);
   if (c == NULL)
     return;
   s->accepted++;
@@ -63,6 +67,7 @@ static void on_connection(uv_stream_t *listener, int status) {
     s->nrefusing++;
   else
     s->nconns++;
+  cap_metrics_set(CAP_M_CONNECTIONS_OPEN, NULL, (double)(s->nconns + s->nrefusing));
   c->next = s->conns;
   if (s->conns)
     s->conns->prev = c;
@@ -74,7 +79,22 @@ static void on_connection(uv_stream_t *listener, int status) {
   }
 }
 
-static void on_grace_expired(uv_timer_t *t) {
+static void on_connection(uv_stream_t *listener, int status) {
+  struct cap_server *s = listener->data;
+  accept_one(s, listener, &s->conn_opts, status);
+}
+
+static void on_private_connection(uv_stream_t *listener, int status) {
+  struct cap_server *s = listener->data;
+  accept_one(s, listener, &s->private_opts, status);
+}
+
+/* How long connections get, once canceled jobs have answered their
+ * waiters, before they are closed regardless. */
+#define CANCEL_ANSWER_MS 1000
+
+/* Closes every connection at once: the time for a clean stop is over. */
+static void on_force_close(uv_timer_t *t) {
   struct cap_server *s = t->data;
   struct cap_log_rec *r = cap_log_begin(CAP_LOG_WARN, "server.grace_expired");
   cap_log_int(r, "open_connections", (long long)(s->nconns + s->nrefusing));
@@ -86,23 +106,29 @@ static void on_grace_expired(uv_timer_t *t) {
   }
 }
 
-void cap_server_stop(struct cap_server *s) {
-  if (s->stopping) {
-    /* A second signal means: now. */
-    on_grace_expired(&s->grace);
+/* The second half of a stop: the listener closes, idle connections close,
+ * jobs still unfinished are canceled (their uploads aborted) and busy
+ * connections get until the deadline to finish their answers. */
+static void finish_stop(struct cap_server *s, const char *reason) {
+  if (s->stopping)
     return;
-  }
   s->stopping = 1;
-  s->app->draining = 1;
-  struct cap_log_rec *r = cap_log_begin(CAP_LOG_INFO, "server.draining");
+  uv_timer_stop(&s->grace);
+  int running;
+  size_t queued;
+  cap_jobs_counts(&s->app->jobs, &running, &queued);
+  struct cap_log_rec *r = cap_log_begin(CAP_LOG_INFO, "server.stopping");
+  cap_log_str(r, "reason", reason);
+  cap_log_int(r, "jobs_canceled", (long long)running + (long long)queued);
   cap_log_int(r, "open_connections", (long long)s->nconns);
-  cap_log_int(r, "grace_ms", s->app->cfg->shutdown_grace_ms);
   cap_log_end(r);
   uv_close((uv_handle_t *)&s->listener, NULL);
+  if (s->has_private)
+    uv_close((uv_handle_t *)&s->private_listener, NULL);
   uv_close((uv_handle_t *)&s->sig_hup, NULL);
   uv_close((uv_handle_t *)&s->sig_usr1, NULL);
-  /* SIGTERM and SIGINT stay caught (a second one forces the stop) but no
-   * longer keep the loop alive. */
+  /* SIGTERM and SIGINT stay caught (another one closes every connection
+   * at once) but no longer keep the loop alive. */
   uv_unref((uv_handle_t *)&s->sig_term);
   uv_unref((uv_handle_t *)&s->sig_int);
   uv_unref((uv_handle_t *)&s->log_flush);
@@ -113,10 +139,73 @@ void cap_server_stop(struct cap_server *s) {
   /* Jobs are canceled (their children signalled); anyone waiting for one
    * is answered, on a connection that then closes. */
   cap_app_stop(s->app);
-  if (s->conns == NULL)
+  if (s->conns == NULL) {
     uv_close((uv_handle_t *)&s->grace, NULL);
-  else
-    uv_timer_start(&s->grace, on_grace_expired, (uint64_t)s->app->cfg->shutdown_grace_ms, 0);
+    return;
+  }
+  uint64_t now = uv_now(s->loop), left = s->deadline > now ? s->deadline - now : 0;
+  if (running + (long)queued > 0 && left < CANCEL_ANSWER_MS)
+    left = CANCEL_ANSWER_MS;
+  uv_timer_start(&s->grace, on_force_close, left, 0);
+}
+
+static void on_drain_deadline(uv_timer_t *t) {
+  struct cap_server *s = t->data;
+  finish_stop(s, s->lingering ? "results_unfetched" : "grace_expired");
+}
+
+/* Every job is done.  Once every result the drain waited for has been
+ * sent to a client the stop goes on; until then clients that poll get a
+ * short while (within the grace) to fetch theirs. */
+static void on_jobs_idle(void *arg, size_t undelivered) {
+  struct cap_server *s = arg;
+  if (undelivered == 0) {
+    finish_stop(s, "jobs_done");
+    return;
+  }
+  if (s->lingering || s->stopping)
+    return;
+  s->lingering = 1;
+  uint64_t now = uv_now(s->loop), left = s->deadline > now ? s->deadline - now : 0;
+  if ((uint64_t)s->app->cfg->drain_linger_ms < left)
+    left = (uint64_t)s->app->cfg->drain_linger_ms;
+  struct cap_log_rec *r = cap_log_begin(CAP_LOG_INFO, "server.jobs_done");
+  cap_log_int(r, "results_unfetched", (long long)undelivered);
+  cap_log_int(r, "linger_ms", (long long)left);
+  cap_log_end(r);
+  uv_timer_start(&s->grace, on_drain_deadline, left, 0);
+}
+
+void cap_server_stop(struct cap_server *s) {
+  if (s->stopping) {
+    /* A signal during the second half means: now. */
+    on_force_close(&s->grace);
+    return;
+  }
+  if (s->draining) {
+    /* A second signal cancels the jobs without waiting for the grace. */
+    finish_stop(s, "signal");
+    return;
+  }
+  s->draining = 1;
+  s->deadline = uv_now(s->loop) + (uint64_t)s->app->cfg->shutdown_grace_ms;
+  int running;
+  size_t queued;
+  cap_jobs_counts(&s->app->jobs, &running, &queued);
+  struct cap_log_rec *r = cap_log_begin(CAP_LOG_INFO, "server.draining");
+  cap_log_int(r, "open_connections", (long long)s->nconns);
+  cap_log_int(r, "jobs_running", running);
+  cap_log_int(r, "jobs_queued", (long long)queued);
+  cap_log_int(r, "grace_ms", s->app->cfg->shutdown_grace_ms);
+  cap_log_end(r);
+  char status[128];
+  snprintf(status, sizeof(status), "STOPPING=1\nSTATUS=Draining: %d running, %zu queued", running,
+           queued);
+  cap_notify_send(status);
+  /* Until the jobs are done the server keeps listening: /exec answers 503
+   * draining, /health says draining, and job polls are served as usual. */
+  uv_timer_start(&s->grace, on_drain_deadline, (uint64_t)s->app->cfg->shutdown_grace_ms, 0);
+  cap_app_drain(s->app, on_jobs_idle, s);
 }
 
 static void on_stop_signal(uv_signal_t *h, int signum) {
@@ -164,6 +253,8 @@ static void log_start(struct cap_server *s) {
   cap_log_str(r, "host", cfg->host);
   cap_log_int(r, "port", s->port);
   cap_log_str(r, "listen", listen);
+  if (s->has_private)
+    cap_log_int(r, "metrics_port", s->private_port);
   cap_log_int(r, "pid", (long long)uv_os_getpid());
   cap_log_json(r, "limits", limits);
   cap_log_json(r, "capabilities", caps.data);
@@ -173,9 +264,35 @@ static void log_start(struct cap_server *s) {
   cap_buf_free(&caps);
 }
 
+/* Binds host:port and listens on t with cb; *bound gets the port (for
+ * port 0, the one the kernel picked).  Returns 0 or a UV_E* code, with t
+ * closed. */
+static int listen_on(struct cap_server *s, uv_tcp_t *t, const char *host, int port,
+                     uv_connection_cb cb, int *bound) {
+  struct sockaddr_storage addr;
+  int rc, len = sizeof(addr);
+
+  if (strchr(host, ':'))
+    rc = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr);
+  else
+    rc = uv_ip4_addr(host, port, (struct sockaddr_in *)&addr);
+  if (rc != 0)
+    return rc;
+  uv_tcp_init(s->loop, t);
+  t->data = s;
+  if ((rc = uv_tcp_bind(t, (struct sockaddr *)&addr, 0)) != 0 ||
+      (rc = uv_listen((uv_stream_t *)t, 511, cb)) != 0) {
+    uv_close((uv_handle_t *)t, NULL);
+    return rc;
+  }
+  uv_tcp_getsockname(t, (struct sockaddr *)&addr, &len);
+  *bound = ntohs(addr.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&addr)->sin6_port
+                                            : ((struct sockaddr_in *)&addr)->sin_port);
+  return 0;
+}
+
 int cap_server_start(struct cap_server *s, uv_loop_t *loop, struct cap_app *app) {
   const struct cap_config *cfg = app->cfg;
-  struct sockaddr_storage addr;
   int rc;
 
   memset(s, 0, sizeof(*s));
@@ -192,25 +309,22 @@ int cap_server_start(struct cap_server *s, uv_loop_t *loop, struct cap_app *app)
       .on_closed = on_conn_closed,
       .arg = s,
   };
-  if (strchr(cfg->host, ':'))
-    rc = uv_ip6_addr(cfg->host, cfg->port, (struct sockaddr_in6 *)&addr);
-  else
-    rc = uv_ip4_addr(cfg->host, cfg->port, (struct sockaddr_in *)&addr);
-  if (rc != 0)
+  if ((rc = listen_on(s, &s->listener, cfg->host, cfg->port, on_connection, &s->port)) != 0)
     return rc;
-
-  uv_tcp_init(loop, &s->listener);
-  s->listener.data = s;
-  if ((rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0)) != 0 ||
-      (rc = uv_listen((uv_stream_t *)&s->listener, 511, on_connection)) != 0) {
-    uv_close((uv_handle_t *)&s->listener, NULL);
-    return rc;
+  if (cfg->metrics_listen) {
+    char host[64];
+    int port;
+    /* The config checked the syntax already. */
+    cap_config_split_hostport(cfg->metrics_listen, host, sizeof(host), &port);
+    s->private_opts = s->conn_opts;
+    s->private_opts.private_listener = 1;
+    rc = listen_on(s, &s->private_listener, host, port, on_private_connection, &s->private_port);
+    if (rc != 0) {
+      uv_close((uv_handle_t *)&s->listener, NULL);
+      return rc;
+    }
+    s->has_private = 1;
   }
-  struct sockaddr_storage bound;
-  int len = sizeof(bound);
-  uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &len);
-  s->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                                              : ((struct sockaddr_in *)&bound)->sin_port);
 
   uv_signal_t *sigs[] = {&s->sig_term, &s->sig_int, &s->sig_hup, &s->sig_usr1};
   uv_signal_cb cbs[] = {on_stop_signal, on_stop_signal, on_sighup, on_sigusr1};
@@ -225,6 +339,10 @@ int cap_server_start(struct cap_server *s, uv_loop_t *loop, struct cap_app *app)
   uv_prepare_init(loop, &s->log_flush);
   uv_prepare_start(&s->log_flush, on_prepare);
   log_start(s);
+  char ready[160];
+  snprintf(ready, sizeof(ready), "READY=1\nSTATUS=Listening on port %d\nMAINPID=%d", s->port,
+           (int)uv_os_getpid());
+  cap_notify_send(ready);
   return 0;
 }
 

@@ -4,6 +4,7 @@
 #include "config.h"
 #include "jsonw.h"
 #include "log.h"
+#include "metrics.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -61,7 +62,7 @@ static int read_credentials(const char *path, struct cap_s3_conf *c, char *err, 
 }
 
 int cap_storage_init(struct cap_storage *st, const struct cap_config *cfg, char **envp,
-                     uv_loop_t *loop, char *err, size_t errlen) {
+                     uv_loop_t *loop, struct cap_curlloop *cl, char *err, size_t errlen) {
   const char *url = cfg->storage;
   struct cap_s3_conf *c = &st->conf;
   memset(st, 0, sizeof(*st));
@@ -136,11 +137,8 @@ int cap_storage_init(struct cap_storage *st, const struct cap_config *cfg, char 
   c->backoff_ms = cfg->storage_backoff_ms;
   c->low_speed_s = cfg->storage_low_speed_s;
 
-  if (cap_curlloop_init(&st->cl, loop) != 0) {
-    snprintf(err, errlen, "storage: libcurl could not be initialised");
-    return -EINVAL;
-  }
-  if (cap_s3_init(&st->s3, &st->cl, c) != 0) {
+  st->cl = cl;
+  if (cap_s3_init(&st->s3, cl, c) != 0) {
     snprintf(err, errlen, "storage: the endpoint must be http(s)://host[:port] (got \"%.80s\")",
              c->endpoint);
     return -EINVAL;
@@ -256,8 +254,10 @@ static void on_abort_done(struct cap_s3_req *r) {
   if (!cap_s3_ok(r))
     cap_log_str(l, "code", r->err_code);
   cap_log_end(l);
-  if (cap_s3_ok(r))
+  if (cap_s3_ok(r)) {
     st->orphans_aborted++;
+    cap_metrics_inc(CAP_M_STORAGE_MULTIPART_ABORTS, CAP_LABELS("orphan"));
+  }
   free((char *)r->query[0].value);
   cap_s3_req_free(r, free_req);
 }
@@ -322,6 +322,8 @@ static void on_deferred_abort_done(struct cap_s3_req *r) {
   if (!gone)
     cap_log_str(l, "code", r->err_code);
   cap_log_end(l);
+  if (cap_s3_ok(r))
+    cap_metrics_inc(CAP_M_STORAGE_MULTIPART_ABORTS, CAP_LABELS("deferred"));
   if (!gone) {
     struct cap_pending_abort *p = xcalloc(1, sizeof(*p));
     p->key = xstrdup(r->key);
@@ -431,7 +433,6 @@ void cap_storage_stop(struct cap_storage *st) {
     /* Unlinked already: free the memory when its timer (if any) has closed. */
     cap_s3_req_cancel(&q->r, free_unlinked);
   }
-  cap_curlloop_close(&st->cl, NULL);
 }
 
 void cap_storage_free(struct cap_storage *st) {

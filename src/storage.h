@@ -28,7 +28,7 @@ struct cap_storage {
   char *label;     /* "s3" or "r2" for /health. */
   char *file_root; /* For file:///DIR. */
   struct cap_s3_conf conf;
-  struct cap_curlloop cl;
+  struct cap_curlloop *cl; /* The app's, shared with the registry client. */
   struct cap_s3 s3;
   struct cap_bufpool pool;
   uv_timer_t sweep_timer;
@@ -44,10 +44,11 @@ struct cap_storage {
 };
 
 /* Reads the storage settings (cfg->storage, the AWS_* / R2_ACCOUNT_ID
- * variables of envp, the credentials file).  Returns 0 or -EINVAL with
- * "storage: reason" in err; secrets never appear in err. */
+ * variables of envp, the credentials file); S3 requests go through cl,
+ * which the caller owns and closes after cap_storage_stop.  Returns 0 or
+ * -EINVAL with "storage: reason" in err; secrets never appear in err. */
 int cap_storage_init(struct cap_storage *st, const struct cap_config *cfg, char **envp,
-                     uv_loop_t *loop, char *err, size_t errlen);
+                     uv_loop_t *loop, struct cap_curlloop *cl, char *err, size_t errlen);
 /* Checks the bucket once (HEAD) and starts the orphan sweep; outcomes are logged. */
 void cap_storage_start(struct cap_storage *st);
 /* Stops the sweep and every transfer, closing handles (for shutdown). */

@@ -1,6 +1,7 @@
 #include "upload.h"
 
 #include "alloc.h"
+#include "metrics.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -377,6 +378,9 @@ static void on_ctl_done(struct cap_s3_req *r) {
     /* An abort that failed (the store is down longer than the retry
      * budget) is handed on to be retried later, so no upload stays open. */
     u->aborted = 1;
+    if (ok)
+      cap_metrics_inc(CAP_M_STORAGE_MULTIPART_ABORTS,
+                      CAP_LABELS(strcmp(u->err_code, "canceled") == 0 ? "canceled" : "failed"));
     if (!ok && r->status != 404 && u->s3->on_abort_failed)
       u->s3->on_abort_failed(u->s3, u->key, u->upload_id);
     break;

@@ -31,8 +31,11 @@ class Server:
     def __init__(self, args=None, env=None, token=TOKEN, log_file=None, cwd=None):
         self.tmp = tempfile.mkdtemp(prefix="capsrv-test-")
         self.log_path = log_file or os.path.join(self.tmp, "server.log")
+        # A short drain grace by default, so that stopping a server with a
+        # job still running does not hold a test for the production default;
+        # a test's own --shutdown-grace-ms comes later and wins.
         argv = [BIN, "--port", "0", "--host", "127.0.0.1", "--log-file", self.log_path,
-                "--data-dir", os.path.join(self.tmp, "data")]
+                "--data-dir", os.path.join(self.tmp, "data"), "--shutdown-grace-ms", "5000"]
         full_env = {k: v for k, v in os.environ.items()
                     if not k.startswith("CAP_") and k != "CAPABILITY_TOKEN"}
         if token is not None:

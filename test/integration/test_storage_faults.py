@@ -593,8 +593,11 @@ class StorageFaults(unittest.TestCase):
     # --- 7. server SIGTERM mid-upload ---------------------------------------
 
     def test_7_sigterm_mid_upload_aborts_and_exits_0(self):
+        # A grace far shorter than the render: the drain must cancel it.
+        # (test_drain.py covers the other side: jobs finishing in the grace.)
         proxy = self.start_proxy()
-        srv = self.start_server("sigterm", endpoint=proxy.endpoint)
+        srv = self.start_server("sigterm", endpoint=proxy.endpoint,
+                                extra=["--shutdown-grace-ms", "300"])
         out = "out/term.nut"
         jid = self.submit(srv, "raw-paced", out)
         ff = self.wait_ffmpeg(srv, jid)

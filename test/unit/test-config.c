@@ -65,7 +65,8 @@ static void test_defaults(void) {
   CHECK_EQ_INT(c.header_timeout_ms, 10000);
   CHECK_EQ_INT(c.body_timeout_ms, 30000);
   CHECK_EQ_INT(c.idle_timeout_ms, 60000);
-  CHECK_EQ_INT(c.shutdown_grace_ms, 10000);
+  CHECK_EQ_INT(c.shutdown_grace_ms, 120000);
+  CHECK_EQ_INT(c.drain_linger_ms, 10000);
   CHECK_EQ_STR(c.data_dir, "./data");
   CHECK_EQ_INT(c.insecure_no_auth, 0);
   cap_config_free(&c);

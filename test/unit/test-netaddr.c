@@ -245,7 +245,7 @@ static void test_from_forwarded(void) {
   for (size_t i = 0; i < sizeof(fwd_cases) / sizeof(fwd_cases[0]); i++) {
     const struct fwd_case *c = &fwd_cases[i];
     char out[CAP_NETADDR_STRLEN] = "untouched";
-    int rc = cap_netaddr_from_forwarded(c->in, strlen(c->in), out, sizeof(out));
+    int rc = cap_netaddr_from_forwarded(c->in, strlen(c->in), NULL, out, sizeof(out));
     int ok = CHECK_EQ_INT(rc, c->rc);
     if (c->out)
       ok &= CHECK_EQ_STR(out, c->out);
@@ -254,17 +254,46 @@ static void test_from_forwarded(void) {
   }
   /* Only n bytes are read. */
   char out[CAP_NETADDR_STRLEN];
-  CHECK_EQ_INT(cap_netaddr_from_forwarded("1.2.3.4, 5.6.7.8", 7, out, sizeof(out)), 0);
+  CHECK_EQ_INT(cap_netaddr_from_forwarded("1.2.3.4, 5.6.7.8", 7, NULL, out, sizeof(out)), 0);
   CHECK_EQ_STR(out, "1.2.3.4");
-  CHECK_EQ_INT(cap_netaddr_from_forwarded("9.9.9.9garbage", 7, out, sizeof(out)), 0);
+  CHECK_EQ_INT(cap_netaddr_from_forwarded("9.9.9.9garbage", 7, NULL, out, sizeof(out)), 0);
   CHECK_EQ_STR(out, "9.9.9.9");
-  CHECK_EQ_INT(cap_netaddr_from_forwarded("1.2.3.4", 0, out, sizeof(out)), -EINVAL);
+  CHECK_EQ_INT(cap_netaddr_from_forwarded("1.2.3.4", 0, NULL, out, sizeof(out)), -EINVAL);
   /* Too small an output buffer. */
   char small[6];
-  CHECK_EQ_INT(cap_netaddr_from_forwarded("10.20.30.40", 11, small, sizeof(small)), -EINVAL);
+  CHECK_EQ_INT(cap_netaddr_from_forwarded("10.20.30.40", 11, NULL, small, sizeof(small)), -EINVAL);
+}
+
+/* Behind a chain of trusted proxies, their own entries are skipped from
+ * the right; the first untrusted one is the client. */
+static void test_forwarded_chain(void) {
+  struct cap_netaddr_set set;
+  static const struct fwd_case cases[] = {
+      {"203.0.113.9, 127.0.0.1", 0, "203.0.113.9"},
+      {"203.0.113.9,127.0.0.1, 10.1.2.3", 0, "203.0.113.9"},
+      {"198.51.100.1, 203.0.113.9, 127.0.0.1", 0, "203.0.113.9"}, /* Left of it: forgeable. */
+      {"127.0.0.1", 0, "127.0.0.1"},                              /* All trusted: leftmost. */
+      {"10.0.0.1, 127.0.0.2", 0, "10.0.0.1"},
+      {"garbage, 127.0.0.1", 0, "127.0.0.1"}, /* Junk ends the walk at the last good hop. */
+      {"::1, 2001:db8::7", 0, "2001:db8::7"},
+      {"2001:db8::7, ::1", 0, "2001:db8::7"},
+      {"203.0.113.9, garbage", -EINVAL, NULL},
+  };
+  CHECK_EQ_INT(cap_netaddr_set_parse(&set, "127.0.0.0/8,10.1.2.3,::1"), 0);
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    char out[CAP_NETADDR_STRLEN] = "untouched";
+    int rc = cap_netaddr_from_forwarded(cases[i].in, strlen(cases[i].in), &set, out, sizeof(out));
+    int ok = CHECK_EQ_INT(rc, cases[i].rc);
+    if (cases[i].out)
+      ok &= CHECK_EQ_STR(out, cases[i].out);
+    if (!ok)
+      fprintf(stderr, "  (chain case %zu: \"%s\")\n", i, cases[i].in);
+  }
+  cap_netaddr_set_free(&set);
 }
 
 int main(void) {
+  test_forwarded_chain();
   test_parse_good();
   test_parse_bad();
   test_contains();

@@ -18,12 +18,21 @@ static void test_found(void) {
   if (CHECK(r != NULL)) {
     CHECK_EQ_STR(r->path, "/health");
     CHECK(r->handler != NULL);
-    CHECK_EQ_INT(r->flags, 0);
+    /* Public, and also served on the metrics listener. */
+    CHECK_EQ_INT(r->flags, CAP_ROUTE_PRIVATE);
     CHECK_EQ_INT(r->has_body, 0);
     CHECK_EQ_STR(r->allow, "GET, HEAD");
+    CHECK_EQ_STR(r->name, "health");
   }
   const struct cap_route *h = find("/health", HTTP_HEAD, &status, &allow);
   CHECK(h == r); /* HEAD is served wherever GET is. */
+  r = find("/metrics", HTTP_GET, &status, &allow);
+  if (CHECK(r != NULL)) {
+    CHECK_EQ_STR(r->name, "metrics");
+    CHECK_EQ_INT(r->flags, CAP_ROUTE_METRICS | CAP_ROUTE_PRIVATE);
+    CHECK_EQ_INT(r->has_body, 0);
+  }
+  CHECK(find("/metrics", HTTP_POST, &status, &allow) == NULL && status == 405);
 
   r = find("/exec", HTTP_POST, &status, &allow);
   if (CHECK(r != NULL)) {
