@@ -648,8 +648,20 @@ config_content() {
   printf '{"host":"127.0.0.1","port":%s,"token_file":"/etc/cap-server/tokens","data_dir":"/var/lib/cap-server/objects","presets":"/etc/cap-server/presets.json","log_level":"info"}\n' "$PORT"
 }
 
+# With a registry, the server keeps its registration alive itself: it
+# heartbeats its load and deregisters when it drains.  It needs the URL,
+# the token and the public name, known once the machine is on the tailnet.
+registry_env() {
+  [ -n "$REGISTRY_URL_VALUE" ] && [ -n "$REGISTER_TOKEN_VALUE" ] || return 0
+  ENV_SET[REGISTRY_URL]=$REGISTRY_URL_VALUE
+  ENV_SET[REGISTRY_TOKEN]=$REGISTER_TOKEN_VALUE
+  [ -z "$DNSNAME" ] || ENV_SET[CAP_PUBLIC_HOST]=$DNSNAME
+  mapfile -t ENV_KEYS < <(printf '%s\n' "${!ENV_SET[@]}" | sort)
+}
+
 env_content() {
   local lines=() line key k done_keys=" " v
+  registry_env
   if [ -f "$ENV_FILE" ]; then
     # Keep what is there (comments, settings given by hand or by an earlier
     # run) and replace only the settings given this time.

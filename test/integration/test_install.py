@@ -72,6 +72,12 @@ def argvs(calls, cmd=None):
     return [[c["cmd"]] + c["argv"] for c in calls if cmd is None or c["cmd"] == cmd]
 
 
+def from_server(req):
+    """Whether a registry request came from cap-server's own registry client
+    (rather than from install.sh's curl)."""
+    return req["headers"].get("user-agent", "").startswith("cap-server/")
+
+
 class InstallTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -226,7 +232,28 @@ class InstallTest(unittest.TestCase):
         self.assertEqual(status, 200)
         caps = health["capabilities"]
         self.assertTrue(caps)
-        posts = [r for r in self.registry.take() if r["method"] == "POST"]
+        # The server, given the registry in its env file, registers itself
+        # too and keeps the registration alive with heartbeats.
+        deadline = time.time() + 10
+        reqs = []
+        while time.time() < deadline:
+            reqs += self.registry.take()
+            own = [r for r in reqs if from_server(r)]
+            if {r["path"] for r in own} >= {"/capabilities/register", "/capabilities/heartbeat"}:
+                break
+            time.sleep(0.1)
+        own = [r for r in reqs if from_server(r)]
+        regs = [r for r in own if r["path"] == "/capabilities/register"]
+        self.assertEqual(sorted(r["body"]["capability"] for r in regs), sorted(caps))
+        for r in own:
+            self.assertEqual((r["body"]["provider"], r["body"]["port"]), (DNSNAME, 443))
+            self.assertEqual(r["headers"]["authorization"], "Bearer " + REGISTER_TOKEN)
+        with open(s.p("/etc/cap-server/env"), encoding="utf-8") as f:
+            env_lines = f.read().splitlines()
+        for want in ("REGISTRY_URL=" + self.registry.url, "REGISTRY_TOKEN=" + REGISTER_TOKEN,
+                     "CAP_PUBLIC_HOST=" + DNSNAME):
+            self.assertIn(want, env_lines)
+        posts = [r for r in reqs if r["method"] == "POST" and not from_server(r)]
         self.assertEqual([r["path"] for r in posts], ["/capabilities/register"] * len(caps))
         self.assertEqual([r["body"] for r in posts],
                          [{"capability": c, "provider": DNSNAME, "port": 443} for c in caps])
@@ -258,7 +285,7 @@ class InstallTest(unittest.TestCase):
         self.assertIn("refreshed", p2.stdout)
         self.assertNotIn("running:", p2.stdout)
         self.assertEqual(s.service_pid(), pid)
-        posts = [r for r in self.registry.take() if r["method"] == "POST"]
+        posts = [r for r in self.registry.take() if r["method"] == "POST" and not from_server(r)]
         self.assertEqual([r["body"] for r in posts],
                          [{"capability": c, "provider": DNSNAME, "port": 443} for c in caps])
         self.assert_no_secret(s, p2, secrets)
@@ -312,7 +339,12 @@ class InstallTest(unittest.TestCase):
             ["systemctl", "disable", "cap-server"],
             ["systemctl", "daemon-reload"],
         ])
-        posts = [r for r in self.registry.take() if r["method"] == "POST"]
+        reqs = self.registry.take()
+        posts = [r for r in reqs if r["method"] == "POST" and not from_server(r)]
+        # Stopping the service made the server withdraw itself as well.
+        self.assertIn({"provider": DNSNAME, "port": 443},
+                      [r["body"] for r in reqs if from_server(r)
+                       and r["path"] == "/capabilities/deregister"])
         self.assertEqual([r["path"] for r in posts], ["/capabilities/deregister"] * len(caps))
         self.assertEqual([r["body"] for r in posts],
                          [{"capability": c, "provider": DNSNAME, "port": 443} for c in caps])
@@ -399,7 +431,7 @@ class InstallTest(unittest.TestCase):
         self.assertNotEqual(p.returncode, 0)
         self.assertIn('install.sh: step "register" failed', p.stderr)
         self.assertIn("HTTP 500", p.stderr)
-        posts = [r for r in self.registry.take() if r["method"] == "POST"]
+        posts = [r for r in self.registry.take() if r["method"] == "POST" and not from_server(r)]
         self.assertEqual(len(posts), 1)
         self.assertFalse(os.path.exists(s.p("/etc/cap-server/registration")))
         # The token given in the environment is the one installed and used.
