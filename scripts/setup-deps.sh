@@ -20,35 +20,45 @@ test_pkgs=(ffmpeg curl python3 clang libclang-rt-14-dev procps
 bench_pkgs=(wrk hyperfine nodejs npm procps curl)
 
 want=("${build_pkgs[@]}" "${run_pkgs[@]}")
+want_workerd=0
 for set in "$@"; do
   case "$set" in
     build) ;;
-    test) want+=("${test_pkgs[@]}") ;;
-    bench) want+=("${bench_pkgs[@]}") ;;
+    test) want+=("${test_pkgs[@]}"); want_workerd=1 ;;
+    bench) want+=("${bench_pkgs[@]}"); want_workerd=1 ;;
     *) echo "setup-deps: unknown set '$set' (build, test, bench)" >&2; exit 2 ;;
   esac
 done
 
-missing=()
-for p in "${want[@]}"; do
-  # A package counts as present when dpkg has it installed, whatever its
-  # origin (Node.js may come from another repository than Debian's).
-  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
-    missing+=("$p")
+install_missing() {
+  local missing=() p
+  for p in "${want[@]}"; do
+    # A package counts as present when dpkg has it installed, whatever its
+    # origin (Node.js may come from another repository than Debian's).
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
+      missing+=("$p")
+    fi
+  done
+  # npm ships inside some nodejs builds; do not fight them over the name.
+  if [[ " ${missing[*]-} " == *" npm "* ]] && command -v npm >/dev/null 2>&1; then
+    missing=("${missing[@]/npm}")
   fi
-done
-# npm ships inside some nodejs builds; do not fight them over the name.
-if [[ " ${missing[*]-} " == *" npm "* ]] && command -v npm >/dev/null 2>&1; then
-  missing=("${missing[@]/npm}")
-fi
-read -r -a missing <<< "${missing[*]-}"
-[ "${#missing[@]}" -eq 0 ] && exit 0
+  read -r -a missing <<< "${missing[*]-}"
+  [ "${#missing[@]}" -eq 0 ] && return 0
 
-if [ "$(id -u)" -ne 0 ]; then
-  echo "setup-deps: missing packages: ${missing[*]}; run as root or: apt-get install ${missing[*]}" >&2
-  exit 1
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup-deps: missing packages: ${missing[*]}; run as root or: apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "setup-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+install_missing
+# workerd, the Workers runtime the Cloudflare tests and the fleet benchmark
+# run on, comes from npm, pinned by packaging/cloudflare/package-lock.json.
+if [ "$want_workerd" = 1 ]; then
+  "$(dirname "$0")/../packaging/cloudflare/setup.sh"
 fi
-echo "setup-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,144 @@
+// Types for capkit.js: running cap-server jobs from a Cloudflare Worker.
+
+/** Something that fetches: `globalThis.fetch`, or a service binding (Fetcher). */
+export type FetchLike =
+  | ((input: RequestInfo | URL, init?: RequestInit) => Promise<Response>)
+  | { fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response> };
+
+export interface CapKitOptions {
+  /** Base URL of the capability registry, e.g. "https://cap-registry.example.workers.dev". */
+  registryUrl: string;
+  /** The registry's RESOLVE_TOKEN. */
+  resolveToken: string;
+  /** cap-server's bearer token for /exec and /jobs. */
+  capabilityToken: string;
+  /** Fetches providers (and the registry unless registryFetch is given). Default: globalThis.fetch. */
+  fetch?: FetchLike;
+  /** Fetches the registry, e.g. a service binding to the registry Worker. Default: `fetch`. */
+  registryFetch?: FetchLike;
+  /** How providers are reached: "https" (Funnel, default) or "http" (a local test bed). */
+  scheme?: "https" | "http";
+  /** Seconds POST /exec may wait for the result before answering 202 (Prefer: wait). Default 90. */
+  maxWaitS?: number;
+  /** Seconds one long-poll of GET /jobs/{id}?wait= may take. Default 60. */
+  pollWaitS?: number;
+  /** POST /exec attempts per exec() call, over all providers. Default 5. */
+  maxAttempts?: number;
+  /** Longest Retry-After honoured before retrying, in seconds. Default 30. */
+  maxRetryAfterS?: number;
+  /** Deadline for a whole exec() call in milliseconds; 0 (default): none. */
+  timeoutMs?: number;
+}
+
+/** The JSON a job request carries; see cap-server's POST /exec. */
+export interface ExecRequest {
+  capability?: "ffmpeg-render" | "ffprobe" | string;
+  input_key: string;
+  output_key?: string;
+  preset?: string;
+  /** Seconds to wait before a 202 (0-90); the kit then long-polls. */
+  wait?: number;
+  async?: boolean;
+  [field: string]: unknown;
+}
+
+/** A job's result: a render's `{r2_key, bytes, duration_ms, ...}` or a probe's `{probe, duration_ms, ...}`. */
+export interface ExecResult {
+  job_id: string;
+  status: "succeeded";
+  duration_ms: number;
+  r2_key?: string;
+  bytes?: number;
+  preset?: string;
+  etag?: string;
+  parts?: number;
+  probe?: { format: Record<string, unknown>; streams: Record<string, unknown>[] };
+  [field: string]: unknown;
+}
+
+export interface Load {
+  running?: number;
+  queued?: number;
+  slots?: number;
+  free?: number;
+  draining?: boolean;
+  classes?: Record<string, { slots?: number; running?: number; queued?: number }>;
+}
+
+export interface Candidate {
+  provider: string;
+  port: number;
+  url: string;
+  load: Load | null;
+  age_s: number;
+  version?: string | null;
+  presets?: string[] | null;
+}
+
+export interface Resolution {
+  capability: string;
+  provider: string;
+  port: number;
+  url: string;
+  load: Load | null;
+  /** Every live provider, best (least loaded) first. */
+  candidates: Candidate[];
+}
+
+export interface Accepted {
+  provider: string;
+  port: number;
+  /** The provider's base URL. */
+  url: string;
+  job_id: string;
+  /** Absolute URL of the job (GET it with the capability token). */
+  location: string;
+}
+
+export interface ExecOptions {
+  /** Sent as Idempotency-Key on every attempt of this call. Default: crypto.randomUUID(). */
+  idempotencyKey?: string;
+  signal?: AbortSignal;
+  /** Called when a provider accepted the job but has not finished it (202). */
+  onAccepted?: (accepted: Accepted) => void | Promise<void>;
+}
+
+export interface CapKit {
+  /** Live providers of a capability, best first. Throws CapError "no_provider" when none. */
+  resolve(capability: string, options?: { exclude?: string[]; signal?: AbortSignal }): Promise<Resolution>;
+  /** Runs one job on the best provider that takes it; see capkit.js for the retry rules. */
+  exec(request: ExecRequest, options?: ExecOptions): Promise<ExecResult>;
+  /** A provider's GET /health, given `{provider, port}` or "host:port". */
+  health(target: { provider: string; port: number } | string, options?: { signal?: AbortSignal }): Promise<Record<string, unknown>>;
+}
+
+export declare class CapError extends Error {
+  constructor(
+    message: string,
+    info?: {
+      status?: number;
+      code?: string;
+      provider?: string | null;
+      retryable?: boolean;
+      job?: object | null;
+      body?: object | null;
+      cause?: unknown;
+    },
+  );
+  name: "CapError";
+  /** HTTP status of the answer that ended the call; 0 when there was none. */
+  status: number;
+  /** cap-server's or the registry's `code` (e.g. "invalid_key", "ffmpeg_failed", "no_provider"),
+   * or capkit's own: "provider_unreachable", "registry_unreachable", "http_<status>". */
+  code: string;
+  /** "host:port" of the provider that answered, if any. */
+  provider: string | null;
+  /** Whether a later exec() call may succeed. */
+  retryable: boolean;
+  /** The job object, when the job itself failed or was canceled. */
+  job: object | null;
+  /** The parsed error body, if any. */
+  body: object | null;
+}
+
+export declare function createCapKit(options: CapKitOptions): CapKit;
