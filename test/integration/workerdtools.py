@@ -73,11 +73,11 @@ class Workerd:
     ttl_s: the registry's PROVIDER_TTL_S.  capability_token: what the pipeline
     sends to cap-servers.  provider_scheme: how the kit reaches providers
     ("http" for plain test servers, "https" behind Caddy).  ca_pem: path of a
-    PEM CA certificate the pipeline's outbound TLS trusts.  storage: "disk"
-    (survives restart()) or "memory"."""
+    PEM CA certificate the pipeline's outbound TLS trusts.  The registry's
+    storage is on disk in the temp dir, so it survives restart()."""
 
     def __init__(self, ttl_s=30, capability_token=None, provider_scheme="http", ca_pem=None,
-                 storage="disk", poll_wait_s=60, register_token=REGISTER_TOKEN,
+                 poll_wait_s=60, register_token=REGISTER_TOKEN,
                  resolve_token=RESOLVE_TOKEN, pipeline_token=PIPELINE_TOKEN):
         self.bin, why = ensure_workerd()
         if self.bin is None:
@@ -85,7 +85,7 @@ class Workerd:
         self.tmp = tempfile.mkdtemp(prefix="workerd-test-")
         self.log_path = os.path.join(self.tmp, "workerd.log")
         self.opts = dict(ttl_s=ttl_s, capability_token=capability_token or "",
-                         provider_scheme=provider_scheme, storage=storage, poll_wait_s=poll_wait_s,
+                         provider_scheme=provider_scheme, poll_wait_s=poll_wait_s,
                          register_token=register_token, resolve_token=resolve_token,
                          pipeline_token=pipeline_token)
         self._copy_sources(ca_pem)
@@ -117,10 +117,9 @@ class Workerd:
     def config_text(self, with_ca):
         o = self.opts
         q = _capnp_str
-        if o["storage"] == "disk":
-            storage = '(localDisk = "registry-storage")'
-        else:
-            storage = "(inMemory = void)"
+        # Always on disk: workerd's inMemory storage has no SQLite, which the
+        # registry needs.
+        storage = '(localDisk = "registry-storage")'
         # TLS to providers: the usual public CAs, plus the test's own CA.
         extra_ca = ', trustedCertificates = [embed "ca.pem"]' if with_ca else ""
         tls = ", tlsOptions = (trustBrowserCas = true%s)" % extra_ca
