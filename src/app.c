@@ -141,6 +141,13 @@ int cap_app_init(struct cap_app *app, const struct cap_config *cfg, uv_loop_t *l
   app->jobs.storage = &app->storage;
   return 0;
 fail:
+  /* The curl multi handle holds memory and a timer on the loop: close it
+   * and let the loop run its close callback. */
+  if (app->curl_open) {
+    app->curl_open = 0;
+    cap_curlloop_close(&app->curl, NULL);
+    uv_run(loop, UV_RUN_DEFAULT);
+  }
   cap_app_free(app);
   return -EINVAL;
 }
