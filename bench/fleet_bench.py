@@ -37,8 +37,8 @@ BODY = json.dumps({"capability": "ffprobe", "input_key": "uploads/raw.mp4"}).enc
 HEADERS = {"Authorization": "Bearer " + TOKEN, "Content-Type": "application/json"}
 
 
-def direct(srv):
-    conn = http.client.HTTPConnection(fleet.HOST, srv.port, timeout=60)
+def post_exec(conn):
+    """One /exec on conn, a fresh connection; returns the status."""
     try:
         conn.request("POST", "/exec", body=BODY, headers=HEADERS)
         r = conn.getresponse()
@@ -46,17 +46,14 @@ def direct(srv):
         return r.status
     finally:
         conn.close()
+
+
+def direct(srv):
+    return post_exec(http.client.HTTPConnection(fleet.HOST, srv.port, timeout=60))
 
 
 def through_caddy(port, ctx):
-    conn = http.client.HTTPSConnection("localhost", port, timeout=60, context=ctx)
-    try:
-        conn.request("POST", "/exec", body=BODY, headers=HEADERS)
-        r = conn.getresponse()
-        r.read()
-        return r.status
-    finally:
-        conn.close()
+    return post_exec(http.client.HTTPSConnection("localhost", port, timeout=60, context=ctx))
 
 
 def chain():

@@ -25,6 +25,19 @@ TOKEN = "test-token-0123456789abcdef0123456789"
 TOKEN2 = "second-token-abcdefghijklmnopqrstuvwxyz"
 
 
+def terminate(proc, timeout=15):
+    """SIGTERM, then SIGKILL if proc is still running after timeout seconds;
+    returns its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 class Server:
     """A running cap-server.  Use as a context manager; stop() checks exit."""
 
@@ -67,13 +80,7 @@ class Server:
         return self
 
     def __exit__(self, *exc):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self._close_pipes()
 
     def _close_pipes(self):

@@ -18,6 +18,8 @@ import sys
 import tempfile
 import threading
 
+from captools import free_port  # noqa: F401  (the tests import it from here)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 STANDINS = os.path.join(HERE, "standins")
@@ -66,12 +68,6 @@ def reap():
             return
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Registry:

@@ -20,7 +20,7 @@ import time
 
 import capsrv
 import captools
-from capsrv import TOKEN, Server
+from capsrv import TOKEN, Server, terminate
 
 FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
 FFPROBE = shutil.which("ffprobe") or "ffprobe"
@@ -477,13 +477,7 @@ def assert_clean(tc, server, timeout=10):
 def stop(server):
     """SIGTERM; returns exit code (kills after 30 s).  The data dir (media
     files) is removed unless KEEP_TEST_DATA is set; the log stays."""
-    if server.proc.poll() is None:
-        server.proc.send_signal(signal.SIGTERM)
-        try:
-            server.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            server.proc.kill()
-            server.proc.wait()
+    terminate(server.proc, 30)
     server._close_pipes()
     if not os.environ.get("KEEP_TEST_DATA"):
         shutil.rmtree(data_dir(server), True)

@@ -40,7 +40,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import mediatools as mt  # noqa: E402
-from capsrv import ROOT, TOKEN, Server  # noqa: E402
+from capsrv import ROOT, TOKEN, Server, terminate  # noqa: E402
 from captools import complete_log_lines, free_port, run_bin, wait_for  # noqa: E402
 
 CADDYFILE = os.path.join(ROOT, "packaging", "caddy", "Caddyfile")
@@ -150,13 +150,8 @@ class Caddy:
             return f.read().decode(errors="replace")[-4000:]
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            terminate(self.proc)
         self.log.close()
         shutil.rmtree(self.tmp, True)
 

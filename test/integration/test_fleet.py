@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import captools  # noqa: E402
 import mediatools as mt  # noqa: E402
 import workerdtools as wt  # noqa: E402
-from capsrv import TOKEN, Server  # noqa: E402
+from capsrv import TOKEN, Server, terminate  # noqa: E402
 from s3bed import AWS, S3Bed  # noqa: E402
 
 CADDY = shutil.which("caddy")
@@ -120,13 +120,7 @@ class Caddy:
             return f.read().decode(errors="replace")[-4000:]
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.log.close()
         shutil.rmtree(self.tmp, True)
 
