@@ -59,22 +59,28 @@ class Server:
         self.argv = argv
         self.proc = subprocess.Popen(argv, env=full_env, cwd=cwd or self.tmp,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.await_start(10)
+
+    def await_start(self, timeout):
+        """Waits for the server.start log line and takes the port from it;
+        raises RuntimeError (with the server's stderr) when it exits first
+        or does not start in time."""
         self.port = None
-        deadline = time.time() + 10
+        deadline = time.time() + timeout
         while time.time() < deadline:
-            for line in self.log_lines():
+            # Complete lines only: the last one may still be being written.
+            for raw in self.log_text().split("\n")[:-1]:
+                line = json.loads(raw) if raw.strip() else {}
                 if line.get("event") == "server.start":
                     self.port = int(line["port"])
-                    break
-            if self.port:
-                break
+                    return
             if self.proc.poll() is not None:
                 out, err = self.proc.communicate()
                 raise RuntimeError("cap-server exited %d: %s" % (self.proc.returncode, err.decode()))
             time.sleep(0.02)
-        if not self.port:
-            self.proc.kill()
-            raise RuntimeError("cap-server did not log server.start")
+        self.proc.kill()
+        self.proc.wait()
+        raise RuntimeError("cap-server did not log server.start")
 
     def __enter__(self):
         return self

@@ -69,23 +69,7 @@ class RawServer(Server):
         self.argv = [BIN] + list(args)
         self.proc = subprocess.Popen(self.argv, env=clean_env(token, env), cwd=cwd or self.tmp,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.port = None
-        deadline = time.time() + start_timeout
-        while time.time() < deadline:
-            for line in complete_log_lines(self.log_text()):
-                if line.get("event") == "server.start":
-                    self.port = int(line["port"])
-                    break
-            if self.port:
-                break
-            if self.proc.poll() is not None:
-                out, err = self.proc.communicate()
-                raise RuntimeError("cap-server exited %d: %s" % (self.proc.returncode, err.decode()))
-            time.sleep(0.02)
-        if not self.port:
-            self.proc.kill()
-            self.proc.wait()
-            raise RuntimeError("cap-server did not log server.start")
+        self.await_start(start_timeout)
 
 
 def complete_log_lines(text):
