@@ -70,8 +70,10 @@ void cap_health_load(const struct cap_app *app, struct cap_buf *out) {
     if (i)
       cap_buf_putc(out, ',');
     cap_jsonw_str(out, c->name, strlen(c->name));
-    cap_buf_printf(out, ":{\"slots\":%d,\"running\":%d,\"queued\":%zu,\"usable\":%s}", c->slots,
-                   c->busy, c->queued, class_usable(app, c) ? "true" : "false");
+    long long cfree = (long long)c->slots - c->busy - (long long)c->queued;
+    cap_buf_printf(out, ":{\"slots\":%d,\"running\":%d,\"queued\":%zu,\"free\":%lld,\"usable\":%s}",
+                   c->slots, c->busy, c->queued, cfree > 0 ? cfree : 0,
+                   class_usable(app, c) ? "true" : "false");
   }
   cap_buf_printf(out, "},\"draining\":%s}", app->draining ? "true" : "false");
 }

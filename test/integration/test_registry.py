@@ -173,7 +173,8 @@ class RegistryClient(unittest.TestCase):
         n = len(reg.of("/capabilities/heartbeat"))
         beat = reg.wait("/capabilities/heartbeat", n + 2)[-1]["body"]["load"]
         self.assertEqual((beat["running"], beat["queued"], beat["slots"], beat["free"]), (1, 1, 1, 0), beat)
-        self.assertEqual(beat["classes"]["cpu"], {"slots": 1, "running": 1, "queued": 1, "usable": True})
+        self.assertEqual(beat["classes"]["cpu"],
+                         {"slots": 1, "running": 1, "queued": 1, "free": 0, "usable": True})
         # NVENC is listed by Debian's ffmpeg but cannot run here: its slots
         # are not offered.
         self.assertIs(beat["classes"]["nvenc"]["usable"], False)
