@@ -1,10 +1,9 @@
-/* For sigabbrev_np. */
-#define _GNU_SOURCE
 #include "job.h"
 
 #include "alloc.h"
 #include "config.h"
 #include "jobio.h"
+#include "jobprogress.h"
 #include "jobs.h"
 #include "log.h"
 #include "metrics.h"
@@ -28,8 +27,6 @@
 /* What the job's child is doing. */
 enum phase { PHASE_NONE, PHASE_FETCH, PHASE_DURATION, PHASE_FFMPEG, PHASE_PROBE };
 
-/* How often job.progress lines are logged at most. */
-#define PROGRESS_LOG_MS 10000
 /* ffprobe's JSON for one file is small; more means something is wrong. */
 #define PROBE_OUT_MAX   (4 * 1024 * 1024)
 #define STDERR_TAIL_MAX 2048
@@ -275,44 +272,7 @@ static void on_timeout(uv_timer_t *t) {
 }
 
 static void on_progress(struct cap_proc *p, const char *key, const char *val) {
-  struct cap_job *j = p->data;
-  struct cap_job_progress *g = &j->progress;
-  if (strcmp(key, "out_time_us") == 0)
-    g->out_time_us = strtoll(val, NULL, 10);
-  else if (strcmp(key, "frame") == 0)
-    g->frame = strtoll(val, NULL, 10);
-  else if (strcmp(key, "total_size") == 0)
-    g->total_size = strtoll(val, NULL, 10);
-  else if (strcmp(key, "fps") == 0)
-    g->fps = strtod(val, NULL);
-  else if (strcmp(key, "speed") == 0)
-    snprintf(g->speed, sizeof(g->speed), "%s", val);
-  else if (strcmp(key, "progress") == 0) {
-    uint64_t now = uv_now(j->jobs->loop);
-    if (now - j->last_progress_log < PROGRESS_LOG_MS)
-      return;
-    j->last_progress_log = now;
-    struct cap_log_rec *r = cap_log_begin(CAP_LOG_INFO, "job.progress");
-    cap_log_str(r, "job_id", j->id);
-    cap_log_str(r, "req_id", j->req_id);
-    cap_log_int(r, "out_time_us", g->out_time_us);
-    if (g->input_duration_s > 0)
-      cap_log_double(r, "percent", cap_job_percent(j));
-    cap_log_double(r, "fps", g->fps);
-    cap_log_str(r, "speed", g->speed);
-    cap_log_int(r, "total_size", g->total_size);
-    cap_log_end(r);
-  }
-}
-
-double cap_job_percent(const struct cap_job *j) {
-  const struct cap_job_progress *g = &j->progress;
-  if (j->state == CAP_JOB_SUCCEEDED)
-    return 100.0;
-  if (g->input_duration_s <= 0 || g->out_time_us <= 0)
-    return 0.0;
-  double pct = (double)g->out_time_us / (g->input_duration_s * 1e6) * 100.0;
-  return pct > 100.0 ? 100.0 : pct;
+  cap_jobprogress_note(p->data, key, val);
 }
 
 static void on_proc_done(struct cap_proc *p);
@@ -479,20 +439,10 @@ static char *probe_output(struct cap_job *j, const struct cap_buf *out) {
 
 /* Counts a child's end by program and exit status or signal name. */
 static void count_exit(const struct cap_job *j, const struct cap_proc *p) {
-  char status[24];
-  if (p->spawn_error)
-    return; /* It never ran. */
-  if (p->term_signal) {
-    const char *abbrev = sigabbrev_np(p->term_signal);
-    if (abbrev)
-      snprintf(status, sizeof(status), "SIG%s", abbrev);
-    else
-      snprintf(status, sizeof(status), "signal %d", p->term_signal);
-  } else {
-    snprintf(status, sizeof(status), "%lld", (long long)p->exit_status);
-  }
-  cap_metrics_inc(CAP_M_CHILD_EXITS,
-                  CAP_LABELS(j->phase == PHASE_FFMPEG ? "ffmpeg" : "ffprobe", status));
+  char status[32];
+  if (cap_proc_exit_label(p, status, sizeof(status)) == 0)
+    cap_metrics_inc(CAP_M_CHILD_EXITS,
+                    CAP_LABELS(j->phase == PHASE_FFMPEG ? "ffmpeg" : "ffprobe", status));
 }
 
 static void on_proc_done(struct cap_proc *p) {

@@ -135,8 +135,5 @@ void cap_job_input_ready(struct cap_job *j, int status, const char *code, int ht
                          const char *msg);
 /* For jobio.c: the output upload has completed (ok) or failed. */
 void cap_job_output_done(struct cap_job *j, int ok, const char *code, const char *msg);
-/* Returns how far the job is, 0 to 100, from ffmpeg's out_time against the
- * input's duration (0 when either is unknown). */
-double cap_job_percent(const struct cap_job *j);
 
 #endif

@@ -1,10 +1,10 @@
-/* For sigabbrev_np. */
-#define _GNU_SOURCE
 #include "jobjson.h"
 
 #include "execreq.h"
 #include "job.h"
+#include "jobprogress.h"
 #include "jsonw.h"
+#include "proc.h"
 
 #include <string.h>
 #include <time.h>
@@ -75,11 +75,9 @@ void cap_jobjson_result(const struct cap_job *j, struct cap_buf *out) {
 }
 
 static void signal_name(struct cap_buf *b, int sig) {
-  const char *abbrev = sigabbrev_np(sig);
-  if (abbrev)
-    cap_buf_printf(b, "\"SIG%s\"", abbrev);
-  else
-    cap_buf_printf(b, "\"%d\"", sig);
+  char name[32];
+  cap_proc_signal_name(sig, name, sizeof(name));
+  cap_buf_printf(b, "\"%s\"", name);
 }
 
 /* The fields of an error, without braces; first says whether one comes before. */
@@ -153,7 +151,7 @@ void cap_jobjson_job(const struct cap_job *j, struct cap_buf *b) {
   cap_buf_putc(b, '{');
   key(b, "percent", 1);
   if (g->input_duration_s > 0 || j->state == CAP_JOB_SUCCEEDED)
-    cap_buf_printf(b, "%.1f", cap_job_percent(j));
+    cap_buf_printf(b, "%.1f", cap_jobprogress_percent(j));
   else
     cap_buf_puts(b, "null");
   key(b, "out_time_us", 0);

@@ -1,3 +1,5 @@
+/* For sigabbrev_np. */
+#define _GNU_SOURCE
 #include "proc.h"
 
 #include <dirent.h>
@@ -5,6 +7,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
@@ -241,4 +244,23 @@ void cap_proc_cloexec_all(void) {
       fcntl((int)fd, F_SETFD, flags | FD_CLOEXEC);
   }
   closedir(d);
+}
+
+const char *cap_proc_signal_name(int sig, char *out, size_t n) {
+  const char *abbrev = sigabbrev_np(sig);
+  if (abbrev)
+    snprintf(out, n, "SIG%s", abbrev);
+  else
+    snprintf(out, n, "%d", sig);
+  return out;
+}
+
+int cap_proc_exit_label(const struct cap_proc *p, char *out, size_t n) {
+  if (p->spawn_error)
+    return -1;
+  if (p->term_signal)
+    cap_proc_signal_name(p->term_signal, out, n);
+  else
+    snprintf(out, n, "%lld", (long long)p->exit_status);
+  return 0;
 }

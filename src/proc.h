@@ -58,6 +58,12 @@ size_t cap_proc_stderr_tail(const struct cap_proc *p, char *out, size_t max);
 /* Releases the captured output; call after on_done when done with it. */
 void cap_proc_free(struct cap_proc *p);
 
+/* Writes sig's name ("SIGKILL") to out, or its number when it has none.
+ * Returns out. */
+const char *cap_proc_signal_name(int sig, char *out, size_t n);
+/* Writes how p ended to out: its exit status ("0", "1") or the signal that
+ * killed it ("SIGKILL").  Returns -1 (out untouched) when it never ran. */
+int cap_proc_exit_label(const struct cap_proc *p, char *out, size_t n);
 /* Marks every open descriptor above stderr close-on-exec, so that children
  * inherit only what cap_proc_spawn hands them: for descriptors opened by
  * code that cannot be told to (inherited ones, libcurl's wake-up pair). */

@@ -130,7 +130,28 @@ static void test_exit_codes(void) {
   char *x[] = {self, "--child-exit", "7", NULL};
   CHECK_EQ_INT(run_once(&r, x, -1, 0, 0), 0);
   CHECK_EQ_INT(r.p.exit_status, 7);
+  char label[32] = "untouched";
+  CHECK_EQ_INT(cap_proc_exit_label(&r.p, label, sizeof(label)), 0);
+  CHECK_EQ_STR(label, "7");
   cap_proc_free(&r.p);
+}
+
+/* The names the metrics and the job JSON use for how a child ended. */
+static void test_exit_labels(void) {
+  char name[32];
+  CHECK_EQ_STR(cap_proc_signal_name(SIGKILL, name, sizeof(name)), "SIGKILL");
+  CHECK_EQ_STR(cap_proc_signal_name(SIGTERM, name, sizeof(name)), "SIGTERM");
+  CHECK_EQ_STR(cap_proc_signal_name(1000, name, sizeof(name)), "1000");
+  struct cap_proc p;
+  memset(&p, 0, sizeof(p));
+  p.term_signal = SIGSEGV;
+  CHECK_EQ_INT(cap_proc_exit_label(&p, name, sizeof(name)), 0);
+  CHECK_EQ_STR(name, "SIGSEGV");
+  p.term_signal = 0;
+  p.spawn_error = UV_ENOENT;
+  snprintf(name, sizeof(name), "untouched");
+  CHECK_EQ_INT(cap_proc_exit_label(&p, name, sizeof(name)), -1);
+  CHECK_EQ_STR(name, "untouched");
 }
 
 static void test_spawn_error(void) {
@@ -563,6 +584,7 @@ int main(int argc, char **argv) {
       fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
   }
   test_exit_codes();
+  test_exit_labels();
   /* The first spawn opened libuv's process-wide signal pipe; count from here. */
   int fds = count_fds();
   test_spawn_error();
