@@ -30,6 +30,33 @@ def have_bed():
 
 
 # ---------------------------------------------------------------------------
+# Raw-video outputs: large, deterministic and cheap to make, so the storage
+# path (multipart, aborts, memory) is what a test measures.
+
+RAW_ARGS = ["-map", "0:v:0", "-c:v", "rawvideo", "-pix_fmt", "yuv420p"]
+
+
+def raw_preset(vf=None, timeout_s=300, description="raw 4:2:0 video in NUT (test)"):
+    """A streamable preset writing raw frames in NUT; vf (e.g. the realtime
+    filter, to hold ffmpeg to the clip's pace) goes before the encoder."""
+    args = list(RAW_ARGS)
+    if vf:
+        args[2:2] = ["-vf", vf]
+    return {"description": description, "class": "cpu", "format": "nut", "ext": "nut",
+            "streamable": True, "encoders": ["rawvideo"], "timeout_s": timeout_s, "args": args}
+
+
+def raw_reference(clip):
+    """(size, md5) of what the raw preset makes of clip: the command the
+    server runs, writing to a pipe as it does."""
+    out = subprocess.run([mt.FFMPEG, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error",
+                          "-y", "-i", "file:" + clip] + RAW_ARGS + ["-f", "nut", "pipe:1"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=True,
+                         timeout=120).stdout
+    return len(out), hashlib.md5(out).hexdigest()
+
+
+# ---------------------------------------------------------------------------
 # Server
 
 def start_s3(bed, bucket, prefix=None, args=(), env=None, secret=None, region=None):

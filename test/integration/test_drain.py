@@ -19,7 +19,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +29,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import captools  # noqa: E402
 import mediatools as mt  # noqa: E402
 from capsrv import Server  # noqa: E402
-from s3bed import AWS, S3Bed  # noqa: E402
+from s3bed import S3Bed  # noqa: E402
+from storagetools import have_bed, raw_preset, raw_reference  # noqa: E402
 
 BUCKET = "cap-drain"
 BED = None
@@ -38,12 +38,6 @@ TMP = None
 CLIP = None
 REF = None
 PRESETS = None
-RAW_ARGS = ["-map", "0:v:0", "-c:v", "rawvideo", "-pix_fmt", "yuv420p"]
-
-
-def have_bed():
-    return (os.path.exists(AWS) and shutil.which("swift-proxy-server") is not None
-            and shutil.which("memcached") is not None)
 
 
 def setUpModule():
@@ -57,15 +51,8 @@ def setUpModule():
     # is a multipart upload of 5 MiB parts; "raw-paced" takes 3 s of real
     # time, so a job is mid-upload when the signal comes.
     CLIP = mt.clip(duration=3.0, size="640x360", rate=25, audio=False)
-    ref = subprocess.run([mt.FFMPEG, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error",
-                          "-y", "-i", "file:" + CLIP] + RAW_ARGS + ["-f", "nut", "pipe:1"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=True,
-                         timeout=120).stdout
-    REF = (len(ref), hashlib.md5(ref).hexdigest())
-    paced = {"description": "raw frames in NUT at real time (test)", "class": "cpu",
-             "format": "nut", "ext": "nut", "streamable": True, "encoders": ["rawvideo"],
-             "timeout_s": 300, "args": RAW_ARGS[:2] + ["-vf", "realtime=speed=1"] + RAW_ARGS[2:]}
-    PRESETS = mt.presets_file(TMP, {"raw-paced": paced})
+    REF = raw_reference(CLIP)
+    PRESETS = mt.presets_file(TMP, {"raw-paced": raw_preset("realtime=speed=1")})
 
 
 def tearDownModule():

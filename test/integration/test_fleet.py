@@ -35,7 +35,8 @@ import captools  # noqa: E402
 import mediatools as mt  # noqa: E402
 import workerdtools as wt  # noqa: E402
 from capsrv import TOKEN, Server, terminate  # noqa: E402
-from s3bed import AWS, S3Bed  # noqa: E402
+from s3bed import S3Bed  # noqa: E402
+from storagetools import have_bed  # noqa: E402
 
 CADDY = shutil.which("caddy")
 BUCKET = "fleet"
@@ -57,7 +58,7 @@ HOST = "::1" if V6 else "127.0.0.1"
 
 
 def missing():
-    if not (os.path.exists(AWS) and shutil.which("swift-proxy-server") and shutil.which("memcached")):
+    if not have_bed():
         return "S3 bed not installed (scripts/setup-deps.sh test)"
     if CADDY is None:
         return "caddy not installed (scripts/setup-deps.sh test)"

@@ -22,7 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import captools  # noqa: E402
 import mediatools as mt  # noqa: E402
 from capsrv import TOKEN, Server  # noqa: E402
-from s3bed import AWS, S3Bed  # noqa: E402
+from s3bed import S3Bed  # noqa: E402
+from storagetools import have_bed, raw_preset  # noqa: E402
 
 NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
@@ -259,21 +260,12 @@ class Values(unittest.TestCase):
         self.assertEqual(value(scrape(), "cap_draining"), 1)
 
 
-def have_bed():
-    return (os.path.exists(AWS) and shutil.which("swift-proxy-server") is not None
-            and shutil.which("memcached") is not None)
-
-
 @unittest.skipUnless(have_bed(), "S3 bed not installed: scripts/s3-testbed.sh install")
 class Storage(unittest.TestCase):
     def test_storage_counters(self):
         tmp = tempfile.mkdtemp(prefix="metrics-s3-")
         self.addCleanup(shutil.rmtree, tmp, True)
-        raw = ["-map", "0:v:0", "-c:v", "rawvideo", "-pix_fmt", "yuv420p"]
-        preset = {"description": "raw", "class": "cpu", "format": "nut", "ext": "nut",
-                  "streamable": True, "encoders": ["rawvideo"], "timeout_s": 300, "args": raw}
-        paced = dict(preset, args=raw[:2] + ["-vf", "realtime=speed=1"] + raw[2:])
-        presets = mt.presets_file(tmp, {"raw": preset, "raw-paced": paced})
+        presets = mt.presets_file(tmp, {"raw": raw_preset(), "raw-paced": raw_preset("realtime=speed=1")})
         with S3Bed() as bed:
             bed.make_bucket("metrics")
             clip = mt.clip(duration=2.0, size="640x360", audio=False)

@@ -12,7 +12,8 @@ import tempfile
 import unittest
 import xml.etree.ElementTree as ET
 
-from s3bed import AWS, EMPTY_SHA256, SCRIPT, AwsError, S3Bed, sigv4_headers, uri_encode
+from s3bed import AWS, EMPTY_SHA256, SCRIPT, AwsError, S3Bed, sigv4_headers, uri_encode  # noqa: E402
+from storagetools import have_bed  # noqa: E402
 
 MIB = 1024 * 1024
 
@@ -28,10 +29,6 @@ KEYS = [
     "punct/&$@:,;!'()*[].txt",
     "double//slash/./x",
 ]
-
-
-def have_bed():
-    return os.path.exists(AWS) and shutil.which("swift-proxy-server") and shutil.which("memcached")
 
 
 def md5_multipart(parts):

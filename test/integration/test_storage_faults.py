@@ -34,7 +34,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import captools  # noqa: E402
 import mediatools as mt  # noqa: E402
-from s3bed import AWS, AwsError, S3Bed  # noqa: E402
+from s3bed import AwsError, S3Bed  # noqa: E402
+from storagetools import have_bed, raw_preset, raw_reference  # noqa: E402
 from tcpproxy import TcpProxy  # noqa: E402
 
 MIB = 1 << 20
@@ -55,23 +56,6 @@ def note(*args):
         print(*args, file=sys.stderr)
 
 
-def have_bed():
-    return (os.path.exists(AWS) and shutil.which("swift-proxy-server") is not None
-            and shutil.which("memcached") is not None)
-
-
-RAW_ARGS = ["-map", "0:v:0", "-c:v", "rawvideo", "-pix_fmt", "yuv420p"]
-
-
-def raw_preset(vf=None):
-    args = list(RAW_ARGS)
-    if vf:
-        args[2:2] = ["-vf", vf]
-    return {"description": "raw frames in NUT (test)", "class": "cpu", "format": "nut",
-            "ext": "nut", "streamable": True, "encoders": ["rawvideo"], "timeout_s": 300,
-            "args": args}
-
-
 def setUpModule():
     global BED, TMP, CLIP, REF, PRESETS
     if not have_bed():
@@ -80,12 +64,7 @@ def setUpModule():
     BED = S3Bed().start()
     BED.make_bucket(BUCKET)
     CLIP = mt.clip(duration=6.0, size="640x360", rate=25, audio=False)
-    # The reference: the command the server runs, writing to a pipe as it does.
-    ref = subprocess.run([mt.FFMPEG, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error",
-                          "-y", "-i", "file:" + CLIP] + RAW_ARGS + ["-f", "nut", "pipe:1"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=True,
-                         timeout=120).stdout
-    REF = (len(ref), hashlib.md5(ref).hexdigest())
+    REF = raw_reference(CLIP)
     PRESETS = mt.presets_file(TMP, {"raw-fast": raw_preset(),
                                     "raw-paced": raw_preset("realtime=speed=1")})
 

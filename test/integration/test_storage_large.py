@@ -41,10 +41,7 @@ SLACK = 4 * MIB          # curl/OpenSSL buffers, HTTP, allocator rounding
 BASE_CAP = 20 * MIB      # the server's own footprint before any job
 BIG = 200 * MIB
 
-RAW_ARGS = ["-map", "0:v:0", "-c:v", "rawvideo", "-pix_fmt", "yuv420p"]
-RAW_PRESET = {"description": "raw 4:2:0 video in NUT (large output, cheap)", "class": "cpu",
-              "format": "nut", "ext": "nut", "streamable": True, "encoders": ["rawvideo"],
-              "timeout_s": 600, "args": RAW_ARGS}
+RAW_PRESET = st.raw_preset(timeout_s=600, description="raw 4:2:0 video in NUT (large output, cheap)")
 RAW_FRAMES = 200  # 8 s at 25 fps, 1280x720: 1382400 bytes a frame
 
 
@@ -69,7 +66,7 @@ class StorageLarge(unittest.TestCase):
 
         # what ffmpeg produces from them locally
         cls.raw_local = os.path.join(cls.tmp, "raw-local.nut")
-        st.ffmpeg("-i", cls.small, *RAW_ARGS, "-f", "nut", "pipe:1", stdout=cls.raw_local)
+        st.ffmpeg("-i", cls.small, *st.RAW_ARGS, "-f", "nut", "pipe:1", stdout=cls.raw_local)
         cls.remux_local = st.remux_locally(cls.big_in, os.path.join(cls.tmp, "remux-local.mp4"))
         cls.raw_etag = st.expected_etag(cls.raw_local, PART)
         cls.remux_etag = st.expected_etag(cls.remux_local, PART)
