@@ -32,8 +32,11 @@ static int mkdirs(const char *dir) {
   return rc;
 }
 
-static void empty_tmp(int tmp_fd) {
-  int fd = dup(tmp_fd);
+/* Removes what dir_fd holds; depth 1 also empties and removes the job
+ * directories in it (a child writes files only, never deeper trees of
+ * its own that this must follow). */
+static void empty_dir(int dir_fd, int depth) {
+  int fd = dup(dir_fd);
   DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
   struct dirent *e;
   if (d == NULL) {
@@ -41,10 +44,23 @@ static void empty_tmp(int tmp_fd) {
       close(fd);
     return;
   }
-  while ((e = readdir(d)) != NULL)
-    if (e->d_name[0] != '.')
-      unlinkat(tmp_fd, e->d_name, 0);
+  while ((e = readdir(d)) != NULL) {
+    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+      continue;
+    if (unlinkat(dir_fd, e->d_name, 0) == 0 || errno != EISDIR || depth == 0)
+      continue;
+    int sub = openat(dir_fd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (sub >= 0) {
+      empty_dir(sub, depth - 1);
+      close(sub);
+    }
+    unlinkat(dir_fd, e->d_name, AT_REMOVEDIR);
+  }
   closedir(d);
+}
+
+static void empty_tmp(int tmp_fd) {
+  empty_dir(tmp_fd, 2);
 }
 
 int cap_store_open(struct cap_store *s, const char *dir, char *err, size_t errlen) {
@@ -203,6 +219,19 @@ int cap_store_tmp_open(struct cap_store *s, const char *name) {
 
 void cap_store_discard(struct cap_store *s, const char *name) {
   unlinkat(s->tmp_fd, name, 0);
+}
+
+int cap_store_tmp_mkdir(struct cap_store *s, const char *name) {
+  return mkdirat(s->tmp_fd, name, 0700) == 0 ? 0 : -errno;
+}
+
+void cap_store_tmp_rmdir(struct cap_store *s, const char *name) {
+  int fd = openat(s->tmp_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0)
+    return;
+  empty_dir(fd, 1);
+  close(fd);
+  unlinkat(s->tmp_fd, name, AT_REMOVEDIR);
 }
 
 int64_t cap_store_tmp_size(const struct cap_store *s, const char *name) {

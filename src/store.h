@@ -44,6 +44,11 @@ int cap_store_tmp_create(struct cap_store *s, const char *name);
 int cap_store_tmp_open(struct cap_store *s, const char *name);
 /* Removes temp file name if it exists. */
 void cap_store_discard(struct cap_store *s, const char *name);
+/* Creates the temp directory name (mode 0700, must not exist), where one
+ * job's child may write and nothing else.  Returns 0 or -errno. */
+int cap_store_tmp_mkdir(struct cap_store *s, const char *name);
+/* Removes the temp directory name and the files in it, if it exists. */
+void cap_store_tmp_rmdir(struct cap_store *s, const char *name);
 /* Returns the size of temp file name, or -errno. */
 int64_t cap_store_tmp_size(const struct cap_store *s, const char *name);
 

@@ -437,6 +437,39 @@ static void test_commit(void) {
   cap_store_close(&s);
 }
 
+/* A job's own temp directory: made fresh, emptied and removed with what
+ * its child left, and swept at start-up like temp files. */
+static void test_tmp_dirs(void) {
+  struct cap_store s;
+  char err[200], path[512], q[512];
+  if (!CHECK_EQ_INT(cap_store_open(&s, root, err, sizeof(err)), 0))
+    return;
+  CHECK_EQ_INT(cap_store_tmp_mkdir(&s, "JOB1"), 0);
+  CHECK_EQ_INT(cap_store_tmp_mkdir(&s, "JOB1"), -EEXIST);
+  CHECK_EQ_INT(cap_store_tmp_path(&s, "JOB1", path, sizeof(path)), 0);
+  struct stat st;
+  CHECK(stat(path, &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 0777) == 0700);
+  path_in(q, sizeof(q), path, "out.mp4");
+  CHECK_EQ_INT(write_file(q, "x"), 0);
+  path_in(q, sizeof(q), path, "seg-1.m4s.tmp");
+  CHECK_EQ_INT(write_file(q, "y"), 0);
+  CHECK_EQ_INT(cap_store_tmp_size(&s, "JOB1/out.mp4"), 1);
+  cap_store_tmp_rmdir(&s, "JOB1");
+  CHECK(!exists(path));
+  cap_store_tmp_rmdir(&s, "JOB1"); /* Gone already: nothing happens. */
+
+  /* Left over by a crash: the next start empties the temp directory. */
+  CHECK_EQ_INT(cap_store_tmp_mkdir(&s, "JOB2"), 0);
+  CHECK_EQ_INT(cap_store_tmp_path(&s, "JOB2/out.mp4", q, sizeof(q)), 0);
+  CHECK_EQ_INT(write_file(q, "z"), 0);
+  cap_store_close(&s);
+  if (!CHECK_EQ_INT(cap_store_open(&s, root, err, sizeof(err)), 0))
+    return;
+  CHECK_EQ_INT(cap_store_tmp_path(&s, "JOB2", path, sizeof(path)), 0);
+  CHECK(!exists(path));
+  cap_store_close(&s);
+}
+
 int main(void) {
   snprintf(base, sizeof(base), "/tmp/cap-test-store-XXXXXX");
   if (mkdtemp(base) == NULL) {
@@ -453,6 +486,7 @@ int main(void) {
   test_key_usable();
   test_open_input();
   test_commit();
+  test_tmp_dirs();
   rm_rf(base);
   return check_report();
 }
