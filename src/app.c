@@ -118,6 +118,11 @@ int cap_app_init(struct cap_app *app, const struct cap_config *cfg, uv_loop_t *l
   }
   if (cap_keypolicy_parse(cfg->token_prefixes, &app->keypolicy, err, errlen) != 0)
     goto fail;
+  if (cap_climits_parse(cfg->class_limits, &app->climits, err, errlen) != 0)
+    goto fail;
+  if (cap_sandbox_init(&app->sandbox, cfg->sandbox, cfg->sandbox_abi, cfg->sandbox_read_paths, err,
+                       errlen) != 0)
+    goto fail;
   if (cap_curlloop_init(&app->curl, loop) != 0) {
     snprintf(err, errlen, "storage: libcurl could not be initialised");
     goto fail;
@@ -139,6 +144,8 @@ int cap_app_init(struct cap_app *app, const struct cap_config *cfg, uv_loop_t *l
   app->rl_token = cap_ratelimit_new((unsigned)cfg->rate_limit_token, 1024);
   cap_jobs_init(&app->jobs, loop, cfg, &app->store);
   app->jobs.storage = &app->storage;
+  app->jobs.sandbox = &app->sandbox;
+  app->jobs.climits = &app->climits;
   return 0;
 fail:
   /* The curl multi handle holds memory and a timer on the loop: close it
@@ -168,6 +175,8 @@ void cap_app_free(struct cap_app *app) {
   cap_storage_free(&app->storage);
   if (app->has_registry)
     cap_registry_free(&app->registry);
+  cap_sandbox_free(&app->sandbox);
+  cap_climits_free(&app->climits);
 }
 
 static void log_presets(const struct cap_presets *set, const char *event) {
@@ -239,7 +248,7 @@ int cap_app_load_presets(struct cap_app *app, char *err, size_t errlen) {
     return -EINVAL;
   }
   app->presets_probing = 1;
-  return cap_ffcaps_probe(app->loop, app->cfg->ffmpeg, set, on_probed, app);
+  return cap_ffcaps_probe(app->loop, app->cfg->ffmpeg, &app->sandbox, set, on_probed, app);
 }
 
 /* Loads the tokens again into app->reload_auth, not yet in use; on failure
@@ -301,7 +310,7 @@ void cap_app_reload(struct cap_app *app) {
   }
   app->reload_pending = 1;
   app->presets_probing = 1;
-  rc = cap_ffcaps_probe(app->loop, app->cfg->ffmpeg, set, on_probed, app);
+  rc = cap_ffcaps_probe(app->loop, app->cfg->ffmpeg, &app->sandbox, set, on_probed, app);
   if (rc != 0) {
     app->presets_probing = 0;
     app->reload_pending = 0;

@@ -2,12 +2,14 @@
 #define CAP_APP_H
 
 #include "auth.h"
+#include "climits.h"
 #include "config.h"
 #include "curlloop.h"
 #include "jobs.h"
 #include "keypolicy.h"
 #include "netaddr.h"
 #include "ratelimit.h"
+#include "sandbox.h"
 #include "registry.h"
 #include "storage.h"
 #include "store.h"
@@ -36,6 +38,9 @@ struct cap_app {
   int storage_stopped;
   int registry_stopped;
   struct cap_jobs jobs;
+  /* What every child runs in, and the limits of each resource class. */
+  struct cap_sandbox sandbox;
+  struct cap_climits climits;
   struct cap_keypolicy *keypolicy;
   uv_loop_t *loop;
   int presets_probing;

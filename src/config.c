@@ -127,6 +127,19 @@ static const struct opt opts[] = {
      "how often the orphan sweep runs (0: only at start-up)"},
     {"storage_credentials_file", OPT_STR, O(storage_credentials_file), 0, 0, NULL, NULL,
      "file of AWS_ACCESS_KEY_ID=... / AWS_SECRET_ACCESS_KEY=... lines (mode 0600)"},
+    {"sandbox", OPT_STR, O(sandbox), 0, 0, "best-effort", NULL,
+     "children's sandbox: required (refuse to start without Landlock), best-effort or off"},
+    {"sandbox_abi", OPT_INT, O(sandbox_abi), 0, 64, "0", NULL,
+     "apply at most this Landlock ABI version (0: all the kernel offers; for tests)"},
+    {"sandbox_read_paths", OPT_STR, O(sandbox_read_paths), 0, 0, NULL, NULL,
+     "extra paths children may read, comma-separated (an ffmpeg outside /usr)"},
+    {"input_formats", OPT_STR, O(input_formats), 0, 0, CAP_DEFAULT_INPUT_FORMATS, NULL,
+     "demuxers an input may be read with, comma-separated (presets may narrow or widen)"},
+    {"class_limits", OPT_JSON, O(class_limits), 0, 0, CAP_DEFAULT_CLASS_LIMITS, NULL,
+     "JSON: {\"class\":{\"nice\":0-19,\"ionice\":\"idle\"|\"best-effort:0-7\"|\"none\","
+     "\"memory_mb\":N,\"threads\":N}}"},
+    {"output_max_mb", OPT_INT, O(output_max_mb), 1, 100000000, "262144", NULL,
+     "largest file a child may write, MiB (RLIMIT_FSIZE)"},
     {"token_prefixes", OPT_JSON, O(token_prefixes), 0, 0, NULL, NULL,
      "JSON: {\"token name\":{\"input\":[prefixes],\"output\":[prefixes]}}"},
 };
@@ -248,7 +261,9 @@ static int json_value_text(const struct opt *o, const cJSON *v, struct cap_buf *
     char *text = cJSON_PrintUnformatted(v);
     cap_buf_puts(out, text ? text : "{}");
     cJSON_free(text);
-  } else if (strcmp(o->key, "trusted_proxies") == 0 && cJSON_IsArray(v)) {
+  } else if ((strcmp(o->key, "trusted_proxies") == 0 || strcmp(o->key, "input_formats") == 0 ||
+              strcmp(o->key, "sandbox_read_paths") == 0) &&
+             cJSON_IsArray(v)) {
     const cJSON *it;
     cJSON_ArrayForEach(it, v) {
       if (!cJSON_IsString(it)) {

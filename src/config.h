@@ -58,6 +58,13 @@ struct cap_config {
   char *ffmpeg;
   char *ffprobe;
   char *token_prefixes; /* JSON text: {"token name":{"input":[...],"output":[...]}} */
+  /* Children: what they may read and how much they may use. */
+  char *sandbox;            /* "off", "best-effort" or "required". */
+  int sandbox_abi;          /* Apply at most this Landlock ABI; 0: what the kernel offers. */
+  char *sandbox_read_paths; /* Extra read-only paths, comma-separated. */
+  char *input_formats;      /* Demuxers inputs may have, comma-separated. */
+  char *class_limits; /* JSON text: {"class":{"nice":..,"ionice":..,"memory_mb":..,"threads":..}} */
+  int output_max_mb;  /* Largest file a child may write. */
   /* Storage. */
   char *storage; /* file:///DIR, s3://BUCKET[/PREFIX] or r2://BUCKET[/PREFIX]; NULL: data_dir. */
   int s3_virtual_host;
@@ -72,6 +79,24 @@ struct cap_config {
   int orphan_sweep_s;
   char *storage_credentials_file;
 };
+
+/* The demuxers an input may be read with unless configured otherwise:
+ * containers and elementary streams that read only their own bytes.  No
+ * playlist or reference formats (hls, dash, concat, image2, ffmetadata),
+ * no devices or generators (lavfi, v4l2), no network descriptions (sdp,
+ * rtp, rtsp), no subtitle or text formats (tty, vobsub, srt, ass). */
+#define CAP_DEFAULT_INPUT_FORMATS                                                                  \
+  "mov,matroska,mpegts,mpeg,avi,flv,asf,mxf,ogg,nut,ivf,dv,mp3,aac,ac3,eac3,dts,wav,w64,flac,"     \
+  "aiff,caf,wv,mpegvideo,h264,hevc,m4v,yuv4mpegpipe"
+/* Per resource class: CPU renders run at lower CPU and I/O priority than
+ * the server's loop; hardware encodes keep normal priority so the GPU's
+ * feeder is not starved.  memory_mb is RLIMIT_DATA, the writable memory a
+ * decoder can actually allocate; RLIMIT_AS (address_space_mb) stays off by
+ * default because it also counts reservations that use no memory (glibc's
+ * 64 MiB malloc arena per busy thread, the CUDA driver's address space). */
+#define CAP_DEFAULT_CLASS_LIMITS                                                                   \
+  "{\"cpu\":{\"nice\":10,\"ionice\":\"best-effort:7\",\"memory_mb\":8192,\"threads\":0},"          \
+  "\"nvenc\":{\"nice\":0,\"ionice\":\"best-effort:4\",\"memory_mb\":0,\"threads\":0}}"
 
 /* Results of cap_config_load besides 0 and -EINVAL. */
 #define CAP_CONFIG_HELP    1

@@ -13,6 +13,7 @@ struct probe {
   struct cap_proc proc;
   uv_loop_t *loop;
   char *ffmpeg;
+  const struct cap_sandbox *sandbox;
   struct cap_presets *set;
   cap_ffcaps_cb cb;
   void *arg;
@@ -131,9 +132,17 @@ static void finish(struct probe *pr) {
   free(pr);
 }
 
-static void run(struct probe *pr, char **args) {
-  struct cap_proc_spec spec = {
-      .file = pr->ffmpeg, .args = args, .in_fd = -1, .capture_out = 1 << 20, .progress = 0};
+static void run(struct probe *pr, char **args, int hardware) {
+  /* The probe reads no input and writes nothing; a hardware test encode
+   * needs the GPU's device nodes. */
+  struct cap_sandbox_child child = {.in_fd = -1, .hardware = hardware};
+  struct cap_proc_spec spec = {.file = pr->ffmpeg,
+                               .args = args,
+                               .in_fd = -1,
+                               .capture_out = 1 << 20,
+                               .progress = 0,
+                               .sandbox = pr->sandbox,
+                               .child = &child};
   memset(&pr->proc, 0, sizeof(pr->proc));
   pr->proc.data = pr;
   pr->proc.on_done = on_proc_done;
@@ -145,12 +154,12 @@ static void next(struct probe *pr) {
   switch (pr->step) {
   case STEP_ENCODERS: {
     char *args[] = {ff, "-hide_banner", "-encoders", NULL};
-    run(pr, args);
+    run(pr, args, 0);
     return;
   }
   case STEP_MUXERS: {
     char *args[] = {ff, "-hide_banner", "-muxers", NULL};
-    run(pr, args);
+    run(pr, args, 0);
     return;
   }
   case STEP_HW:
@@ -178,7 +187,7 @@ static void next(struct probe *pr) {
                       "null",
                       "-",
                       NULL};
-      run(pr, args);
+      run(pr, args, 1);
       return;
     }
     pr->step = STEP_DONE;
@@ -189,11 +198,12 @@ static void next(struct probe *pr) {
   }
 }
 
-int cap_ffcaps_probe(uv_loop_t *loop, const char *ffmpeg, struct cap_presets *set, cap_ffcaps_cb cb,
-                     void *arg) {
+int cap_ffcaps_probe(uv_loop_t *loop, const char *ffmpeg, const struct cap_sandbox *sandbox,
+                     struct cap_presets *set, cap_ffcaps_cb cb, void *arg) {
   struct probe *pr = xcalloc(1, sizeof(*pr));
   pr->loop = loop;
   pr->ffmpeg = xstrdup(ffmpeg);
+  pr->sandbox = sandbox;
   pr->set = set;
   pr->cb = cb;
   pr->arg = arg;

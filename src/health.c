@@ -125,6 +125,8 @@ void cap_health_handle(struct cap_exchange *x) {
   jobs_json(x->app, b);
   cap_buf_puts(b, ",\"storage\":");
   cap_storage_health(&x->app->storage, b);
+  cap_buf_puts(b, ",\"sandbox\":");
+  cap_sandbox_json(&x->app->sandbox, b);
   cap_buf_putc(b, '}');
   cap_exchange_send(x, 200);
 }

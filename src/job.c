@@ -25,7 +25,15 @@
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 /* What the job's child is doing. */
-enum phase { PHASE_NONE, PHASE_FETCH, PHASE_DURATION, PHASE_FFMPEG, PHASE_PROBE };
+enum phase { PHASE_NONE, PHASE_FETCH, PHASE_DURATION, PHASE_FFMPEG, PHASE_PROBE, PHASE_DETECT };
+
+/* Every child reads its input through this one protocol: the descriptor
+ * the server opened.  Nested references (playlists, concat lists) can
+ * then reach nothing else, whatever their demuxer. */
+#define INPUT_PROTOCOLS "file"
+/* Open files a child may hold, and tasks (threads) its user may run. */
+#define CHILD_NOFILE 1024
+#define CHILD_NPROC  8192
 
 /* ffprobe's JSON for one file is small; more means something is wrong. */
 #define PROBE_OUT_MAX   (4 * 1024 * 1024)
@@ -91,7 +99,17 @@ struct cap_job *cap_job_new(struct cap_jobs *jobs, const struct cap_execreq *r, 
   j->cls = xstrdup("cpu");
 
   const struct cap_preset *p = j->preset ? cap_preset_find(jobs->presets, j->preset) : NULL;
+  const char *formats = jobs->cfg->input_formats;
+  j->limits = cap_climits_get(jobs->climits, p ? p->cls : j->cls);
   if (p) {
+    if (p->input_formats)
+      formats = p->input_formats;
+    if (p->threads >= 0)
+      j->limits.threads = p->threads;
+    if (p->nice >= 0)
+      j->limits.nice = p->nice;
+    if (p->memory_mb >= 0)
+      j->limits.memory_mb = p->memory_mb;
     j->args = xcalloc(p->nargs + 1, sizeof(char *));
     for (size_t i = 0; i < p->nargs; i++)
       j->args[i] = xstrdup(p->args[i]);
@@ -102,6 +120,7 @@ struct cap_job *cap_job_new(struct cap_jobs *jobs, const struct cap_execreq *r, 
     j->timeout_s = p->timeout_s;
     j->streamable = p->streamable;
   }
+  j->input_formats = xstrdup(formats ? formats : CAP_DEFAULT_INPUT_FORMATS);
   if (j->timeout_s <= 0 || j->timeout_s > jobs->cfg->job_timeout_s)
     j->timeout_s = jobs->cfg->job_timeout_s;
   return j;
@@ -126,6 +145,7 @@ void cap_job_free(struct cap_job *j) {
   free(j->format);
   free(j->ext);
   free(j->cls);
+  free(j->input_formats);
   free(j->probe_json);
   free(j->err_msg);
   free(j->stderr_tail);
@@ -224,6 +244,10 @@ static void cleanup(struct cap_job *j) {
     cap_store_discard(j->jobs->store, j->tmp_name);
     j->tmp_name[0] = '\0';
   }
+  if (j->tmp_dir[0]) {
+    cap_store_tmp_rmdir(j->jobs->store, j->tmp_dir);
+    j->tmp_dir[0] = '\0';
+  }
   if (j->in_tmp[0]) {
     cap_store_discard(j->jobs->store, j->in_tmp);
     j->in_tmp[0] = '\0';
@@ -279,13 +303,45 @@ static void on_proc_done(struct cap_proc *p);
 
 /* Starts a child for the job's current phase.  Returns 0 or a UV_E* code
  * (on_proc_done still runs). */
+static void child_limits(const struct cap_job *j, struct cap_sandbox_limits *l) {
+  long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+  memset(l, 0, sizeof(*l));
+  l->memory_mb = j->limits.memory_mb;
+  l->address_space_mb = j->limits.address_space_mb;
+  /* CPU seconds add up over threads: the wall-clock limit on every core,
+   * plus a minute.  The job's timer fires first; this is the backstop for
+   * a child the server no longer watches. */
+  long cpu = (long)j->timeout_s * (ncpu > 0 ? ncpu : 1) + 60;
+  l->cpu_s = cpu > INT32_MAX ? INT32_MAX : (int)cpu;
+  l->fsize_mb = j->jobs->cfg->output_max_mb;
+  l->nofile = CHILD_NOFILE;
+  l->nproc = CHILD_NPROC;
+  /* Only the render yields the CPU and the disk: probes are short and on
+   * the path of the request that waits for them. */
+  if (j->phase == PHASE_FFMPEG) {
+    l->nice = j->limits.nice;
+    l->ionice_class = j->limits.ionice_class;
+    l->ionice_level = j->limits.ionice_level;
+  }
+}
+
 static int spawn(struct cap_job *j, char **argv, size_t capture, int progress, int stream) {
+  char rw[4096];
+  /* Only the render writes, and only into the job's own directory. */
+  int writes = j->phase == PHASE_FFMPEG && j->tmp_dir[0] &&
+               cap_store_tmp_path(j->jobs->store, j->tmp_dir, rw, sizeof(rw)) == 0;
+  struct cap_sandbox_child child = {.in_fd = j->in_fd >= 0 ? 3 : -1,
+                                    .rw_dir = writes ? rw : NULL,
+                                    .hardware = strcmp(j->cls, "cpu") != 0};
+  child_limits(j, &child.lim);
   struct cap_proc_spec spec = {.file = argv[0],
                                .args = argv,
                                .in_fd = j->in_fd,
                                .capture_out = capture,
                                .stream_out = stream,
-                               .progress = progress};
+                               .progress = progress,
+                               .sandbox = j->jobs->sandbox,
+                               .child = &child};
   memset(&j->proc, 0, sizeof(j->proc));
   j->proc.data = j;
   j->proc.on_done = on_proc_done;
@@ -299,7 +355,9 @@ static int spawn(struct cap_job *j, char **argv, size_t capture, int progress, i
   cap_log_str(r, "phase",
               j->phase == PHASE_DURATION ? "probe_duration"
               : j->phase == PHASE_FFMPEG ? "render"
+              : j->phase == PHASE_DETECT ? "detect_format"
                                          : "probe");
+  cap_log_bool(r, "sandbox", cap_sandbox_active(j->jobs->sandbox));
   if (rc == 0)
     cap_log_int(r, "pid", j->proc.pid);
   else
@@ -315,36 +373,76 @@ static int s3_storage(const struct cap_job *j) {
   return j->jobs->storage && j->jobs->storage->kind == CAP_STORAGE_S3;
 }
 
+/* Makes the job's own temp directory and names the output file in it.
+ * Returns 0, or fails the job and returns -1. */
+static int make_tmp_output(struct cap_job *j, char *path, size_t n) {
+  snprintf(j->tmp_dir, sizeof(j->tmp_dir), "%s", j->id);
+  int rc = cap_store_tmp_mkdir(j->jobs->store, j->tmp_dir);
+  if (rc != 0) {
+    char msg[200];
+    j->tmp_dir[0] = '\0';
+    snprintf(msg, sizeof(msg), "Could not create the job's temp directory: %s", strerror(-rc));
+    fail(j, "storage_error", 502, msg);
+    return -1;
+  }
+  snprintf(j->tmp_name, sizeof(j->tmp_name), "%s/out.%s", j->tmp_dir, j->ext);
+  if (cap_store_tmp_path(j->jobs->store, j->tmp_name, path, n) != 0) {
+    j->tmp_name[0] = '\0';
+    fail(j, "storage_error", 502, "The temporary output path is too long");
+    return -1;
+  }
+  return 0;
+}
+
+/* Appends the input options every child gets: the allow-lists, then the
+ * input itself. */
+static size_t input_args(const struct cap_job *j, char **argv, size_t a) {
+  argv[a++] = "-protocol_whitelist";
+  argv[a++] = INPUT_PROTOCOLS;
+  argv[a++] = "-format_whitelist";
+  argv[a++] = j->input_formats;
+  argv[a++] = "-i";
+  argv[a++] = "file:/dev/fd/3";
+  return a;
+}
+
 static void start_render(struct cap_job *j) {
   const struct cap_config *cfg = j->jobs->cfg;
-  char tmp_path[4096], out_arg[4200];
+  char tmp_path[4096], out_arg[4200], threads[16];
   /* A streamable output to S3 goes through ffmpeg's stdout straight into
    * the multipart upload; anything else is written to a temp file first. */
   int stream = s3_storage(j) && j->streamable;
   if (stream) {
     snprintf(out_arg, sizeof(out_arg), "pipe:1");
   } else {
-    snprintf(j->tmp_name, sizeof(j->tmp_name), "%s.%s", j->id, j->ext);
-    if (cap_store_tmp_path(j->jobs->store, j->tmp_name, tmp_path, sizeof(tmp_path)) != 0) {
-      j->tmp_name[0] = '\0';
-      fail(j, "storage_error", 502, "The temporary output path is too long");
+    if (make_tmp_output(j, tmp_path, sizeof(tmp_path)) != 0)
       return;
-    }
     /* "file:" keeps ffmpeg from reading a protocol into the path. */
     snprintf(out_arg, sizeof(out_arg), "file:%s", tmp_path);
   }
+  snprintf(threads, sizeof(threads), "%d", j->limits.threads);
   size_t nargs = 0;
   while (j->args[nargs])
     nargs++;
-  char **argv = xcalloc(nargs + 20, sizeof(char *));
+  char **argv = xcalloc(nargs + 32, sizeof(char *));
   size_t a = 0;
-  const char *head[] = {cfg->ffmpeg, "-hide_banner", "-nostdin",      "-nostats",
-                        "-loglevel", "error",        "-progress",     "pipe:4",
-                        "-y",        "-i",           "file:/dev/fd/3"};
+  const char *head[] = {cfg->ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel",
+                        "error",     "-progress",    "pipe:4",   "-y"};
   for (size_t i = 0; i < sizeof(head) / sizeof(head[0]); i++)
     argv[a++] = (char *)head[i];
+  if (j->limits.threads > 0) {
+    argv[a++] = "-threads"; /* The decoder's. */
+    argv[a++] = threads;
+  }
+  a = input_args(j, argv, a);
   for (size_t i = 0; i < nargs; i++)
     argv[a++] = j->args[i];
+  if (j->limits.threads > 0) {
+    argv[a++] = "-threads"; /* The encoders'. */
+    argv[a++] = threads;
+    argv[a++] = "-filter_threads";
+    argv[a++] = threads;
+  }
   argv[a++] = "-f";
   argv[a++] = j->format;
   argv[a++] = out_arg;
@@ -437,6 +535,93 @@ static char *probe_output(struct cap_job *j, const struct cap_buf *out) {
   return copy;
 }
 
+/* Runs the first tool on the opened input: ffprobe for a probe, or the
+ * duration probe that precedes a render. */
+static void run_tools(struct cap_job *j) {
+  static const char *const probe[] = {
+      "-v", "error", "-print_format", "json", "-show_format", "-show_streams", NULL};
+  static const char *const duration[] = {"-v",
+                                         "error",
+                                         "-show_entries",
+                                         "format=duration",
+                                         "-of",
+                                         "default=noprint_wrappers=1:nokey=1",
+                                         NULL};
+  int is_probe = j->capability == CAP_CAP_FFPROBE;
+  const char *const *opts = is_probe ? probe : duration;
+  char *argv[24];
+  size_t a = 0;
+  argv[a++] = j->jobs->cfg->ffprobe;
+  for (size_t i = 0; opts[i]; i++)
+    argv[a++] = (char *)opts[i];
+  a = input_args(j, argv, a);
+  argv[a] = NULL;
+  j->phase = is_probe ? PHASE_PROBE : PHASE_DURATION;
+  spawn(j, argv, is_probe ? PROBE_OUT_MAX : 4096, 0, 0);
+}
+
+/* Returns 1 when the child stopped because the input's format is not on
+ * the allow-list. */
+static int format_refused(const struct cap_proc *p) {
+  char tail[CAP_PROC_ERR_RING];
+  cap_proc_stderr_tail(p, tail, sizeof(tail));
+  return strstr(tail, "Format not on whitelist") != NULL;
+}
+
+/* A probe was refused: ask ffprobe, under the same allow-lists, which
+ * format it detected.  Its debug log names it just before the refusal, so
+ * this child reads no more of the input than the refused one did. */
+static void detect_format(struct cap_job *j) {
+  char *argv[16];
+  size_t a = 0;
+  argv[a++] = j->jobs->cfg->ffprobe;
+  argv[a++] = "-v";
+  argv[a++] = "debug";
+  a = input_args(j, argv, a);
+  argv[a] = NULL;
+  j->phase = PHASE_DETECT;
+  spawn(j, argv, 0, 0, 0);
+}
+
+/* Finds "Format NAME probed with size=..." (or "... detected only with low
+ * score") in the detection child's log and copies NAME to out. */
+static void detected_name(const struct cap_proc *p, char *out, size_t n) {
+  static const char *const marks[] = {" probed with size=", " detected only with low score", NULL};
+  char tail[CAP_PROC_ERR_RING];
+  cap_proc_stderr_tail(p, tail, sizeof(tail));
+  snprintf(out, n, "unknown");
+  for (size_t m = 0; marks[m]; m++) {
+    char *end = strstr(tail, marks[m]);
+    if (end == NULL)
+      continue;
+    char *start = end;
+    while (start > tail && start[-1] != ' ')
+      start--;
+    if (start - tail < 8 || strncmp(start - 7, "Format ", 7) != 0)
+      continue;
+    size_t len = (size_t)(end - start), k = 0;
+    for (size_t i = 0; i < len && k + 1 < n; i++) {
+      char c = start[i];
+      if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == ',')
+        out[k++] = c;
+    }
+    if (k > 0) {
+      out[k] = '\0';
+      return;
+    }
+  }
+}
+
+static void refuse_format(struct cap_job *j, const struct cap_proc *p) {
+  char msg[600];
+  detected_name(p, j->detected_format, sizeof(j->detected_format));
+  j->exit_status = -1; /* The detection child's status says nothing to the client. */
+  snprintf(msg, sizeof(msg),
+           "The input's format (%s) is not accepted: inputs must be one of %.400s (input_formats)",
+           j->detected_format, j->input_formats);
+  fail(j, "input_format_refused", 422, msg);
+}
+
 /* Counts a child's end by program and exit status or signal name. */
 static void count_exit(const struct cap_job *j, const struct cap_proc *p) {
   char status[32];
@@ -458,6 +643,16 @@ static void on_proc_done(struct cap_proc *p) {
     /* Canceled or timed out while the child ran: it has gone now. */
     cap_proc_free(p);
     cleanup(j);
+    return;
+  }
+  if (j->phase == PHASE_DETECT) {
+    refuse_format(j, p);
+    cap_proc_free(p);
+    return;
+  }
+  if (!ok && (j->phase == PHASE_DURATION || j->phase == PHASE_PROBE) && format_refused(p)) {
+    cap_proc_free(p);
+    detect_format(j);
     return;
   }
   if (!ok) {
@@ -518,31 +713,6 @@ static void on_proc_done(struct cap_proc *p) {
     cap_proc_free(p);
     fail(j, "internal", 500, "Job in an unknown phase");
   }
-}
-
-/* Runs the first tool on the opened input: ffprobe for a probe, or the
- * duration probe that precedes a render. */
-static void run_tools(struct cap_job *j) {
-  const struct cap_config *cfg = j->jobs->cfg;
-  if (j->capability == CAP_CAP_FFPROBE) {
-    char *argv[] = {cfg->ffprobe, "-v",           "error",         "-print_format",
-                    "json",       "-show_format", "-show_streams", "file:/dev/fd/3",
-                    NULL};
-    j->phase = PHASE_PROBE;
-    spawn(j, argv, PROBE_OUT_MAX, 0, 0);
-    return;
-  }
-  char *argv[] = {cfg->ffprobe,
-                  "-v",
-                  "error",
-                  "-show_entries",
-                  "format=duration",
-                  "-of",
-                  "default=noprint_wrappers=1:nokey=1",
-                  "file:/dev/fd/3",
-                  NULL};
-  j->phase = PHASE_DURATION;
-  spawn(j, argv, 4096, 0, 0);
 }
 
 void cap_job_start(struct cap_pool_item *it) {

@@ -1,6 +1,7 @@
 #ifndef CAP_JOB_H
 #define CAP_JOB_H
 
+#include "climits.h"
 #include "execreq.h"
 #include "pool.h"
 #include "proc.h"
@@ -59,6 +60,8 @@ struct cap_job {
   char *format, *ext, *cls;
   int timeout_s;
   int streamable;
+  char *input_formats;      /* The demuxers its input may have. */
+  struct cap_climit limits; /* The class's limits with the preset's overrides. */
 
   enum cap_job_state state;
   int64_t created_at, started_at, finished_at; /* Wall clock, ms. */
@@ -80,12 +83,14 @@ struct cap_job {
   int64_t exit_status;
   int term_signal;
   char *stderr_tail;
+  char detected_format[64]; /* For input_format_refused: what ffmpeg saw. */
 
   struct cap_proc proc;
   int phase;
   int proc_live;
   int in_fd;
-  char tmp_name[64];
+  char tmp_name[64]; /* The output's temp file, "<id>/out.<ext>". */
+  char tmp_dir[32];  /* The job's own temp directory: all its child may write. */
   uv_timer_t timeout_timer, kill_timer;
   int handles_open;
   int cancel_requested;

@@ -102,6 +102,10 @@ static void error_fields(const struct cap_job *j, struct cap_buf *b, int with_me
     key(b, "signal", 0);
     signal_name(b, j->term_signal);
   }
+  if (j->detected_format[0]) {
+    key(b, "detected_format", 0);
+    str(b, j->detected_format);
+  }
   if (j->stderr_tail) {
     key(b, "stderr_tail", 0);
     str(b, j->stderr_tail);

@@ -12,6 +12,8 @@ struct cap_config;
 struct cap_store;
 struct cap_storage;
 struct cap_presets;
+struct cap_sandbox;
+struct cap_climits;
 
 /* Every job the server knows: the running and queued ones and, for a
  * while, the finished ones, so that clients can poll them.  The table is
@@ -23,6 +25,8 @@ struct cap_jobs {
   struct cap_store *store;
   struct cap_storage *storage; /* Where inputs and outputs live (S3 or the store). */
   struct cap_presets *presets;
+  const struct cap_sandbox *sandbox; /* Every child runs in it. */
+  const struct cap_climits *climits; /* Limits per resource class. */
   struct cap_pool pool;
   struct cap_job **slots;
   size_t nslots;

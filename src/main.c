@@ -8,6 +8,7 @@
 #include "proc.h"
 #include "metrics.h"
 #include "reqid.h"
+#include "sandbox.h"
 #include "server.h"
 #include "version.h"
 
@@ -33,6 +34,11 @@ int main(int argc, char **argv) {
   char err[700];
   int rc, loose = 0;
 
+  /* The sandbox helper runs between fork and exec of every child: it must
+   * start from a clean slate, before anything below changes signals or
+   * descriptors. */
+  if (argc > 1 && strcmp(argv[1], "--sandbox-exec") == 0)
+    return cap_sandbox_exec_main(argc - 1, argv + 1);
   /* Writes to a peer that has gone must fail with EPIPE, not kill us. */
   signal(SIGPIPE, SIG_IGN);
   /* Descriptors inherited from whoever started us must not reach ffmpeg. */
@@ -80,6 +86,8 @@ int main(int argc, char **argv) {
     cap_config_free(&cfg);
     return 2;
   }
+  /* Before the ffmpeg probe, whose children already run in the sandbox. */
+  cap_sandbox_log_ready(&app.sandbox);
   if (cfg.token_from_argv)
     log_warning("config.token_in_argv", "hint",
                 "--token is visible to every user in ps; use --token-file or CAPABILITY_TOKEN");

@@ -27,6 +27,55 @@ static const char *get_str(const cJSON *o, const char *key) {
   return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
+/* Reads an optional integer override into *out (-1 when absent). */
+static int get_override(const cJSON *o, const char *key, int max, int *out) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+  *out = -1;
+  if (v == NULL)
+    return 0;
+  if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int)v->valuedouble || v->valuedouble < 0 ||
+      v->valuedouble > max)
+    return -EINVAL;
+  *out = (int)v->valuedouble;
+  return 0;
+}
+
+/* input_formats: a string "a,b" or an array of names, each a demuxer name
+ * of [a-z0-9_].  Returns a comma-separated copy in *out, or -EINVAL. */
+static int get_formats(const cJSON *o, char **out) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "input_formats");
+  struct cap_buf b;
+  *out = NULL;
+  if (v == NULL)
+    return 0;
+  cap_buf_init(&b);
+  if (cJSON_IsString(v)) {
+    cap_buf_puts(&b, v->valuestring);
+  } else if (cJSON_IsArray(v)) {
+    const cJSON *it;
+    cJSON_ArrayForEach(it, v) {
+      if (!cJSON_IsString(it) || strchr(it->valuestring, ',')) {
+        cap_buf_free(&b);
+        return -EINVAL;
+      }
+      if (b.len)
+        cap_buf_putc(&b, ',');
+      cap_buf_puts(&b, it->valuestring);
+    }
+  }
+  int ok = b.len > 0 && b.len < 4096;
+  for (size_t i = 0; ok && i < b.len; i++) {
+    char c = b.data[i];
+    ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == ',';
+  }
+  if (!ok) {
+    cap_buf_free(&b);
+    return -EINVAL;
+  }
+  *out = cap_buf_steal(&b);
+  return 0;
+}
+
 /* Copies a JSON array of strings into a NULL-terminated vector. */
 static int str_array(const cJSON *arr, char ***out, size_t *n) {
   const cJSON *it;
@@ -48,6 +97,7 @@ static void preset_free(struct cap_preset *p) {
   free(p->cls);
   free(p->format);
   free(p->ext);
+  free(p->input_formats);
   free(p->hw_encoder);
   free(p->unavailable_reason);
   for (size_t i = 0; p->args && i < p->nargs; i++)
@@ -113,11 +163,26 @@ static int parse_one(const char *name, const cJSON *o, struct cap_preset *p, cha
   }
   if (p->encoders == NULL)
     p->encoders = xcalloc(1, sizeof(char *));
+  if (get_override(o, "threads", 1024, &p->threads) != 0 ||
+      get_override(o, "nice", 19, &p->nice) != 0 ||
+      get_override(o, "memory_mb", 16777216, &p->memory_mb) != 0) {
+    snprintf(err, errlen, "preset %s: threads (0-1024), nice (0-19), memory_mb must be integers",
+             name);
+    return -EINVAL;
+  }
+  if (get_formats(o, &p->input_formats) != 0) {
+    snprintf(
+        err, errlen,
+        "preset %s: input_formats must be demuxer names ([a-z0-9_]), as \"a,b\" or [\"a\",\"b\"]",
+        name);
+    return -EINVAL;
+  }
   /* The server chooses the input and the output; a preset naming its own
    * would bypass the object store's checks. */
   for (size_t i = 0; i < p->nargs; i++)
     if (strcmp(p->args[i], "-i") == 0 || strcmp(p->args[i], "-f") == 0 ||
-        strcmp(p->args[i], "-y") == 0 || strncmp(p->args[i], "-progress", 9) == 0) {
+        strcmp(p->args[i], "-y") == 0 || strncmp(p->args[i], "-progress", 9) == 0 ||
+        strstr(p->args[i], "_whitelist") || strstr(p->args[i], "_blacklist")) {
       snprintf(err, errlen, "preset %s: args must not contain %s (the server sets it)", name,
                p->args[i]);
       return -EINVAL;

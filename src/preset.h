@@ -21,6 +21,13 @@ struct cap_preset {
   size_t nencoders;
   int available;
   char *unavailable_reason; /* Set when !available. */
+  /* Overrides of the class's limits (class_limits); -1 keeps the class's. */
+  int threads;
+  int nice;
+  int memory_mb;
+  /* Demuxers its inputs may have (comma-separated), or NULL for the
+   * server's input_formats. */
+  char *input_formats;
 };
 
 struct cap_presets {

@@ -170,8 +170,13 @@ int cap_proc_spawn(uv_loop_t *loop, struct cap_proc *p, const struct cap_proc_sp
     stdio[4].data.stream = (uv_stream_t *)&p->prog;
   }
 
-  opts.file = spec->file;
-  opts.args = spec->args;
+  /* Under the sandbox the child is our own binary in its helper mode,
+   * which confines itself and then executes spec->args unchanged. */
+  char **wrapped = NULL;
+  if (cap_sandbox_active(spec->sandbox) && spec->child)
+    wrapped = cap_sandbox_argv(spec->sandbox, spec->child, spec->args);
+  opts.file = wrapped ? wrapped[0] : spec->file;
+  opts.args = wrapped ? wrapped : spec->args;
   opts.env = child_env();
   opts.exit_cb = on_exit_cb;
   opts.stdio = stdio;
@@ -180,7 +185,10 @@ int cap_proc_spawn(uv_loop_t *loop, struct cap_proc *p, const struct cap_proc_sp
    * and a signal to -pid reaches everything it started. */
   opts.flags = UV_PROCESS_DETACHED;
 
+  /* uv_spawn returns once the child has executed (or failed to), so the
+   * wrapped argv is no longer needed afterwards. */
   rc = uv_spawn(loop, &p->process, &opts);
+  cap_sandbox_argv_free(wrapped);
   if (rc != 0) {
     p->spawn_error = rc;
     close_handle((uv_handle_t *)&p->process);

@@ -2,6 +2,7 @@
 #define CAP_PROC_H
 
 #include "buf.h"
+#include "sandbox.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -44,6 +45,11 @@ struct cap_proc_spec {
   int stream_out;     /* Make stdout a pipe the caller reads (p->out) and closes with
                          cap_proc_close_out. */
   int progress;       /* Open a pipe as the child's fd 4 for -progress pipe:4. */
+  /* The sandbox to run the child in (through the helper), or NULL to
+   * spawn it directly; child says what it may touch.  Both are read only
+   * during cap_proc_spawn. */
+  const struct cap_sandbox *sandbox;
+  const struct cap_sandbox_child *child;
 };
 
 /* Spawns spec on loop.  Returns 0 or a UV_E* code; either way on_done will

@@ -29,7 +29,7 @@ static void probe(const char *ffmpeg, struct cap_presets *set, struct result *r)
   r->status = 12345;
   if (!CHECK_EQ_INT(uv_loop_init(&loop), 0))
     return;
-  CHECK_EQ_INT(cap_ffcaps_probe(&loop, ffmpeg, set, on_probed, r), 0);
+  CHECK_EQ_INT(cap_ffcaps_probe(&loop, ffmpeg, NULL, set, on_probed, r), 0);
   uv_run(&loop, UV_RUN_DEFAULT);
   CHECK_EQ_INT(r->calls, 1);
   CHECK(r->set == set);
