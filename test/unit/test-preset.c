@@ -384,8 +384,73 @@ static void test_load_file(void) {
   CHECK(strstr(err, "/nonexistent/dir/presets.json") != NULL);
 }
 
+/* The limits and input formats a preset may set, and their defaults. */
+static void test_overrides(void) {
+  struct cap_presets *set = NULL;
+  char err[512];
+  int rc =
+      parse("{\"a\":{\"class\":\"cpu\",\"format\":\"mp4\",\"ext\":\"mp4\",\"args\":[],"
+            "\"threads\":2,\"nice\":19,\"memory_mb\":0,\"input_formats\":[\"mov\",\"mpegts\"]},"
+            "\"b\":{\"class\":\"cpu\",\"format\":\"mp4\",\"ext\":\"mp4\",\"args\":[],"
+            "\"input_formats\":\"matroska,wav\"},"
+            "\"c\":{\"class\":\"cpu\",\"format\":\"mp4\",\"ext\":\"mp4\",\"args\":[]}}",
+            &set, err, sizeof(err));
+  if (!CHECK_EQ_INT(rc, 0)) {
+    fprintf(stderr, "  %s\n", err);
+    return;
+  }
+  const struct cap_preset *a = cap_preset_find(set, "a"), *b = cap_preset_find(set, "b"),
+                          *c = cap_preset_find(set, "c");
+  CHECK_EQ_INT(a->threads, 2);
+  CHECK_EQ_INT(a->nice, 19);
+  CHECK_EQ_INT(a->memory_mb, 0);
+  CHECK_EQ_STR(a->input_formats, "mov,mpegts");
+  CHECK_EQ_STR(b->input_formats, "matroska,wav");
+  CHECK_EQ_INT(c->threads, -1);
+  CHECK_EQ_INT(c->nice, -1);
+  CHECK_EQ_INT(c->memory_mb, -1);
+  CHECK(c->input_formats == NULL);
+  cap_preset_set_free(set);
+
+  static const char *const bad[] = {"\"nice\":20",
+                                    "\"threads\":-1",
+                                    "\"memory_mb\":\"1\"",
+                                    "\"input_formats\":\"\"",
+                                    "\"input_formats\":\"hls;x\"",
+                                    "\"input_formats\":[\"a,b\"]",
+                                    "\"input_formats\":[1]",
+                                    "\"input_formats\":\"HLS\"",
+                                    "\"input_formats\":{}",
+                                    NULL};
+  for (size_t i = 0; bad[i]; i++) {
+    char json[300];
+    snprintf(json, sizeof(json),
+             "{\"x\":{\"class\":\"cpu\",\"format\":\"mp4\",\"ext\":\"mp4\",\"args\":[],%s}}",
+             bad[i]);
+    set = NULL;
+    if (!CHECK_EQ_INT(parse(json, &set, err, sizeof(err)), -EINVAL))
+      fprintf(stderr, "  accepted: %s\n", json);
+    CHECK(strstr(err, "preset x") != NULL);
+    CHECK(set == NULL);
+  }
+  /* The allow-lists are the server's to set, never a preset's arguments. */
+  static const char *const args[] = {"-protocol_whitelist", "-format_whitelist", "-codec_whitelist",
+                                     "-protocol_blacklist", NULL};
+  for (size_t i = 0; args[i]; i++) {
+    char json[300];
+    snprintf(json, sizeof(json),
+             "{\"x\":{\"class\":\"cpu\",\"format\":\"mp4\",\"ext\":\"mp4\","
+             "\"args\":[\"%s\",\"file,http\"]}}",
+             args[i]);
+    set = NULL;
+    CHECK_EQ_INT(parse(json, &set, err, sizeof(err)), -EINVAL);
+    CHECK(strstr(err, args[i]) != NULL);
+  }
+}
+
 int main(void) {
   test_builtin();
+  test_overrides();
   test_minimal_and_defaults();
   test_errors();
   test_length();
