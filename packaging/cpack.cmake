@@ -1,7 +1,7 @@
 # Install rules and the Debian package (cpack -G DEB).  Included at the end of
 # the top-level CMakeLists.txt.  The paths follow the installed layout the
 # install script and the docs share:
-#   /usr/bin/cap-server
+#   /usr/bin/cap-server, /usr/bin/cap-sandbox (the children's sandbox helper)
 #   /lib/systemd/system/cap-server.service
 #   /etc/cap-server/config.json, /etc/cap-server/presets.json   (conffiles)
 #   /usr/share/man/man1/cap-server.1.gz
@@ -22,7 +22,7 @@ add_custom_command(
   VERBATIM)
 add_custom_target(cap-server-manpage ALL DEPENDS ${CMAKE_CURRENT_BINARY_DIR}/cap-server.1.gz)
 
-install(TARGETS cap-server RUNTIME DESTINATION bin)
+install(TARGETS cap-server cap-sandbox RUNTIME DESTINATION bin)
 install(FILES ${CAP_PKG_DIR}/systemd/cap-server.service DESTINATION /lib/systemd/system)
 install(FILES ${CAP_PKG_DIR}/config.json ${CAP_PKG_DIR}/presets.json DESTINATION /etc/cap-server)
 install(FILES ${CMAKE_CURRENT_BINARY_DIR}/cap-server.1.gz DESTINATION share/man/man1)

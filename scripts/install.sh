@@ -223,6 +223,9 @@ ENV_FILE=$ETC_DIR/env
 REG_MARKER=$ETC_DIR/registration
 STATE_DIR=$ROOT/var/lib/cap-server
 LOCAL_BIN=$ROOT/usr/local/bin/cap-server
+# The sandbox helper cap-server spawns its children through; it looks for
+# it beside its own binary, and re-executes itself when it is missing.
+LOCAL_HELPER=$ROOT/usr/local/bin/cap-sandbox
 LOCAL_UNIT=$ROOT/etc/systemd/system/$SERVICE.service
 DROPIN_DIR=$ROOT/etc/systemd/system/$SERVICE.service.d
 DROPIN=$DROPIN_DIR/install.conf
@@ -602,6 +605,14 @@ step_cap_server() {
   ensure_dir "$ROOT/usr/local/bin"
   put_file "$LOCAL_BIN" 755 root root file "$BINARY"
   PKG_CHANGED=$FILE_CHANGED
+  local helper
+  helper=$(dirname "$BINARY")/cap-sandbox
+  if [ -f "$helper" ]; then
+    put_file "$LOCAL_HELPER" 755 root root file "$helper"
+    if [ "$FILE_CHANGED" = 1 ]; then PKG_CHANGED=1; fi
+  else
+    log "no cap-sandbox beside $BINARY: children are sandboxed by cap-server itself (slower to start)"
+  fi
 }
 
 step_user() {
@@ -1075,7 +1086,7 @@ uninstall_all() {
   fi
   local unit_gone=0
   if [ -e "$LOCAL_UNIT" ] || [ -e "$DROPIN_DIR" ]; then unit_gone=1; fi
-  remove_path "$LOCAL_BIN" "$LOCAL_UNIT" "$DROPIN_DIR"
+  remove_path "$LOCAL_BIN" "$LOCAL_HELPER" "$LOCAL_UNIT" "$DROPIN_DIR"
   if [ "$unit_gone" = 1 ]; then
     run "systemctl daemon-reload failed" systemctl daemon-reload
   fi

@@ -184,6 +184,11 @@ class InstallTest(unittest.TestCase):
         self.assertEqual(owner(s.p("/usr/local/bin/cap-server")), "755 root:root")
         with open(BIN, "rb") as a, open(s.p("/usr/local/bin/cap-server"), "rb") as b:
             self.assertEqual(a.read(), b.read())
+        # The sandbox helper comes along from beside the binary.
+        helper = os.path.join(os.path.dirname(BIN), "cap-sandbox")
+        self.assertEqual(owner(s.p("/usr/local/bin/cap-sandbox")), "755 root:root")
+        with open(helper, "rb") as a, open(s.p("/usr/local/bin/cap-sandbox"), "rb") as b:
+            self.assertEqual(a.read(), b.read())
         self.assertEqual(owner(s.p("/etc/cap-server")), "750 root:nogroup")
         self.assertEqual(owner(s.p("/etc/cap-server/config.json")), "644 root:root")
         self.assertEqual(owner(s.p("/etc/cap-server/presets.json")), "644 root:root")
@@ -352,6 +357,7 @@ class InstallTest(unittest.TestCase):
             self.assertEqual(r["headers"]["authorization"], "Bearer " + REGISTER_TOKEN)
         self.assertEqual(s.service_pids(), [])
         self.assertFalse(os.path.exists(s.p("/usr/local/bin/cap-server")))
+        self.assertFalse(os.path.exists(s.p("/usr/local/bin/cap-sandbox")))
         self.assertFalse(os.path.exists(s.p(UNIT)))
         self.assertEqual(s.systemd_state()["enabled"], [])
         self.assertEqual(s.ts_state()["serve"], {})

@@ -47,6 +47,7 @@ CONFFILES = ["/etc/cap-server/config.json", "/etc/cap-server/presets.json"]
 # Path in the package -> expected mode.
 PACKAGE_FILES = {
     "/usr/bin/cap-server": 0o755,
+    "/usr/bin/cap-sandbox": 0o755,
     "/lib/systemd/system/cap-server.service": 0o644,
     "/etc/cap-server/config.json": 0o644,
     "/etc/cap-server/presets.json": 0o644,
@@ -64,8 +65,32 @@ HARDENING = {
     "ProtectKernelLogs": "yes", "ProtectControlGroups": "yes", "RestrictNamespaces": "yes",
     "LockPersonality": "yes", "RestrictRealtime": "yes", "SystemCallArchitectures": "native",
     "RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX", "CapabilityBoundingSet": "",
-    "UMask": "0077",
+    "UMask": "0077", "AmbientCapabilities": "", "ProtectProc": "invisible",
+    "ProtectHostname": "yes", "PrivateMounts": "yes", "PrivateIPC": "yes", "RemoveIPC": "yes",
+    "KeyringMode": "private", "SystemCallErrorNumber": "EPERM",
+    "ReadWritePaths": "/var/lib/cap-server",
 }
+# SystemCallFilter= lines of the unit, in order: the allow list, the Landlock
+# calls systemd 252's @system-service lacks (the sandbox helper needs them),
+# then the deny list.  @resources must stay allowed: the helper sets rlimits
+# and priorities of every child.
+SYSCALL_FILTER_ALLOW = ["@system-service"]
+SYSCALL_FILTER_LANDLOCK = ["landlock_create_ruleset", "landlock_add_rule", "landlock_restrict_self"]
+SYSCALL_FILTER_DENY = ["@privileged", "@clock", "@debug", "@module", "@mount", "@obsolete",
+                       "@raw-io", "@reboot", "@swap", "@cpu-emulation"]
+# systemd-analyze security: the overall exposure the unit must stay at or
+# under, and checks it must pass (names as systemd-analyze prints them).
+SECURITY_MAX_EXPOSURE = 2.0
+SECURITY_MUST_PASS = [
+    "NoNewPrivileges=", "CapabilityBoundingSet=~CAP_SYS_ADMIN", "AmbientCapabilities=",
+    "ProtectProc=", "ProtectHostname=", "PrivateMounts=", "RemoveIPC=", "KeyringMode=",
+    "ProtectSystem=", "ProtectHome=", "PrivateTmp=", "RestrictNamespaces=~user",
+    "RestrictAddressFamilies=~AF_PACKET", "RestrictAddressFamilies=~AF_NETLINK",
+    "SystemCallArchitectures=",
+    "SystemCallFilter=~@privileged", "SystemCallFilter=~@mount", "SystemCallFilter=~@debug",
+    "SystemCallFilter=~@module", "SystemCallFilter=~@clock", "SystemCallFilter=~@raw-io",
+    "LockPersonality=", "RestrictSUIDSGID=", "UMask=",
+]
 SKIP_EXIT = 77
 
 
@@ -137,10 +162,10 @@ def help_options():
 
 def roff_plain(s):
     """Roff source to plain text, enough to search it: comments and font
-    escapes go, \\- becomes -, and font macros become their text (the
+    escapes go, zero-width escapes (\\& and the break point \\:) go, \\- becomes -, and font macros become their text (the
     alternating ones, like .BI, join their arguments without spaces)."""
     s = re.sub(r"\\f[BIRP]", "", s)
-    s = s.replace("\\-", "-").replace("\\e", "\\").replace("\\&", "")
+    s = s.replace("\\-", "-").replace("\\e", "\\").replace("\\&", "").replace("\\:", "")
     out = []
     for line in s.splitlines():
         if line.startswith(".\\\""):
@@ -236,6 +261,21 @@ class TestUnitFile(unittest.TestCase):
             self.assertNotIn(key, self.svc, "%s= would hide /dev/dri and /dev/nvidia*" % key)
         self.assertNotEqual(self.svc.get("ProtectClock", ["no"])[-1], "yes",
                             "ProtectClock=yes implies a DeviceAllow= list")
+        # CUDA (NVENC) reads /proc/driver/nvidia, the NVIDIA libraries map
+        # W+X memory, and the GPU nodes open through the video/render groups.
+        self.assertNotEqual(self.svc.get("ProcSubset", ["all"])[-1], "pid",
+                            "ProcSubset=pid hides /proc/driver/nvidia")
+        self.assertNotEqual(self.svc.get("MemoryDenyWriteExecute", ["no"])[-1], "yes")
+        self.assertNotEqual(self.svc.get("PrivateUsers", ["no"])[-1], "yes")
+
+    def test_syscall_filter(self):
+        lines = self.svc.get("SystemCallFilter", [])
+        allow = [w for ln in lines if not ln.startswith("~") for w in ln.split()]
+        deny = [w for ln in lines if ln.startswith("~") for w in ln[1:].split()]
+        self.assertEqual(allow[:1], SYSCALL_FILTER_ALLOW, "the allow list must come first")
+        self.assertEqual(sorted(allow[1:]), sorted(SYSCALL_FILTER_LANDLOCK))
+        self.assertEqual(sorted(deny), sorted(SYSCALL_FILTER_DENY))
+        self.assertNotIn("@resources", deny, "the sandbox helper calls setrlimit/setpriority")
 
     def test_unit_and_install_sections(self):
         after = " ".join(self.unit["Unit"].get("After", [])).split()
@@ -309,6 +349,52 @@ class TestSystemdVerify(unittest.TestCase):
                     note("systemd-analyze (not about our unit): " + ln)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+class TestSystemdSecurity(unittest.TestCase):
+    """`systemd-analyze security --offline=true` on the unit as shipped (it
+    reads the file only; no systemd needs to run, no user to exist)."""
+
+    def test_exposure(self):
+        if not shutil.which("systemd-analyze"):
+            note("systemd-analyze not found (package systemd): skipping the exposure check")
+            self.skipTest("no systemd-analyze")
+        ver = run(["systemd-analyze", "--version"], timeout=30)
+        m = re.match(r"systemd (\d+)", text(ver.stdout))
+        if m and int(m.group(1)) < 250:
+            note("systemd %s has no 'security --offline' (needs 250): skipping the exposure "
+                 "check" % m.group(1))
+            self.skipTest("systemd-analyze too old")
+        # LC_ALL=C: "+"/"-" marks and "->" instead of the UTF-8 glyphs.
+        env = dict(os.environ, LC_ALL="C", SYSTEMD_COLORS="0", SYSTEMD_PAGER="")
+        env.pop("LANG", None)
+        r = run(["systemd-analyze", "security", "--offline=true", "--no-pager", UNIT],
+                env=env, timeout=120)
+        out, err = text(r.stdout), text(r.stderr)
+        self.assertEqual(r.returncode, 0, out + err)
+        m = re.search(r"Overall exposure level for cap-server\.service: (\d+(?:\.\d+)?) (\S+)", out)
+        self.assertIsNotNone(m, "no overall exposure line in:\n" + out + err)
+        exposure = float(m.group(1))
+        checks = {}
+        for ln in out.splitlines():
+            f = ln.split()
+            if len(f) >= 2 and f[0] in ("+", "-"):
+                checks[f[1]] = f[0] == "+"
+        flagged = sorted(k for k, ok in checks.items() if not ok)
+        note("systemd-analyze security: exposure %s %s; still flagged: %s"
+             % (m.group(1), m.group(2), " ".join(flagged)))
+        self.assertLessEqual(exposure, SECURITY_MAX_EXPOSURE,
+                             "exposure %s above %s; flagged: %s"
+                             % (exposure, SECURITY_MAX_EXPOSURE, flagged))
+        for name in SECURITY_MUST_PASS:
+            self.assertIn(name, checks, "systemd-analyze did not rate %s:\n%s" % (name, out))
+            self.assertTrue(checks[name], "systemd-analyze flags %s" % name)
+        # The key directives themselves, as written in the unit.
+        with open(UNIT) as f:
+            lines = [ln.strip() for ln in f]
+        for want in ("ProtectProc=invisible", "SystemCallFilter=@system-service",
+                     "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX", "CapabilityBoundingSet="):
+            self.assertIn(want, lines, "%s missing from the unit" % want)
 
 
 class TestManPage(unittest.TestCase):
@@ -759,12 +845,17 @@ class ChrootPhase:
                     assert proc.poll() is None, text(proc.communicate()[1])
             self.check(any("READY=1" in m for m in msgs), "READY=1 on $NOTIFY_SOCKET")
             port = None
+            helper = None
             for raw in iter(proc.stdout.readline, b""):
                 ev = json.loads(raw)
+                if ev.get("event") == "sandbox.ready":
+                    helper = ev.get("helper")
                 if ev.get("event") == "server.start":
                     port = int(ev["port"])
                     break
             self.check(port is not None, "server.start logged on stdout (journald)")
+            self.check(helper == "/usr/bin/cap-sandbox",
+                       "children are sandboxed through the packaged cap-sandbox (got %r)" % helper)
             st, body = get(port, "/health")
             self.check(st == 200, "installed server answers /health")
             st, _ = get(port, "/jobs/AAAAAAAAAAAAAAAAAAAAAA", token="wrong" * 8)
