@@ -616,6 +616,13 @@ static void refuse_format(struct cap_job *j, const struct cap_proc *p) {
   char msg[600];
   detected_name(p, j->detected_format, sizeof(j->detected_format));
   j->exit_status = -1; /* The detection child's status says nothing to the client. */
+  if (strcmp(j->detected_format, "unknown") == 0) {
+    /* Keep what the detection child said, so that an operator can see why. */
+    char tail[STDERR_TAIL_MAX + 1];
+    cap_proc_stderr_tail(p, tail, sizeof(tail));
+    free(j->stderr_tail);
+    j->stderr_tail = xstrdup(tail);
+  }
   snprintf(msg, sizeof(msg),
            "The input's format (%s) is not accepted: inputs must be one of %.400s (input_formats)",
            j->detected_format, j->input_formats);

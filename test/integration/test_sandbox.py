@@ -590,6 +590,11 @@ class ServerSandbox(unittest.TestCase):
         self.assertEqual(st, 202, j)
         pid = mt.wait_ffmpeg_pid(srv, j["job_id"], 20)
         self.addCleanup(lambda: proc_alive(pid) and os.kill(pid, signal.SIGKILL))
+        # The pid is the helper's until it executes ffmpeg: wait for that,
+        # so that what is read of it is ffmpeg's.
+        deadline = time.time() + 10
+        while time.time() < deadline and (mt._stat(pid) or ("",))[0] != "ffmpeg":
+            time.sleep(0.02)
         return pid
 
     def test_sandbox_off(self):
