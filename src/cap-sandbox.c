@@ -1,7 +1,7 @@
 /* cap-sandbox: the sandbox helper on its own, linked with libc alone so
  * that it starts quickly.  cap-server spawns it for every child instead
  * of re-executing itself; both run cap_sandbox_exec_main. */
-#include "sandbox.h"
+#include "sandbox_exec.h"
 
 int main(int argc, char **argv) {
   return cap_sandbox_exec_main(argc, argv);

@@ -137,7 +137,7 @@ static const struct opt opts[] = {
      "demuxers an input may be read with, comma-separated (presets may narrow or widen)"},
     {"class_limits", OPT_JSON, O(class_limits), 0, 0, CAP_DEFAULT_CLASS_LIMITS, NULL,
      "JSON: {\"class\":{\"nice\":0-19,\"ionice\":\"idle\"|\"best-effort:0-7\"|\"none\","
-     "\"memory_mb\":N,\"threads\":N}}"},
+     "\"memory_mb\":N,\"address_space_mb\":N,\"threads\":N}}"},
     {"output_max_mb", OPT_INT, O(output_max_mb), 1, 100000000, "262144", NULL,
      "largest file a child may write, MiB (RLIMIT_FSIZE)"},
     {"token_prefixes", OPT_JSON, O(token_prefixes), 0, 0, NULL, NULL,

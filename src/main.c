@@ -8,7 +8,7 @@
 #include "proc.h"
 #include "metrics.h"
 #include "reqid.h"
-#include "sandbox.h"
+#include "sandbox_exec.h"
 #include "server.h"
 #include "version.h"
 

@@ -2,6 +2,7 @@
 #define CAP_SANDBOX_H
 
 #include "buf.h"
+#include "sandbox_exec.h"
 
 #include <stddef.h>
 
@@ -28,9 +29,7 @@ enum cap_sandbox_mode {
   CAP_SANDBOX_REQUIRED,    /* Refuse to start without Landlock file-system rules. */
 };
 
-/* cap-server runs as the helper when this is its first argument. */
-#define CAP_SANDBOX_FLAG "--sandbox-exec"
-/* The helper's own small binary, found beside cap-server's or here. */
+/* The helper's own small binary, found beside cap-server's. */
 #define CAP_SANDBOX_HELPER "cap-sandbox"
 
 /* The highest Landlock ABI whose features cap-server knows. */
@@ -78,8 +77,6 @@ struct cap_sandbox_child {
 /* Parses "off", "best-effort" or "required".  Returns 0 or -EINVAL. */
 int cap_sandbox_parse_mode(const char *s, enum cap_sandbox_mode *out);
 const char *cap_sandbox_mode_name(enum cap_sandbox_mode m);
-/* Returns the Landlock ABI version the running kernel offers, 0 without. */
-int cap_sandbox_kernel_abi(void);
 
 /* Sets sb up: probes the kernel, caps the ABI at abi_max (0: no cap), and
  * collects the read-only paths (the defaults plus extra_ro, a
@@ -104,13 +101,5 @@ void cap_sandbox_log_ready(const struct cap_sandbox *sb);
 char **cap_sandbox_argv(const struct cap_sandbox *sb, const struct cap_sandbox_child *c,
                         char *const *args);
 void cap_sandbox_argv_free(char **argv);
-
-/* The helper: argv is "NAME [OPTION]... -- PROGRAM [ARG]..." (cap-sandbox's
- * own argv, or cap-server's from its --sandbox-exec on).  Never returns
- * when PROGRAM runs; otherwise prints one line starting "cap-server
- * sandbox:" to stderr and returns 126 (setup failed) or 127 (PROGRAM could
- * not be executed) for main() to exit with.  It needs only libc
- * (sandbox_exec.c). */
-int cap_sandbox_exec_main(int argc, char **argv);
 
 #endif

@@ -1,6 +1,6 @@
 /* For syscall() and the Landlock syscall numbers. */
 #define _GNU_SOURCE
-#include "sandbox.h"
+#include "sandbox_exec.h"
 
 #include <errno.h>
 #include <fcntl.h>
