@@ -3,6 +3,9 @@
  * of re-executing itself; both run cap_sandbox_exec_main. */
 #include "sandbox_exec.h"
 
+#include <unistd.h>
+
 int main(int argc, char **argv) {
-  return cap_sandbox_exec_main(argc, argv);
+  /* No exit handlers: the sandbox may already deny what they would read. */
+  _exit(cap_sandbox_exec_main(argc, argv));
 }

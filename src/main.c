@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
 extern char **environ;
@@ -37,8 +38,10 @@ int main(int argc, char **argv) {
   /* The sandbox helper runs between fork and exec of every child: it must
    * start from a clean slate, before anything below changes signals or
    * descriptors. */
-  if (argc > 1 && strcmp(argv[1], "--sandbox-exec") == 0)
-    return cap_sandbox_exec_main(argc - 1, argv + 1);
+  /* It ends with _exit: exit handlers (a sanitizer's leak check reads
+   * /proc) may meet a sandbox that has already been applied. */
+  if (argc > 1 && strcmp(argv[1], CAP_SANDBOX_FLAG) == 0)
+    _exit(cap_sandbox_exec_main(argc - 1, argv + 1));
   /* Writes to a peer that has gone must fail with EPIPE, not kill us. */
   signal(SIGPIPE, SIG_IGN);
   /* Descriptors inherited from whoever started us must not reach ffmpeg. */
