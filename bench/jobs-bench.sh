@@ -23,6 +23,16 @@
 #      packaging/presets.json.  RENDER_RUNS runs each, the medians and their
 #      ratio (goal <= 1.03).  The server also runs an ffprobe (duration)
 #      before ffmpeg; that is part of what the job costs and is not subtracted.
+#   4. Sandbox cost: the job of part 1 (ffprobe through POST /exec, curl) and the
+#      render of part 3 (1080p), each sent to two more servers started for this
+#      part with the same flags but `--sandbox best-effort` and `--sandbox off`
+#      (every child then starts through, or without, the sandbox helper
+#      cap-sandbox: Landlock, rlimits, no_new_privs, parent-death signal).  Medians,
+#      the difference per job in ms (goal: the sandbox adds <= 2 ms to a job)
+#      and the render ratio sandboxed / unsandboxed (goal <= 1.02, i.e.
+#      unchanged within noise), plus CPU per job on both.  The two servers
+#      alternate round by round like the other parts.  Skipped with a note
+#      when the binary has no --sandbox option.
 #   Server and direct runs alternate round by round (parts 2 and 3: one run
 #   per round; part 1: DISPATCH_RUNS / DISPATCH_ROUNDS runs per round), so that
 #   background load changing over the minutes hits both sides alike.
@@ -60,7 +70,10 @@
 #   RENDER_SIZE      size of the render clip           [1280x720]
 #   RENDER_RUNS      render runs per side              [5]   {2}
 #   RENDER_WARMUP    render warm-up runs per side      [1]   {0}
-#   BENCH_PARTS      which parts to run                ["1 2 3"]
+#   SANDBOX_RUNS     ffprobe jobs per side, part 4     [40]  {10}
+#   SANDBOX_ROUNDS   ... split into this many rounds   [4]   {2}
+#   SANDBOX_RENDER_RUNS  renders per side, part 4      [3]   {1}
+#   BENCH_PARTS      which parts to run                ["1 2 3 4"]
 #   OUT_DIR          hyperfine JSON exports, server log, summary.txt
 #                    [bench/results/jobs-<UTC timestamp>/, git-ignored]
 #   KEEP_TMP         1 = keep the temporary data dir   [0]
@@ -101,9 +114,13 @@ RENDER_SECONDS=${RENDER_SECONDS:-$(q 10 3)}
 RENDER_SIZE=${RENDER_SIZE:-1280x720}
 RENDER_RUNS=${RENDER_RUNS:-$(q 5 2)}
 RENDER_WARMUP=${RENDER_WARMUP:-$(q 1 0)}
+SANDBOX_RUNS=${SANDBOX_RUNS:-$(q 40 10)}
+SANDBOX_ROUNDS=${SANDBOX_ROUNDS:-$(q 4 2)}
+SANDBOX_RENDER_RUNS=${SANDBOX_RENDER_RUNS:-$(q 3 1)}
 OUT_DIR=${OUT_DIR:-$BENCH_DIR/results/jobs-$(date -u +%Y%m%dT%H%M%SZ)}
 KEEP_TMP=${KEEP_TMP:-0}
-BENCH_PARTS=${BENCH_PARTS:-1 2 3}
+BENCH_PARTS_GIVEN=${BENCH_PARTS+1}
+BENCH_PARTS=${BENCH_PARTS:-1 2 3 4}
 QUIET_WAIT=${QUIET_WAIT:-0}
 NOISE_MAX=${NOISE_MAX:-10}
 NOISE_RETRIES=${NOISE_RETRIES:-2}
@@ -112,7 +129,8 @@ BENCH_NAME=jobs-bench
 # shellcheck source=bench/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-for v in DISPATCH_RUNS DISPATCH_ROUNDS PROBE_SECONDS TP_JOBS TP_REPEAT TP_CONC POOL_CPU RENDER_SECONDS RENDER_RUNS; do
+for v in DISPATCH_RUNS DISPATCH_ROUNDS PROBE_SECONDS TP_JOBS TP_REPEAT TP_CONC POOL_CPU RENDER_SECONDS RENDER_RUNS \
+  SANDBOX_RUNS SANDBOX_ROUNDS SANDBOX_RENDER_RUNS; do
   [[ ${!v} =~ ^[0-9]+$ && ${!v} -gt 0 ]] || die "$v must be a positive integer (got '${!v}')"
 done
 for v in DISPATCH_WARMUP TP_WARMUP RENDER_WARMUP QUIET_WAIT NOISE_MAX NOISE_RETRIES; do
@@ -124,23 +142,34 @@ done
 # Runs per round, rounded up so that at least DISPATCH_RUNS runs are made.
 D_PER_ROUND=$(((DISPATCH_RUNS + DISPATCH_ROUNDS - 1) / DISPATCH_ROUNDS))
 DISPATCH_RUNS=$((D_PER_ROUND * DISPATCH_ROUNDS))
-for p in $BENCH_PARTS; do [[ $p == [123] ]] || die "BENCH_PARTS: '$p' is not one of 1 2 3"; done
+S_PER_ROUND=$(((SANDBOX_RUNS + SANDBOX_ROUNDS - 1) / SANDBOX_ROUNDS))
+SANDBOX_RUNS=$((S_PER_ROUND * SANDBOX_ROUNDS))
+for p in $BENCH_PARTS; do [[ $p == [1234] ]] || die "BENCH_PARTS: '$p' is not one of 1 2 3 4"; done
 [[ -n ${BENCH_PARTS// /} ]] || die "BENCH_PARTS is empty"
 want() { [[ " $BENCH_PARTS " == *" $1 "* ]]; }
 
 # ---------------------------------------------------------------- processes ---
 CAP_PID=""
+SB_ON_PID=""
+SB_OFF_PID=""
+# Every cap-server this script runs: their CPU is not "other programs".
+SRV_PIDS=()
 TMP=""
 
 
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  stop_pid "$SB_ON_PID" "cap-server (sandbox on)"
+  stop_pid "$SB_OFF_PID" "cap-server (sandbox off)"
   stop_pid "$CAP_PID" cap-server
   wait 2>/dev/null || true
   if [[ -n $TMP && -d $TMP ]]; then
     # Keep the server log next to the results; the clips are not worth keeping.
     [[ -f $TMP/server.log && -d $OUT_DIR ]] && cp "$TMP/server.log" "$OUT_DIR/server.log" 2>/dev/null
+    for f in "$TMP"/server-sandbox-*.log; do
+      [[ -f $f && -d $OUT_DIR ]] && cp "$f" "$OUT_DIR/" 2>/dev/null
+    done
     if [[ $KEEP_TMP == 1 ]]; then log "jobs-bench: kept $TMP"; else rm -rf "$TMP"; fi
   fi
   exit "$rc"
@@ -158,6 +187,13 @@ if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then apt_i
 
 [[ -x $CAP_SERVER_BIN ]] || die "cap-server binary not found or not executable: $CAP_SERVER_BIN (build it, or set CAP_SERVER_BIN)"
 [[ -f $PRESETS_JSON ]] || die "presets file not found: $PRESETS_JSON"
+SANDBOX_NOTE=""
+if want 4 && ! "$CAP_SERVER_BIN" --help 2>/dev/null | grep -q -- '--sandbox '; then
+  [[ -z $BENCH_PARTS_GIVEN ]] || die "BENCH_PARTS has 4 but $CAP_SERVER_BIN has no --sandbox option"
+  SANDBOX_NOTE="part 4 (sandbox on/off) skipped: $CAP_SERVER_BIN has no --sandbox option"
+  log "jobs-bench: $SANDBOX_NOTE"
+  BENCH_PARTS=${BENCH_PARTS//4/}
+fi
 
 FFMPEG=$(command -v ffmpeg)
 FFPROBE=$(command -v ffprobe)
@@ -318,6 +354,23 @@ def logstats(path, first, last, expect):
         sys.stderr.write("jobs-bench: server log: %s\n" % b)
     sys.exit(1 if bad else 0)
 
+def sandboxinfo(path, want):
+    """How many children the server's log shows started with and without the
+    sandbox (job.started "sandbox"); exits 1 unless every one matches want
+    (true or false), so that part 4 compares what it says it compares."""
+    counts = {}
+    for line in open(path):
+        try:
+            e = json.loads(line)
+        except ValueError:
+            continue
+        if e.get("event") == "job.started":
+            k = "sandboxed" if e.get("sandbox") else "unsandboxed"
+            counts[k] = counts.get(k, 0) + 1
+    print(", ".join("%d %s" % (v, k) for k, v in sorted(counts.items())) or "no job.started lines")
+    other = "unsandboxed" if want == "true" else "sandboxed"
+    sys.exit(1 if counts.get(other) or not counts else 0)
+
 def preset_args(path, name):
     """The preset's args, one per line (the script reads them with mapfile)."""
     p = json.load(open(path))[name]
@@ -326,7 +379,7 @@ def preset_args(path, name):
     print("--format=" + p["format"])
 
 if __name__ == "__main__":
-    {"client": client, "medians": medians, "merge": merge, "cpu": cpu, "usedcpu": usedcpu, "logstats": logstats, "preset_args": preset_args}[sys.argv[1]](*sys.argv[2:])
+    {"client": client, "medians": medians, "merge": merge, "cpu": cpu, "usedcpu": usedcpu, "logstats": logstats, "sandboxinfo": sandboxinfo, "preset_args": preset_args}[sys.argv[1]](*sys.argv[2:])
 PY
 
 # Share of all CPUs busy over INTERVAL seconds while this script is idle
@@ -335,8 +388,10 @@ PY
 # the CPUs.
 foreign_procs() {
   local pid n=0
+  local ppid
   for pid in $(pgrep -x 'ffmpeg|ffprobe' || true); do
-    [[ $(ps -o ppid= -p "$pid" 2>/dev/null | tr -d ' ') == "$CAP_PID" ]] && continue
+    ppid=$(ps -o ppid= -p "$pid" 2>/dev/null | tr -d ' ')
+    [[ " ${SRV_PIDS[*]-} " == *" $ppid "* ]] && continue
     n=$((n + 1))
   done
   echo "$n"
@@ -375,12 +430,13 @@ check_background() { # part-name
 
 # Lines in the server log so far (after a moment, so that the lines of the
 # request just answered are written).
-log_lines() { sleep 0.2; wc -l <"$SERVER_LOG" | tr -d ' '; }
+log_lines() { sleep 0.2; wc -l <"${1:-$SERVER_LOG}" | tr -d ' '; }
 
-# logstats FIRST_LINE EXPECTED_REQUESTS PREFIX: sets PREFIX_<key> variables.
+# logstats FIRST_LINE EXPECTED_REQUESTS PREFIX [LOG]: sets PREFIX_<key>
+# variables from LOG (default: the main server's).
 logstats() {
-  local first=$1 expect=$2 prefix=$3 out k v
-  out=$("$PYTHON" "$HELPER" logstats "$SERVER_LOG" "$first" "$(log_lines)" "$expect") \
+  local first=$1 expect=$2 prefix=$3 file=${4:-$SERVER_LOG} out k v
+  out=$("$PYTHON" "$HELPER" logstats "$file" "$first" "$(log_lines "$file")" "$expect") \
     || die "server log check failed (see above; log kept in $OUT_DIR/server.log)"
   while IFS='=' read -r k v; do printf -v "${prefix}_$k" '%s' "$v"; done <<<"$out"
 }
@@ -396,13 +452,16 @@ verdict() { # value op goal
 
 HF_COMMON=(-N)
 
-# CPU time the server has used itself and what its reaped children (the
-# ffprobe/ffmpeg it ran) used, from /proc/PID/stat: "self_ms children_ms".
-# /proc counts in clock ticks (CLK_TCK, usually 100 Hz): sums over many runs.
+# CPU time the servers have used themselves and what their reaped children
+# (the ffprobe/ffmpeg they ran) used, from /proc/PID/stat, summed over every
+# server of SRV_PIDS (only the one being measured is busy): "self_ms
+# children_ms".  /proc counts in clock ticks (CLK_TCK, usually 100 Hz): sums
+# over many runs.
 CLK_TCK=$(getconf CLK_TCK)
 srv_cpu() {
-  sed 's/^.*) //' "/proc/$CAP_PID/stat" \
-    | awk -v hz="$CLK_TCK" '{ printf "%.0f %.0f\n", ($12 + $13) * 1000 / hz, ($14 + $15) * 1000 / hz }'
+  local pid
+  for pid in "${SRV_PIDS[@]}"; do sed 's/^.*) //' "/proc/$pid/stat"; done \
+    | awk -v hz="$CLK_TCK" '{ s += $12 + $13; c += $14 + $15 } END { printf "%.0f %.0f\n", s * 1000 / hz, c * 1000 / hz }'
 }
 
 # CPU time (ms, all CPUs) the whole machine has spent busy so far, /proc/stat.
@@ -418,7 +477,7 @@ NCPU=$(nproc)
 # CPU.  If that exceeds NOISE_MAX % of the CPUs' capacity, the call is made
 # again (at most NOISE_RETRIES times).  Sets RUN_FOREIGN (percent) and, for the
 # server side, RUN_SELF_MS / RUN_CHILD_MS, and counts the runs (redone ones
-# too) in ALT_A_RUNS.
+# too) in ALT_A_RUNS (server side) or ALT_B_RUNS.
 NOISE_RUNS_REDONE=0
 NOISE_RUNS_KEPT=0
 run_side() {
@@ -432,7 +491,7 @@ run_side() {
     t1=$EPOCHREALTIME
     b1=$(stat_busy_ms)
     read -r s1 c1 < <(srv_cpu)
-    [[ $srv == 1 ]] && ALT_A_RUNS=$((ALT_A_RUNS + per))
+    if [[ $srv == 1 ]]; then ALT_A_RUNS=$((ALT_A_RUNS + per)); else ALT_B_RUNS=$((ALT_B_RUNS + per)); fi
     used=$("$PYTHON" "$HELPER" usedcpu "$file")
     RUN_SELF_MS=$((s1 - s0))
     RUN_CHILD_MS=$((c1 - c0))
@@ -459,9 +518,12 @@ run_side() {
 # A is the server side: sets ALT_SELF_MS / ALT_CHILD_MS, the server's own and
 # its children's CPU time summed over the A runs kept, and ALT_A_RUNS, how many
 # times A ran in all (warm-up and redone runs included; for the log check).
+# ALT_B_SELF_MS / ALT_B_CHILD_MS / ALT_B_RUNS: the same for B, for part 4
+# where B is a server too.
 alternate() {
   local tag=$1 runs=$2 per=$3 warmup=$4 na=$5 ca=$6 nb=$7 cb=$8 r side t
   ALT_SELF_MS=0 ALT_CHILD_MS=0 ALT_A_RUNS=$warmup
+  ALT_B_SELF_MS=0 ALT_B_CHILD_MS=0 ALT_B_RUNS=$warmup
   if [[ $warmup -gt 0 ]]; then
     log "  warm-up: $warmup run(s) each"
     hyperfine "${HF_COMMON[@]}" --style none --runs "$warmup" -n "$na" "$ca" -n "$nb" "$cb" >&2
@@ -476,6 +538,8 @@ alternate() {
         ALT_CHILD_MS=$((ALT_CHILD_MS + RUN_CHILD_MS))
       else
         run_side "$OUT_DIR/$tag-b-$r.json" "$nb" "$cb" "$per" 0
+        ALT_B_SELF_MS=$((ALT_B_SELF_MS + RUN_SELF_MS))
+        ALT_B_CHILD_MS=$((ALT_B_CHILD_MS + RUN_CHILD_MS))
       fi
       t=$("$PYTHON" "$HELPER" merge "$OUT_DIR/$tag-$side-$r.json" | cut -d' ' -f1)
       log "  round $r/$runs: $([[ $side == a ]] && echo "$na" || echo "$nb"): $(awk -v t="$t" -v n="$per" \
@@ -494,7 +558,7 @@ gen_clip() { # seconds size out
 }
 log "jobs-bench: generating clips in $DATA"
 gen_clip "$PROBE_SECONDS" "$PROBE_SIZE" "$DATA/uploads/probe.mp4"
-if want 3; then gen_clip "$RENDER_SECONDS" "$RENDER_SIZE" "$DATA/uploads/render.mp4"; fi
+if want 3 || want 4; then gen_clip "$RENDER_SECONDS" "$RENDER_SIZE" "$DATA/uploads/render.mp4"; fi
 if want 2; then
   for ((i = 0; i < TP_JOBS; i++)); do
     cp "$DATA/uploads/probe.mp4" "$(printf '%s/uploads/tp/%04d.mp4' "$DATA" "$i")"
@@ -515,25 +579,35 @@ chmod 600 "$TMP/token" "$TMP/headers"
 ENV_CLEAN=(env)
 while IFS= read -r v; do ENV_CLEAN+=(-u "$v"); done < <(compgen -e | grep '^CAP_' || true)
 
-log "jobs-bench: starting cap-server (pool_cpu $POOL_CPU)"
-CAPABILITY_TOKEN=$TOKEN "${ENV_CLEAN[@]}" "$CAP_SERVER_BIN" --port 0 --host 127.0.0.1 \
-  --data-dir "$DATA" --log-file "$SERVER_LOG" \
-  --rate-limit 100000000 --rate-limit-token 100000000 \
-  --pool-cpu "$POOL_CPU" --queue-max 10000 \
-  --ffmpeg "$FFMPEG" --ffprobe "$FFPROBE" >"$TMP/server.out" 2>&1 &
-CAP_PID=$!
+# start_server DATA_DIR LOG OUT [extra flags...]: starts a cap-server on a free
+# port and waits for its server.start line; sets STARTED_PID and STARTED_PORT.
+start_server() {
+  local data=$1 slog=$2 out=$3 i
+  shift 3
+  CAPABILITY_TOKEN=$TOKEN "${ENV_CLEAN[@]}" "$CAP_SERVER_BIN" --port 0 --host 127.0.0.1 \
+    --data-dir "$data" --log-file "$slog" \
+    --rate-limit 100000000 --rate-limit-token 100000000 \
+    --pool-cpu "$POOL_CPU" --queue-max 10000 \
+    --ffmpeg "$FFMPEG" --ffprobe "$FFPROBE" "$@" >"$out" 2>&1 &
+  STARTED_PID=$!
+  SRV_PIDS+=("$STARTED_PID")
+  STARTED_PORT=""
+  for ((i = 0; i < 300; i++)); do
+    kill -0 "$STARTED_PID" 2>/dev/null || { cat "$out" >&2; die "cap-server exited at start"; }
+    if [[ -f $slog ]]; then
+      STARTED_PORT=$({ grep -m1 '"event":"server.start"' "$slog" || true; } \
+        | "$PYTHON" -c 'import json, sys; l = sys.stdin.readline(); print(json.loads(l)["port"] if l else "")')
+      [[ -n $STARTED_PORT ]] && return 0
+    fi
+    sleep 0.1
+  done
+  die "no server.start line in $slog after 30 s"
+}
 
-PORT=""
-for ((i = 0; i < 300; i++)); do
-  kill -0 "$CAP_PID" 2>/dev/null || { cat "$TMP/server.out" >&2; die "cap-server exited at start"; }
-  if [[ -f $SERVER_LOG ]]; then
-    PORT=$({ grep -m1 '"event":"server.start"' "$SERVER_LOG" || true; } \
-      | "$PYTHON" -c 'import json, sys; l = sys.stdin.readline(); print(json.loads(l)["port"] if l else "")')
-    [[ -n $PORT ]] && break
-  fi
-  sleep 0.1
-done
-[[ -n $PORT ]] || die "no server.start line in $SERVER_LOG after 30 s"
+log "jobs-bench: starting cap-server (pool_cpu $POOL_CPU)"
+start_server "$DATA" "$SERVER_LOG" "$TMP/server.out"
+CAP_PID=$STARTED_PID
+PORT=$STARTED_PORT
 URL=http://127.0.0.1:$PORT
 CURL_BASE=("$CURL" --noproxy '*' -sS -f -o /dev/null)
 log "jobs-bench: cap-server pid $CAP_PID on $URL"
@@ -648,6 +722,107 @@ if want 3; then
   done
 fi
 
+# ------------------------------------------------------- 4. sandbox on / off ---
+if want 4; then
+  log ""
+  check_background "part 4"
+  log "== 4. sandbox cost: the same ffprobe job and 1080p render, --sandbox best-effort vs --sandbox off =="
+  # Two more servers, identical but for --sandbox, each with its own data
+  # directory holding the same clips (hard links).
+  for mode in best-effort off; do
+    d=$TMP/sb-$mode
+    mkdir -p "$d/uploads" "$d/renders"
+    ln "$DATA/uploads/probe.mp4" "$DATA/uploads/render.mp4" "$d/uploads/"
+    start_server "$d" "$TMP/server-sandbox-$mode.log" "$TMP/server-sandbox-$mode.out" --sandbox "$mode"
+    if [[ $mode == off ]]; then SB_OFF_PID=$STARTED_PID SB_OFF_PORT=$STARTED_PORT
+    else SB_ON_PID=$STARTED_PID SB_ON_PORT=$STARTED_PORT; fi
+  done
+  SB_ON_LOG=$TMP/server-sandbox-best-effort.log
+  SB_OFF_LOG=$TMP/server-sandbox-off.log
+  log "jobs-bench: sandbox best-effort: pid $SB_ON_PID port $SB_ON_PORT; sandbox off: pid $SB_OFF_PID port $SB_OFF_PORT"
+  for port in "$SB_ON_PORT" "$SB_OFF_PORT"; do
+    "${CURL_BASE[@]}" -H @"$TMP/headers" --data-binary @"$TMP/probe.json" "http://127.0.0.1:$port/exec" \
+      || die "POST /exec (ffprobe) to the server on port $port failed"
+  done
+
+  log "  -- ffprobe job, $SANDBOX_ROUNDS rounds of $S_PER_ROUND"
+  on_first=$(($(log_lines "$SB_ON_LOG") + 1))
+  off_first=$(($(log_lines "$SB_OFF_LOG") + 1))
+  alternate sbdispatch "$SANDBOX_ROUNDS" "$S_PER_ROUND" "$DISPATCH_WARMUP" \
+    "sandbox best-effort: curl POST /exec ffprobe" \
+    "${CURL_BASE[*]} -H @$TMP/headers --data-binary @$TMP/probe.json http://127.0.0.1:$SB_ON_PORT/exec" \
+    "sandbox off: curl POST /exec ffprobe" \
+    "${CURL_BASE[*]} -H @$TMP/headers --data-binary @$TMP/probe.json http://127.0.0.1:$SB_OFF_PORT/exec"
+  logstats "$on_first" "$ALT_A_RUNS" SDON "$SB_ON_LOG"
+  logstats "$off_first" "$ALT_B_RUNS" SDOFF "$SB_OFF_LOG"
+  read -r SD_ON SD_ON_MEAN SD_ON_SD _ _ < <("$PYTHON" "$HELPER" merge "$OUT_DIR"/sbdispatch-a-*.json)
+  read -r SD_OFF SD_OFF_MEAN SD_OFF_SD _ _ < <("$PYTHON" "$HELPER" merge "$OUT_DIR"/sbdispatch-b-*.json)
+  SD_DIFF=$(awk -v a="$SD_ON" -v b="$SD_OFF" 'BEGIN { printf "%.1f", (a - b) * 1000 }')
+  SD_RATIO=$(ratio "$SD_ON" "$SD_OFF")
+  SD_CPU_ON=$(awk -v c=$((ALT_CHILD_MS + ALT_SELF_MS)) -v n="$SANDBOX_RUNS" 'BEGIN { printf "%.1f", c / n }')
+  SD_CPU_OFF=$(awk -v c=$((ALT_B_CHILD_MS + ALT_B_SELF_MS)) -v n="$SANDBOX_RUNS" 'BEGIN { printf "%.1f", c / n }')
+
+  log "  -- 1080p render, $SANDBOX_RENDER_RUNS run(s) each"
+  on_first=$(($(log_lines "$SB_ON_LOG") + 1))
+  off_first=$(($(log_lines "$SB_OFF_LOG") + 1))
+  alternate sbrender "$SANDBOX_RENDER_RUNS" 1 0 \
+    "sandbox best-effort: curl POST /exec 1080p" \
+    "${CURL_BASE[*]} -H @$TMP/headers --data-binary @$TMP/render.json http://127.0.0.1:$SB_ON_PORT/exec" \
+    "sandbox off: curl POST /exec 1080p" \
+    "${CURL_BASE[*]} -H @$TMP/headers --data-binary @$TMP/render.json http://127.0.0.1:$SB_OFF_PORT/exec"
+  logstats "$on_first" "$ALT_A_RUNS" SRON "$SB_ON_LOG"
+  logstats "$off_first" "$ALT_B_RUNS" SROFF "$SB_OFF_LOG"
+  read -r SR_ON _ _ SR_ON_MIN SR_ON_MAX < <("$PYTHON" "$HELPER" merge "$OUT_DIR"/sbrender-a-*.json)
+  read -r SR_OFF _ _ SR_OFF_MIN SR_OFF_MAX < <("$PYTHON" "$HELPER" merge "$OUT_DIR"/sbrender-b-*.json)
+  SR_RATIO=$(ratio "$SR_ON" "$SR_OFF")
+  SR_DIFF=$(awk -v a="$SR_ON" -v b="$SR_OFF" 'BEGIN { printf "%.0f", (a - b) * 1000 }')
+  SR_CPU_ON=$(awk -v c=$((ALT_CHILD_MS + ALT_SELF_MS)) -v n="$SANDBOX_RENDER_RUNS" 'BEGIN { printf "%.0f", c / n }')
+  SR_CPU_OFF=$(awk -v c=$((ALT_B_CHILD_MS + ALT_B_SELF_MS)) -v n="$SANDBOX_RENDER_RUNS" 'BEGIN { printf "%.0f", c / n }')
+  # best-effort must really have sandboxed every child (Landlock present),
+  # and off none, or the comparison means nothing.
+  SB_ON_INFO=$("$PYTHON" "$HELPER" sandboxinfo "$SB_ON_LOG" true) \
+    || die "--sandbox best-effort did not sandbox every child ($SB_ON_INFO; Landlock missing?)"
+  SB_OFF_INFO=$("$PYTHON" "$HELPER" sandboxinfo "$SB_OFF_LOG" false) \
+    || die "--sandbox off sandboxed children ($SB_OFF_INFO)"
+  log "  children: best-effort server $SB_ON_INFO; off server $SB_OFF_INFO"
+  for mode in best-effort off; do
+    f=$TMP/sb-$mode/renders/out.mp4
+    h=$("$FFPROBE" -v error -select_streams v:0 -show_entries stream=height -of csv=p=0 "$f")
+    [[ $h == 1080 ]] || die "render output $f has height '$h', expected 1080"
+  done
+  stop_pid "$SB_ON_PID" "cap-server (sandbox on)"
+  stop_pid "$SB_OFF_PID" "cap-server (sandbox off)"
+  SRV_PIDS=("$CAP_PID")
+
+  # The helper's own start-up, which the job figures above cannot resolve
+  # below the noise of a 150 ms job: /bin/true, run through cap-sandbox and
+  # through cap-server --sandbox-exec with the server's default rules and
+  # limits, against /bin/true alone (HELPER_RUNS runs, interleaved by
+  # hyperfine's order; medians).
+  SB_HELPER=$(dirname "$CAP_SERVER_BIN")/cap-sandbox
+  HELPER_RUNS=${HELPER_RUNS:-$(q 400 100)}
+  rules=(--abi 7)
+  for p in /usr /lib /lib64 /lib32 /libx32 /bin /sbin /etc/ld.so.cache /etc/ld.so.conf \
+    /etc/ld.so.conf.d /etc/fonts /etc/localtime /var/cache/fontconfig /sys/devices/system/cpu \
+    /sys/devices/system/node /proc/cpuinfo /dev/urandom /dev/random; do rules+=(--ro "$p"); done
+  rules+=(--rw /dev/null --data-mb 8192 --cpu-s 100000 --fsize-mb 262144 --nofile 1024 --nproc 8192)
+  SH_TRUE=NA SH_SMALL=NA SH_SELF=NA
+  if [[ -x $SB_HELPER ]]; then
+    hyperfine -N --style none -w 20 -r "$HELPER_RUNS" --export-json "$OUT_DIR/sandbox-helper.json" \
+      -n true /bin/true -n cap-sandbox "$SB_HELPER ${rules[*]} -- /bin/true" \
+      -n self "$CAP_SERVER_BIN --sandbox-exec ${rules[*]} -- /bin/true" >&2
+    read -r SH_TRUE SH_SMALL SH_SELF < <("$PYTHON" - "$OUT_DIR/sandbox-helper.json" <<'PY'
+import json, statistics, sys
+r = json.load(open(sys.argv[1]))["results"]
+print(" ".join("%.2f" % (statistics.median(x["times"]) * 1000) for x in r))
+PY
+)
+    log "  helper start-up (median of $HELPER_RUNS): /bin/true $SH_TRUE ms, via cap-sandbox $SH_SMALL ms, via cap-server --sandbox-exec $SH_SELF ms"
+  else
+    log "  no $SB_HELPER: helper start-up not measured"
+  fi
+fi
+
 # ------------------------------------------------------------------- report ---
 CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
 {
@@ -656,8 +831,10 @@ CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/n
     "$("$FFMPEG" -version | head -1 | cut -d' ' -f1-3)" "$(hyperfine --version | cut -d' ' -f2)"
   printf 'server: %s (pool_cpu %s)%s\n' "$CAP_SERVER_BIN" "$POOL_CPU" "$([[ $BENCH_QUICK == 1 ]] && echo '   [BENCH_QUICK=1: smoke run, numbers are rough]')"
   printf '\n'
-  printf '%-44s %12s %12s %9s %8s %s\n' "measurement" "server" "direct" "ratio" "goal" ""
-  printf '%-44s %12s %12s %9s %8s %s\n' "--------------------------------------------" "------------" "------------" "---------" "--------" "------"
+  if want 1 || want 2 || want 3; then
+    printf '%-44s %12s %12s %9s %8s %s\n' "measurement" "server" "direct" "ratio" "goal" ""
+    printf '%-44s %12s %12s %9s %8s %s\n' "--------------------------------------------" "------------" "------------" "---------" "--------" "------"
+  fi
   if want 1; then
     printf '%-44s %9s ms %9s ms %9s %8s %s\n' \
       "1. ffprobe job, median of $DISPATCH_RUNS (${PROBE_SIZE} ${PROBE_SECONDS}s)" \
@@ -676,20 +853,43 @@ CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/n
       "$(awk -v s="$R_SRV" 'BEGIN { printf "%.3f", s }')" "$(awk -v s="$R_DIR" 'BEGIN { printf "%.3f", s }')" \
       "$R_RATIO" "<= 1.03" "$(verdict "$R_RATIO" '<=' 1.03)"
   fi
+  if want 4; then
+    printf '\n'
+    printf '%-44s %12s %12s %9s %8s %s\n' "4. sandbox cost (same job, two servers)" "best-effort" "off" "on - off" "goal" ""
+    printf '%-44s %12s %12s %9s %8s %s\n' "--------------------------------------------" "------------" "------------" "---------" "--------" "------"
+    printf '%-44s %9s ms %9s ms %6s ms %8s %s\n' \
+      "   ffprobe job, median of $SANDBOX_RUNS" "$(fmt_ms "$SD_ON")" "$(fmt_ms "$SD_OFF")" "$SD_DIFF" "<= 2 ms" \
+      "$(verdict "$SD_DIFF" '<=' 2)"
+    printf '%-44s %10s s %10s s %9s %8s %s\n' \
+      "   1080p render, median of $SANDBOX_RENDER_RUNS (ratio on/off)" \
+      "$(awk -v s="$SR_ON" 'BEGIN { printf "%.3f", s }')" "$(awk -v s="$SR_OFF" 'BEGIN { printf "%.3f", s }')" \
+      "$SR_RATIO" "<= 1.02" "$(verdict "$SR_RATIO" '<=' 1.02)"
+    if [[ $SH_SMALL != NA ]]; then
+      SH_ADD=$(awk -v a="$SH_SMALL" -v b="$SH_TRUE" 'BEGIN { printf "%.2f", a - b }')
+      printf '%-44s %9s ms %9s ms %6s ms %8s %s\n' \
+        "   helper start-up per child, median of $HELPER_RUNS" "$SH_SMALL" "$SH_TRUE" "$SH_ADD" "<= 2 ms" \
+        "$(verdict "$SH_ADD" '<=' 2)"
+      printf '%-44s %9s ms %9s ms %6s ms\n' "   (cap-server --sandbox-exec instead)" "$SH_SELF" "$SH_TRUE" \
+        "$(awk -v a="$SH_SELF" -v b="$SH_TRUE" 'BEGIN { printf "%.2f", a - b }')"
+    fi
+  fi
+  if [[ -n $SANDBOX_NOTE ]]; then printf '\n%s\n' "$SANDBOX_NOTE"; fi
   printf '\n'
-  printf '%-44s %12s %12s %12s %9s\n' "CPU time (user+sys) per job" "server kids" "server self" "direct" "ratio"
-  printf '%-44s %12s %12s %12s %9s\n' "--------------------------------------------" "------------" "------------" "------------" "---------"
-  cpu_row() { # label child self direct (ms)
-    printf '%-44s %9s ms %9s ms %9s ms %9s\n' "$1" "$2" "$3" "$4" \
-      "$(awk -v c="$2" -v s="$3" -v d="$4" 'BEGIN { if (d > 0) printf "%.3f", (c + s) / d; else print "-" }')"
-  }
-  if want 1; then cpu_row "1. ffprobe job" "$D_CPU_CHILD" "$D_CPU_SELF" "$D_CPU_DIR"; fi
-  if want 2; then cpu_row "2. throughput, per ffprobe" "$T_CPU_CHILD" "$T_CPU_SELF" "$T_CPU_DIR"; fi
-  if want 3; then cpu_row "3. 1080p render (kids incl. duration probe)" "$R_CPU_CHILD" "$R_CPU_SELF" "$R_CPU_DIR"; fi
-  printf '%s\n' "   (server kids: the ffprobe/ffmpeg the server ran, /proc/<server>/stat cutime+cstime, mean per job;" \
-    "    server self: cap-server's own CPU, mean per job; direct: hyperfine's user+system (median" \
-    "    round); ratio: (kids + self) / direct.  /proc counts in ${CLK_TCK} Hz ticks.)"
-  printf '\n'
+  if want 1 || want 2 || want 3; then
+    printf '%-44s %12s %12s %12s %9s\n' "CPU time (user+sys) per job" "server kids" "server self" "direct" "ratio"
+    printf '%-44s %12s %12s %12s %9s\n' "--------------------------------------------" "------------" "------------" "------------" "---------"
+    cpu_row() { # label child self direct (ms)
+      printf '%-44s %9s ms %9s ms %9s ms %9s\n' "$1" "$2" "$3" "$4" \
+        "$(awk -v c="$2" -v s="$3" -v d="$4" 'BEGIN { if (d > 0) printf "%.3f", (c + s) / d; else print "-" }')"
+    }
+    if want 1; then cpu_row "1. ffprobe job" "$D_CPU_CHILD" "$D_CPU_SELF" "$D_CPU_DIR"; fi
+    if want 2; then cpu_row "2. throughput, per ffprobe" "$T_CPU_CHILD" "$T_CPU_SELF" "$T_CPU_DIR"; fi
+    if want 3; then cpu_row "3. 1080p render (kids incl. duration probe)" "$R_CPU_CHILD" "$R_CPU_SELF" "$R_CPU_DIR"; fi
+    printf '%s\n' "   (server kids: the ffprobe/ffmpeg the server ran, /proc/<server>/stat cutime+cstime, mean per job;" \
+      "    server self: cap-server's own CPU, mean per job; direct: hyperfine's user+system (median" \
+      "    round); ratio: (kids + self) / direct.  /proc counts in ${CLK_TCK} Hz ticks.)"
+    printf '\n'
+  fi
   printf 'details\n'
   if want 1; then
     printf '  1. mean +- sd: server %s +- %s ms, direct %s +- %s ms; curl GET /health alone: %s ms (median)\n' \
@@ -713,6 +913,20 @@ CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/n
       "$R_http_ms" "$R_ffmpeg_phase_ms"
     printf '     per job, the request beyond ffmpeg itself: %s ms (duration ffprobe %s ms) = %s of the direct median\n' \
       "$R_around_ms" "$R_probe_phase_ms" "$(awk -v a="$R_around_ms" -v d="$R_DIR" 'BEGIN { printf "%.1f%%", a / (d * 10) }')"
+  fi
+  if want 4; then
+    printf '  4. ffprobe job: on/off ratio %s; mean +- sd: best-effort %s +- %s ms, off %s +- %s ms\n' \
+      "$SD_RATIO" "$(fmt_ms "$SD_ON_MEAN")" "$(fmt_ms "$SD_ON_SD")" "$(fmt_ms "$SD_OFF_MEAN")" "$(fmt_ms "$SD_OFF_SD")"
+    printf '     server logs (medians): http.request %s / %s ms, job.finished %s / %s ms (best-effort / off)\n' \
+      "$SDON_http_ms" "$SDOFF_http_ms" "$SDON_job_ms" "$SDOFF_job_ms"
+    printf '     CPU per job (server + children): best-effort %s ms, off %s ms\n' "$SD_CPU_ON" "$SD_CPU_OFF"
+    printf '     render: best-effort - off = %s ms; range best-effort %s..%s s, off %s..%s s; ffmpeg phase %s / %s ms;\n' \
+      "$SR_DIFF" "$(awk -v s="$SR_ON_MIN" 'BEGIN { printf "%.3f", s }')" "$(awk -v s="$SR_ON_MAX" 'BEGIN { printf "%.3f", s }')" \
+      "$(awk -v s="$SR_OFF_MIN" 'BEGIN { printf "%.3f", s }')" "$(awk -v s="$SR_OFF_MAX" 'BEGIN { printf "%.3f", s }')" \
+      "$SRON_ffmpeg_phase_ms" "$SROFF_ffmpeg_phase_ms"
+    printf '     CPU per render (server + children): best-effort %s ms, off %s ms\n' "$SR_CPU_ON" "$SR_CPU_OFF"
+    printf '     children started (job.started, whole run): best-effort server %s; off server %s\n' \
+      "$SB_ON_INFO" "$SB_OFF_INFO"
   fi
   printf '  background load just before each part (sampled 1 s): %s\n' "$(IFS=';'; echo "${BG_NOTES[*]}" | sed 's/;/; /g')"
   printf '  other programs above %s%% CPU during a timed call: %s call(s) redone, %s kept after %s retries' \
