@@ -2,6 +2,7 @@
 
 #include "alloc.h"
 #include "config.h"
+#include "jobcmd.h"
 #include "jobio.h"
 #include "jobprogress.h"
 #include "jobs.h"
@@ -27,10 +28,6 @@
 /* What the job's child is doing. */
 enum phase { PHASE_NONE, PHASE_FETCH, PHASE_DURATION, PHASE_FFMPEG, PHASE_PROBE, PHASE_DETECT };
 
-/* Every child reads its input through this one protocol: the descriptor
- * the server opened.  Nested references (playlists, concat lists) can
- * then reach nothing else, whatever their demuxer. */
-#define INPUT_PROTOCOLS "file"
 /* Open files a child may hold, and tasks (threads) its user may run. */
 #define CHILD_NOFILE 1024
 #define CHILD_NPROC  8192
@@ -394,21 +391,19 @@ static int make_tmp_output(struct cap_job *j, char *path, size_t n) {
   return 0;
 }
 
-/* Appends the input options every child gets: the allow-lists, then the
- * input itself. */
-static size_t input_args(const struct cap_job *j, char **argv, size_t a) {
-  argv[a++] = "-protocol_whitelist";
-  argv[a++] = INPUT_PROTOCOLS;
-  argv[a++] = "-format_whitelist";
-  argv[a++] = j->input_formats;
-  argv[a++] = "-i";
-  argv[a++] = "file:/dev/fd/3";
-  return a;
+/* What the job's command lines are built from. */
+static struct cap_jobcmd jobcmd(const struct cap_job *j) {
+  struct cap_jobcmd c = {.ffmpeg = j->jobs->cfg->ffmpeg,
+                         .ffprobe = j->jobs->cfg->ffprobe,
+                         .input_formats = j->input_formats,
+                         .preset_args = j->args,
+                         .format = j->format,
+                         .threads = j->limits.threads};
+  return c;
 }
 
 static void start_render(struct cap_job *j) {
-  const struct cap_config *cfg = j->jobs->cfg;
-  char tmp_path[4096], out_arg[4200], threads[16];
+  char tmp_path[4096], out_arg[4200];
   /* A streamable output to S3 goes through ffmpeg's stdout straight into
    * the multipart upload; anything else is written to a temp file first. */
   int stream = s3_storage(j) && j->streamable;
@@ -420,33 +415,8 @@ static void start_render(struct cap_job *j) {
     /* "file:" keeps ffmpeg from reading a protocol into the path. */
     snprintf(out_arg, sizeof(out_arg), "file:%s", tmp_path);
   }
-  snprintf(threads, sizeof(threads), "%d", j->limits.threads);
-  size_t nargs = 0;
-  while (j->args[nargs])
-    nargs++;
-  char **argv = xcalloc(nargs + 32, sizeof(char *));
-  size_t a = 0;
-  const char *head[] = {cfg->ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel",
-                        "error",     "-progress",    "pipe:4",   "-y"};
-  for (size_t i = 0; i < sizeof(head) / sizeof(head[0]); i++)
-    argv[a++] = (char *)head[i];
-  if (j->limits.threads > 0) {
-    argv[a++] = "-threads"; /* The decoder's. */
-    argv[a++] = threads;
-  }
-  a = input_args(j, argv, a);
-  for (size_t i = 0; i < nargs; i++)
-    argv[a++] = j->args[i];
-  if (j->limits.threads > 0) {
-    argv[a++] = "-threads"; /* The encoders'. */
-    argv[a++] = threads;
-    argv[a++] = "-filter_threads";
-    argv[a++] = threads;
-  }
-  argv[a++] = "-f";
-  argv[a++] = j->format;
-  argv[a++] = out_arg;
-  argv[a] = NULL;
+  struct cap_jobcmd c = jobcmd(j);
+  char **argv = cap_jobcmd_render(&c, out_arg);
   j->phase = PHASE_FFMPEG;
   if (spawn(j, argv, 0, 1, stream) == 0 && stream)
     cap_jobio_stream(j);
@@ -535,29 +505,23 @@ static char *probe_output(struct cap_job *j, const struct cap_buf *out) {
   return copy;
 }
 
+/* Runs an ffprobe child of the given kind on the opened input. */
+static void run_probe(struct cap_job *j, enum cap_jobcmd_probe kind, enum phase phase,
+                      size_t capture) {
+  struct cap_jobcmd c = jobcmd(j);
+  char **argv = cap_jobcmd_probe(&c, kind);
+  j->phase = phase;
+  spawn(j, argv, capture, 0, 0);
+  free(argv);
+}
+
 /* Runs the first tool on the opened input: ffprobe for a probe, or the
  * duration probe that precedes a render. */
 static void run_tools(struct cap_job *j) {
-  static const char *const probe[] = {
-      "-v", "error", "-print_format", "json", "-show_format", "-show_streams", NULL};
-  static const char *const duration[] = {"-v",
-                                         "error",
-                                         "-show_entries",
-                                         "format=duration",
-                                         "-of",
-                                         "default=noprint_wrappers=1:nokey=1",
-                                         NULL};
-  int is_probe = j->capability == CAP_CAP_FFPROBE;
-  const char *const *opts = is_probe ? probe : duration;
-  char *argv[24];
-  size_t a = 0;
-  argv[a++] = j->jobs->cfg->ffprobe;
-  for (size_t i = 0; opts[i]; i++)
-    argv[a++] = (char *)opts[i];
-  a = input_args(j, argv, a);
-  argv[a] = NULL;
-  j->phase = is_probe ? PHASE_PROBE : PHASE_DURATION;
-  spawn(j, argv, is_probe ? PROBE_OUT_MAX : 4096, 0, 0);
+  if (j->capability == CAP_CAP_FFPROBE)
+    run_probe(j, CAP_JOBCMD_FFPROBE, PHASE_PROBE, PROBE_OUT_MAX);
+  else
+    run_probe(j, CAP_JOBCMD_DURATION, PHASE_DURATION, 4096);
 }
 
 /* Returns 1 when the child stopped because the input's format is not on
@@ -565,56 +529,13 @@ static void run_tools(struct cap_job *j) {
 static int format_refused(const struct cap_proc *p) {
   char tail[CAP_PROC_ERR_RING];
   cap_proc_stderr_tail(p, tail, sizeof(tail));
-  return strstr(tail, "Format not on whitelist") != NULL;
-}
-
-/* A probe was refused: ask ffprobe, under the same allow-lists, which
- * format it detected.  Its debug log names it just before the refusal, so
- * this child reads no more of the input than the refused one did. */
-static void detect_format(struct cap_job *j) {
-  char *argv[16];
-  size_t a = 0;
-  argv[a++] = j->jobs->cfg->ffprobe;
-  argv[a++] = "-v";
-  argv[a++] = "debug";
-  a = input_args(j, argv, a);
-  argv[a] = NULL;
-  j->phase = PHASE_DETECT;
-  spawn(j, argv, 0, 0, 0);
-}
-
-/* Finds "Format NAME probed with size=..." (or "... detected only with low
- * score") in the detection child's log and copies NAME to out. */
-static void detected_name(const struct cap_proc *p, char *out, size_t n) {
-  static const char *const marks[] = {" probed with size=", " detected only with low score", NULL};
-  char tail[CAP_PROC_ERR_RING];
-  cap_proc_stderr_tail(p, tail, sizeof(tail));
-  snprintf(out, n, "unknown");
-  for (size_t m = 0; marks[m]; m++) {
-    char *end = strstr(tail, marks[m]);
-    if (end == NULL)
-      continue;
-    char *start = end;
-    while (start > tail && start[-1] != ' ')
-      start--;
-    if (start - tail < 8 || strncmp(start - 7, "Format ", 7) != 0)
-      continue;
-    size_t len = (size_t)(end - start), k = 0;
-    for (size_t i = 0; i < len && k + 1 < n; i++) {
-      char c = start[i];
-      if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == ',')
-        out[k++] = c;
-    }
-    if (k > 0) {
-      out[k] = '\0';
-      return;
-    }
-  }
+  return cap_jobcmd_refused(tail);
 }
 
 static void refuse_format(struct cap_job *j, const struct cap_proc *p) {
-  char msg[600];
-  detected_name(p, j->detected_format, sizeof(j->detected_format));
+  char msg[600], log[CAP_PROC_ERR_RING];
+  cap_proc_stderr_tail(p, log, sizeof(log));
+  cap_jobcmd_detected(log, j->detected_format, sizeof(j->detected_format));
   j->exit_status = -1; /* The detection child's status says nothing to the client. */
   if (strcmp(j->detected_format, "unknown") == 0) {
     /* Keep what the detection child said, so that an operator can see why. */
@@ -659,7 +580,8 @@ static void on_proc_done(struct cap_proc *p) {
   }
   if (!ok && (j->phase == PHASE_DURATION || j->phase == PHASE_PROBE) && format_refused(p)) {
     cap_proc_free(p);
-    detect_format(j);
+    /* Ask ffprobe, under the same allow-lists, which format it saw. */
+    run_probe(j, CAP_JOBCMD_DETECT, PHASE_DETECT, 0);
     return;
   }
   if (!ok) {
