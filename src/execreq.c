@@ -116,7 +116,17 @@ int cap_execreq_parse(struct cap_execreq *r, const char *body, size_t len, const
       goto fail;
     }
 
+  /* A key given twice means two things: cJSON would take the first, a
+   * Worker's JSON.parse (or Python's json) the last, so a check made by
+   * one would not hold for the other. */
   const cJSON *item;
+  cJSON_ArrayForEach(item, root) {
+    for (const cJSON *later = item->next; later; later = later->next)
+      if (strcmp(item->string, later->string) == 0) {
+        err(code, "invalid_json", msg, msglen, "duplicate field \"%.64s\"", item->string);
+        goto fail;
+      }
+  }
   cJSON_ArrayForEach(item, root) {
     size_t i, n = sizeof(known_fields) / sizeof(known_fields[0]);
     for (i = 0; i < n; i++)

@@ -138,6 +138,14 @@ static void test_errors(void) {
       {"{\"capability\":\"ffprobe\",\"input_key\":\"a\"} x", 0, "invalid_json", NULL},
       {"{\"capability\":\"ffprobe\",\"input_key\":\"a\"}{}", 0, "invalid_json", NULL},
       {"{\"capability\":\"ffprobe\",\"input_key\":\"a\"}]", 0, "invalid_json", NULL},
+      /* A field given twice: readers disagree on which value counts. */
+      {"{\"capability\":\"ffprobe\",\"input_key\":\"uploads/small.mp4\","
+       "\"input_key\":\"../../etc/passwd\"}",
+       0, "invalid_json", "input_key"},
+      {"{\"capability\":\"ffprobe\",\"input_key\":\"a\",\"wait\":1,\"wait\":2}", 0, "invalid_json",
+       "wait"},
+      {"{\"capability\":\"ffprobe\",\"capability\":\"ffprobe\",\"input_key\":\"a\"}", 0,
+       "invalid_json", "capability"},
       {B("{\"capability\":\"ffprobe\",\"input_key\":\"a\"}\0"), "invalid_json", NULL},
       {B("{\"capability\":\"ffprobe\",\"input_key\":\"a\0b\"}"), "invalid_json", NULL},
       {B("\0{\"capability\":\"ffprobe\",\"input_key\":\"a\"}"), "invalid_json", NULL},
