@@ -58,6 +58,47 @@ static const struct key_case cases[] = {
     {S("\x01"), 0},
     {S("a\x1f"), 0},
     {S("a\x7f"), 0},
+    /* C1 controls, bidirectional overrides and marks, line separators. */
+    {S("uploads/\xc2\x85x"), 0}, /* U+0085 NEL */
+    {S("a\xc2\x80"), 0},         /* U+0080 */
+    {S("a\xc2\x9f"), 0},         /* U+009F */
+    {S("small.mp4\xe2\x80\xae"
+       "4pm"),
+     0}, /* U+202E RLO */
+    {S("a\xe2\x80\xaa"
+       "b"),
+     0}, /* U+202A LRE */
+    {S("a\xe2\x81\xa6"
+       "b"),
+     0}, /* U+2066 LRI */
+    {S("a\xe2\x81\xa9"
+       "b"),
+     0}, /* U+2069 PDI */
+    {S("a\xe2\x80\x8f"
+       "b"),
+     0}, /* U+200F RLM */
+    {S("a\xd8\x9c"
+       "b"),
+     0}, /* U+061C ALM */
+    {S("a\xe2\x80\xa8"
+       "b"),
+     0}, /* U+2028 LINE SEPARATOR */
+    /* Their neighbours stay allowed. */
+    {S("a\xc2\xa0"
+       "b"),
+     1}, /* U+00A0 NO-BREAK SPACE */
+    {S("a\xe2\x80\xa7"
+       "b"),
+     1}, /* U+2027 */
+    {S("a\xe2\x80\xaf"
+       "b"),
+     1}, /* U+202F */
+    {S("a\xe2\x81\xa5"
+       "b"),
+     1}, /* U+2065 (unassigned) */
+    {S("a\xd8\x9b"
+       "b"),
+     1}, /* U+061B ARABIC SEMICOLON */
     {S("a\0b"), 0},
     {S("\xff"), 0},
     {S("a\x80"), 0},
