@@ -3,7 +3,8 @@
 
 #include <stddef.h>
 
-/* Request ids: 32 hex characters, unique within and across runs. */
+/* Request ids: 32 hex characters of 128 random bits: unique, and telling
+ * nothing about other requests. */
 #define CAP_REQID_MAX 64
 
 /* Seeds the generator from OpenSSL's RAND_bytes.  Returns 0 or -EIO. */

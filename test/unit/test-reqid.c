@@ -42,6 +42,15 @@ static void test_generate(void) {
       dups++;
   CHECK_EQ_INT(dups, 0);
 
+  /* Consecutive ids share no prefix and no suffix: they are not a counter
+   * (which would tell how many requests came before, and let one client
+   * guess the next). */
+  char p[33], q[33];
+  cap_reqid_generate(p);
+  cap_reqid_generate(q);
+  CHECK(memcmp(p, q, 8) != 0);
+  CHECK(memcmp(p + 24, q + 24, 8) != 0);
+
   /* A new run (a new seed) gives ids unlike the old ones. */
   char a[33], b[33];
   cap_reqid_generate(a);
