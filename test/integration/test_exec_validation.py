@@ -35,6 +35,9 @@ DROP = object()
 
 INVALID_JSON = [
     ("not JSON", b"not json"),
+    # A field twice: the server would read the first, JavaScript the last.
+    ("duplicate input_key",
+     b'{"capability":"ffprobe","input_key":"uploads/small.mp4","input_key":"../../etc/passwd"}'),
     ("JSON array", b'[{"input_key":"uploads/raw.mp4","output_key":"renders/final.mp4","preset":"1080p"}]'),
     ("truncated", b'{"input_key":"uploads/raw.mp4","output_key":"renders/fin'),
     ("truncated after brace", b"{"),
@@ -98,6 +101,9 @@ UNKNOWN_FIELD = [
 
 INVALID_KEY = [
     ("input_key of 1025 bytes", probe(input_key="a" * 1025)),
+    ("C1 control U+0085 in a key", probe(input_key="uploads/\u0085x")),
+    ("right-to-left override in a key", probe(input_key="uploads/small.mp4\u202e4pm")),
+    ("line separator in a key", render(output_key="renders/a\u2028b.mp4")),
     ("output_key of 1025 bytes", render(output_key="k/" + "b" * 1023)),
     ("input_key of 1026 bytes in 513 chars", probe(input_key="\u00e9" * 513)),
     ("/abs", probe(input_key="/abs")),
