@@ -173,6 +173,12 @@ int cap_admit_request(struct cap_exchange *x, const struct sockaddr *peer, uint6
     if (x->token_name == NULL && !(app->cfg->insecure_no_auth && app->auth.n == 0)) {
       app->auth_failures++;
       cap_metrics_inc(CAP_M_AUTH_FAILURES, NULL);
+      /* A wrong token costs the client a request of its bucket on every
+       * route (/exec was charged above), so that guessing tokens on
+       * /jobs or /metrics is as slow as on /exec.  Right tokens there
+       * cost nothing: a Worker's polls are never limited. */
+      if (!(flags & CAP_ROUTE_RATELIMIT) && limited(x, app->rl_client, x->client, now_ms))
+        return -1;
       cap_exchange_header(x, "WWW-Authenticate", "Bearer");
       cap_exchange_set_error(x, 401, "unauthorized", "Unauthorized");
       return -1;

@@ -165,6 +165,35 @@ class TestTokenBucket(RateAssertions, unittest.TestCase):
         self.assert_limited(exec_post(self.srv, xff="198.18.1.100"), "6th good-token request")
 
 
+class TestAuthFailuresLimited(RateAssertions, unittest.TestCase):
+    """Wrong tokens on /jobs, DELETE /jobs and /metrics draw from the
+    client's bucket like /exec does; right tokens there never do."""
+
+    def test_wrong_tokens_limited_on_every_route(self):
+        with Server(args=["--rate-limit", "6"]) as srv:
+            routes = [("GET", "/jobs/AAAAAAAAAAAAAAAAAAAAAA"), ("DELETE", "/jobs/AAAAAAAAAAAAAAAAAAAAAA"),
+                      ("GET", "/metrics")]
+            seen = []
+            for i in range(12):
+                method, path = routes[i % len(routes)]
+                st, h, b = http(srv, method, path, token=WRONG)
+                seen.append(st)
+                if st == 429:
+                    self.assert_limited((st, h, b), "%s %s with a wrong token" % (method, path))
+                else:
+                    self.assertEqual(st, 401, b)
+            self.assertEqual(seen[:6], [401] * 6, seen)
+            self.assertEqual(seen[6:], [429] * 6, seen)
+            # The bucket is empty, yet the right token still polls and scrapes.
+            for method, path, want in (("GET", "/jobs/AAAAAAAAAAAAAAAAAAAAAA", 404),
+                                       ("GET", "/metrics", 200)):
+                for _ in range(10):
+                    st, h, b = http(srv, method, path)
+                    self.assertEqual(st, want, (method, path, b))
+            # And /exec with a right token is limited as before: the bucket is empty.
+            self.assert_limited(exec_post(srv), "/exec after the guesses")
+
+
 class TestClientTable(RateAssertions, unittest.TestCase):
     def test_small_table_many_clients(self):
         with Server(args=["--rate-limit-clients", "16", "--rate-limit-token", "100000"]) as srv:
