@@ -151,6 +151,29 @@ static void send_bytes(struct cap_conn *c, const char *data, size_t len) {
   }
 }
 
+/* The most of X-Forwarded-For a log line carries. */
+#define LOG_FORWARDED_MAX 256
+
+/* Writes the request path into out with every segment that is a
+ * configured token replaced by "[token]": a client that put its token in
+ * the path (by mistake or to probe) must not find it in the logs. */
+static void redacted_path(const struct cap_app *app, const char *path, size_t n,
+                          struct cap_buf *out) {
+  size_t seg = 0;
+  for (size_t i = 0; i <= n; i++) {
+    if (i < n && path[i] != '/' && path[i] != '?')
+      continue;
+    size_t len = i - seg;
+    if (len > 0 && cap_auth_is_token(&app->auth, path + seg, len))
+      cap_buf_puts(out, "[token]");
+    else
+      cap_buf_append(out, path + seg, len);
+    if (i < n)
+      cap_buf_putc(out, path[i]);
+    seg = i + 1;
+  }
+}
+
 static void log_request(struct cap_conn *c, size_t bytes_out) {
   struct cap_exchange *x = &c->x;
   const struct cap_request *req = &c->parser.req;
@@ -161,8 +184,12 @@ static void log_request(struct cap_conn *c, size_t bytes_out) {
 
   cap_log_str(r, "req_id", x->req_id);
   if (c->parser.in_body) {
+    struct cap_buf path;
+    cap_buf_init(&path);
+    redacted_path(x->app, cap_request_url(req), req->path_len, &path);
     cap_log_str(r, "method", cap_request_method_name(req));
-    cap_log_strn(r, "path", cap_request_url(req), req->path_len);
+    cap_log_strn(r, "path", path.data ? path.data : "", path.len);
+    cap_buf_free(&path);
   } else {
     cap_log_str(r, "method", NULL);
     cap_log_str(r, "path", NULL);
@@ -174,8 +201,10 @@ static void log_request(struct cap_conn *c, size_t bytes_out) {
   cap_log_int(r, "bytes_out", (long long)bytes_out);
   cap_log_int(r, "dur_ms", (long long)(now >= x->start_ms ? now - x->start_ms : 0));
   cap_log_str(r, "remote", x->client[0] ? x->client : c->peer_str);
-  if (fwd)
-    cap_log_strn(r, "forwarded_for", fwd, fwd_len);
+  /* Only a trusted proxy's X-Forwarded-For means anything; anyone else's
+   * is whatever the client wrote (a token, a screenful), so it stays out. */
+  if (fwd && cap_netaddr_set_contains(&x->app->trusted, (const struct sockaddr *)&c->peer))
+    cap_log_strn(r, "forwarded_for", fwd, fwd_len < LOG_FORWARDED_MAX ? fwd_len : LOG_FORWARDED_MAX);
   else
     cap_log_str(r, "forwarded_for", NULL);
   cap_log_str(r, "peer", c->peer_str);

@@ -166,6 +166,11 @@ class TestLogs(unittest.TestCase):
             b"GET /exec?token=" + MALTOKEN.encode() + b" HTTP/1.1\r\nHost: x\r\nX-Bad\r\n\r\n",
         ]:
             exchange(cls.srv, raw)
+        # a token as a path segment is logged as [token], never as itself
+        r("GET", "/jobs/" + TOKEN2, None, None, TOKEN, "/jobs/[token]")
+        r("GET", "/x/" + TOKEN + "/y", None, None, None, "/x/[token]/y")
+        # a trusted proxy's very long X-Forwarded-For is cut in the log
+        r("GET", "/health", None, {"X-Forwarded-For": "b" * 2000}, None, "/health")
         # a final well-formed request, so that the log is surely up to date
         r("GET", "/health", None, {"X-Request-Id": "final-request"}, None, "/health")
 
@@ -297,6 +302,11 @@ class TestLogs(unittest.TestCase):
             if o.get("forwarded_for") == "not an ip, 203.0.113.6":
                 self.assertEqual(o.get("remote"), "203.0.113.6", o)
 
+    def test_forwarded_for_bounded(self):
+        ffs = [o.get("forwarded_for") or "" for o in self.lines() if o.get("event") == "http.request"]
+        self.assertIn("b" * 256, ffs)
+        self.assertLessEqual(max(len(f) for f in ffs), 256)
+
     def test_no_secret_in_log(self):
         text = self.raw_log.decode("utf-8", "replace")
         for s in ALL_SECRETS:
@@ -321,6 +331,28 @@ class TestLogs(unittest.TestCase):
                 self.assertNotIn(prefix, ids)
                 if resp is not None:
                     self.assertRegex(resp[1].get("x-request-id", ""), HEX32)
+
+
+class TestUntrustedForwardedFor(unittest.TestCase):
+    """X-Forwarded-For from a peer that is not a trusted proxy is whatever
+    the client wrote: it is not logged at all."""
+
+    def test_not_logged(self):
+        with Server(args=["--trusted-proxies", "192.0.2.1"]) as srv:
+            raw = build_request("GET", "/health", None, {"X-Forwarded-For": "203.0.113.7, " + TOKEN2},
+                                None, "application/json")
+            resp = exchange(srv, raw, None)
+            self.assertEqual(resp[0], 200, resp)
+            srv.stop(signal.SIGTERM)
+            with open(srv.log_path, "rb") as f:
+                text = f.read().decode("utf-8")
+        self.assertNotIn(TOKEN2, text)
+        self.assertNotIn("203.0.113.7", text)
+        lines = [json.loads(x) for x in text.splitlines() if x]
+        reqs = [o for o in lines if o.get("event") == "http.request"]
+        self.assertEqual(len(reqs), 1, reqs)
+        self.assertIsNone(reqs[0].get("forwarded_for"), reqs[0])
+        self.assertEqual(reqs[0].get("remote"), "127.0.0.1", reqs[0])
 
 
 if __name__ == "__main__":
