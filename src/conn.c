@@ -204,7 +204,8 @@ static void log_request(struct cap_conn *c, size_t bytes_out) {
   /* Only a trusted proxy's X-Forwarded-For means anything; anyone else's
    * is whatever the client wrote (a token, a screenful), so it stays out. */
   if (fwd && cap_netaddr_set_contains(&x->app->trusted, (const struct sockaddr *)&c->peer))
-    cap_log_strn(r, "forwarded_for", fwd, fwd_len < LOG_FORWARDED_MAX ? fwd_len : LOG_FORWARDED_MAX);
+    cap_log_strn(r, "forwarded_for", fwd,
+                 fwd_len < LOG_FORWARDED_MAX ? fwd_len : LOG_FORWARDED_MAX);
   else
     cap_log_str(r, "forwarded_for", NULL);
   cap_log_str(r, "peer", c->peer_str);
