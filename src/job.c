@@ -112,6 +112,8 @@ struct cap_job *cap_job_new(struct cap_jobs *jobs, const struct cap_execreq *r, 
       j->args[i] = xstrdup(p->args[i]);
     j->format = xstrdup(p->format);
     j->ext = xstrdup(p->ext);
+    j->content_type = xstrdup(p->content_type);
+    j->cache_control = p->cache_control ? xstrdup(p->cache_control) : NULL;
     free(j->cls);
     j->cls = xstrdup(p->cls);
     j->timeout_s = p->timeout_s;
@@ -141,6 +143,8 @@ void cap_job_free(struct cap_job *j) {
   free(j->args);
   free(j->format);
   free(j->ext);
+  free(j->content_type);
+  free(j->cache_control);
   free(j->cls);
   free(j->input_formats);
   free(j->probe_json);

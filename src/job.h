@@ -58,6 +58,8 @@ struct cap_job {
   /* The preset as it was when the job was created. */
   char **args;
   char *format, *ext, *cls;
+  char *content_type;  /* The stored output's Content-Type; NULL without a preset. */
+  char *cache_control; /* Its Cache-Control, or NULL. */
   int timeout_s;
   int streamable;
   char *input_formats;      /* The demuxers its input may have. */

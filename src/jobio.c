@@ -140,6 +140,9 @@ static void new_upload(struct cap_job *j) {
   j->upload = xmalloc(sizeof(*j->upload));
   cap_upload_init(j->upload, &t->storage->s3, &t->storage->pool, t->cfg->parts_in_flight,
                   j->output_key);
+  /* The job's copies of its preset's headers live until cap_jobio_free. */
+  j->upload->content_type = j->content_type;
+  j->upload->cache_control = j->cache_control;
   j->upload->on_space = on_space;
   j->upload->on_done = on_upload_done;
   j->upload->data = j;

@@ -8,6 +8,70 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
+/* The longest "content_type" and "cache_control" a preset may give. */
+#define CONTENT_TYPE_MAX  127
+#define CACHE_CONTROL_MAX 256
+
+/* The media types outputs are stored under when their preset names none,
+ * by extension: the one table of them, so that a public bucket serves each
+ * output with the type a browser or player expects. */
+static const struct {
+  const char *ext;
+  const char *type;
+} ext_types[] = {
+    {"mp4", "video/mp4"},
+    {"m4a", "audio/mp4"},
+    {"jpg", "image/jpeg"},
+    {"jpeg", "image/jpeg"},
+    {"png", "image/png"},
+    {"ts", "video/mp2t"},
+    {"m3u8", "application/vnd.apple.mpegurl"},
+    {"mpd", "application/dash+xml"},
+    {"m4s", "video/iso.segment"},
+    {"mkv", "video/x-matroska"},
+    {"webm", "video/webm"},
+    {"mp3", "audio/mpeg"},
+};
+
+const char *cap_preset_content_type(const char *ext) {
+  for (size_t i = 0; ext && i < sizeof(ext_types) / sizeof(ext_types[0]); i++)
+    if (strcasecmp(ext, ext_types[i].ext) == 0)
+      return ext_types[i].type;
+  return "application/octet-stream";
+}
+
+/* A character of an RFC 6838 type or subtype name. */
+static int media_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+         (c != '\0' && strchr("!#$&^_.+-", c) != NULL);
+}
+
+/* Returns 1 for "type/subtype", both non-empty, without parameters: what
+ * is sent as Content-Type and signed, so it must be a plain token pair. */
+static int valid_media_type(const char *s) {
+  size_t n = strlen(s), slash = strcspn(s, "/");
+  if (n == 0 || n > CONTENT_TYPE_MAX || slash == 0 || slash + 1 >= n)
+    return 0;
+  for (size_t i = 0; i < n; i++)
+    if (i != slash && !media_char(s[i]))
+      return 0;
+  return 1;
+}
+
+/* Returns 1 for a Cache-Control value that a header line can carry and that
+ * is signed as sent: printable ASCII, no blank at either end (SigV4 trims
+ * those, so the signed value would differ from the one sent). */
+static int valid_cache_control(const char *s) {
+  size_t n = strlen(s);
+  if (n == 0 || n > CACHE_CONTROL_MAX || s[0] == ' ' || s[n - 1] == ' ')
+    return 0;
+  for (size_t i = 0; i < n; i++)
+    if (s[i] < 0x20 || s[i] > 0x7e)
+      return 0;
+  return 1;
+}
 
 static int valid_name(const char *s, size_t max) {
   size_t n = strlen(s);
@@ -76,6 +140,19 @@ static int get_formats(const cJSON *o, char **out) {
   return 0;
 }
 
+/* Reads the optional "content_type" and "cache_control" into p, the type
+ * defaulting from p->ext.  Returns 0 or -EINVAL. */
+static int get_store_headers(const cJSON *o, struct cap_preset *p) {
+  const cJSON *ct = cJSON_GetObjectItemCaseSensitive(o, "content_type");
+  const cJSON *cc = cJSON_GetObjectItemCaseSensitive(o, "cache_control");
+  if ((ct && (!cJSON_IsString(ct) || !valid_media_type(ct->valuestring))) ||
+      (cc && (!cJSON_IsString(cc) || !valid_cache_control(cc->valuestring))))
+    return -EINVAL;
+  p->content_type = xstrdup(ct ? ct->valuestring : cap_preset_content_type(p->ext));
+  p->cache_control = cc ? xstrdup(cc->valuestring) : NULL;
+  return 0;
+}
+
 /* Copies a JSON array of strings into a NULL-terminated vector. */
 static int str_array(const cJSON *arr, char ***out, size_t *n) {
   const cJSON *it;
@@ -98,6 +175,8 @@ static void preset_free(struct cap_preset *p) {
   free(p->format);
   free(p->ext);
   free(p->input_formats);
+  free(p->content_type);
+  free(p->cache_control);
   free(p->hw_encoder);
   free(p->unavailable_reason);
   for (size_t i = 0; p->args && i < p->nargs; i++)
@@ -175,6 +254,14 @@ static int parse_one(const char *name, const cJSON *o, struct cap_preset *p, cha
         err, errlen,
         "preset %s: input_formats must be demuxer names ([a-z0-9_]), as \"a,b\" or [\"a\",\"b\"]",
         name);
+    return -EINVAL;
+  }
+  if (get_store_headers(o, p) != 0) {
+    snprintf(err, errlen,
+             "preset %s: content_type must be a media type \"type/subtype\" of "
+             "[A-Za-z0-9!#$&^_.+-] (at most %d bytes, no parameters); cache_control printable "
+             "ASCII (1-%d bytes, no blank at either end)",
+             name, CONTENT_TYPE_MAX, CACHE_CONTROL_MAX);
     return -EINVAL;
   }
   /* The server chooses the input and the output; a preset naming its own

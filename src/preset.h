@@ -28,6 +28,11 @@ struct cap_preset {
   /* Demuxers its inputs may have (comma-separated), or NULL for the
    * server's input_formats. */
   char *input_formats;
+  /* The stored object's Content-Type: the preset's "content_type", or the
+   * default for its ext (cap_preset_content_type); never NULL. */
+  char *content_type;
+  /* The stored object's Cache-Control, or NULL to send none. */
+  char *cache_control;
 };
 
 struct cap_presets {
@@ -48,6 +53,10 @@ int cap_preset_load(const char *path, struct cap_presets **out, char *err, size_
 void cap_preset_set_free(struct cap_presets *set);
 /* Returns the preset called name, or NULL. */
 const struct cap_preset *cap_preset_find(const struct cap_presets *set, const char *name);
+/* Returns the media type an output with extension ext is stored under
+ * when its preset names none ("video/mp4" for "mp4", any case), and
+ * "application/octet-stream" for an extension not in the table. */
+const char *cap_preset_content_type(const char *ext);
 /* Marks a preset unavailable with a reason (copied). */
 void cap_preset_mark_unavailable(struct cap_preset *p, const char *reason);
 

@@ -276,7 +276,7 @@ static void attempt(struct cap_s3_req *r) {
   char amz_date[17], hash[65];
   struct cap_sigv4_creds creds = {conf->access_key, conf->secret_key, conf->region, "s3"};
   struct cap_sigv4_query q[4];
-  struct cap_sigv4_header sh[1];
+  struct cap_sigv4_header sh[2];
   size_t nh = 0;
 
   cap_buf_init(&path);
@@ -298,10 +298,17 @@ static void attempt(struct cap_s3_req *r) {
     q[i].name = r->query[i].name;
     q[i].value = r->query[i].value ? r->query[i].value : "";
   }
+  /* Every header of ours that the store acts on is signed; cap_sigv4_sign
+   * sorts them itself. */
   if (r->content_type) {
-    sh[0].name = "content-type";
-    sh[0].value = r->content_type;
-    nh = 1;
+    sh[nh].name = "content-type";
+    sh[nh].value = r->content_type;
+    nh++;
+  }
+  if (r->cache_control) {
+    sh[nh].name = "cache-control";
+    sh[nh].value = r->cache_control;
+    nh++;
   }
 
   object_path(r, &path);
@@ -326,7 +333,7 @@ static void attempt(struct cap_s3_req *r) {
   cap_sigv4_uri_encode(&url, path.data, path.len, 1);
   if (r->nquery) {
     cap_buf_putc(&url, '?');
-    cap_sigv4_query_string(&url, q, r->nquery);
+    cap_sigv4_url_query(&url, q, r->nquery);
   }
 
   CURL *e = curl_easy_init();
@@ -348,7 +355,20 @@ static void attempt(struct cap_s3_req *r) {
     cap_buf_reset(&hdr);
     cap_buf_printf(&hdr, "Content-Type: %s", r->content_type);
     r->headers = curl_slist_append(r->headers, hdr.data);
+  } else {
+    /* A POST would otherwise carry curl's form type, which the store keeps
+     * as the object's (CreateMultipartUpload) or is not ours to send. */
+    r->headers = curl_slist_append(r->headers, "Content-Type:");
   }
+  if (r->cache_control) {
+    cap_buf_reset(&hdr);
+    cap_buf_printf(&hdr, "Cache-Control: %s", r->cache_control);
+    r->headers = curl_slist_append(r->headers, hdr.data);
+  }
+  /* No header curl adds on its own reaches the store: its Accept (any
+   * type) is unsigned noise, and "Expect: 100-continue" would cost every
+   * part a round trip. */
+  r->headers = curl_slist_append(r->headers, "Accept:");
   r->headers = curl_slist_append(r->headers, "Expect:");
 
   curl_easy_setopt(e, CURLOPT_URL, url.data);

@@ -63,7 +63,10 @@ struct cap_s3_req {
   int body_fd;
   off_t body_off;
   int signed_payload; /* Sign the body's real SHA-256 (small bodies) instead of UNSIGNED-PAYLOAD. */
+  /* Sent and signed when not NULL.  Without content_type, curl's own
+   * (a form type on POST) is suppressed, so the store never keeps one. */
   const char *content_type;
+  const char *cache_control;
   /* Response: to a file (out_fd >= 0, GET) or into resp (at most resp_max bytes). */
   int out_fd;
   uint64_t out_max; /* 0: no cap. */

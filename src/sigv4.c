@@ -88,7 +88,10 @@ static char *encode_dup(const char *s) {
   return cap_buf_steal(&b);
 }
 
-void cap_sigv4_query_string(struct cap_buf *out, const struct cap_sigv4_query *q, size_t nq) {
+/* Writes the canonical query; bare_empty writes a parameter with an empty
+ * value as its name alone (the URL form), not "name=" (the signed form). */
+static void write_query(struct cap_buf *out, const struct cap_sigv4_query *q, size_t nq,
+                        int bare_empty) {
   if (nq == 0)
     return;
   /* Sorting the encoded pairs, not the raw ones and not the joined
@@ -105,10 +108,20 @@ void cap_sigv4_query_string(struct cap_buf *out, const struct cap_sigv4_query *q
     if (i)
       cap_buf_putc(out, '&');
     cap_buf_puts(out, v[i].name);
+    if (bare_empty && v[i].value[0] == '\0')
+      continue;
     cap_buf_putc(out, '=');
     cap_buf_puts(out, v[i].value);
   }
   pairs_free(v, nq);
+}
+
+void cap_sigv4_query_string(struct cap_buf *out, const struct cap_sigv4_query *q, size_t nq) {
+  write_query(out, q, nq, 0);
+}
+
+void cap_sigv4_url_query(struct cap_buf *out, const struct cap_sigv4_query *q, size_t nq) {
+  write_query(out, q, nq, 1);
 }
 
 void cap_sigv4_amz_date(time_t t, char out[17]) {

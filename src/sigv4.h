@@ -44,8 +44,8 @@ struct cap_sigv4_query {
  * host carries ":port" when the port is not the scheme's default; path is
  * the raw object path ("/bucket/key with spaces"), which the URL must carry
  * encoded by cap_sigv4_uri_encode(keep_slash 1); q is the raw query, which
- * the URL must carry as cap_sigv4_query_string writes it; h are extra
- * headers to sign, sent with the same values.  Host, x-amz-date (amz_date,
+ * the URL must carry as cap_sigv4_url_query writes it; h are extra
+ * headers to sign (in any order), sent with the same values.  Host, x-amz-date (amz_date,
  * "YYYYMMDDTHHMMSSZ") and x-amz-content-sha256 (payload_hash: 64 lowercase
  * hex digits or CAP_SIGV4_UNSIGNED_PAYLOAD) are always signed and must be
  * sent too, so h may not name them.  Returns 0, or -EINVAL (outputs
@@ -61,10 +61,15 @@ int cap_sigv4_sign(const struct cap_sigv4_creds *c, const char *method, const ch
 void cap_sigv4_uri_encode(struct cap_buf *out, const char *s, size_t n, int keep_slash);
 /* Writes the lowercase hex SHA-256 of the n bytes at data and a NUL into out. */
 void cap_sigv4_sha256_hex(const void *data, size_t n, char out[65]);
-/* Appends the query exactly as it is signed (names and values encoded,
- * sorted by name then value, "name=value" joined by '&'), for the URL, so
- * that URL and signature cannot disagree.  Appends nothing when nq is 0. */
+/* Appends the canonical query exactly as it is signed (names and values
+ * encoded, sorted by name then value, "name=value" joined by '&').
+ * Appends nothing when nq is 0. */
 void cap_sigv4_query_string(struct cap_buf *out, const struct cap_sigv4_query *q, size_t nq);
+/* Appends the query for the URL: as cap_sigv4_query_string, except that a
+ * parameter with an empty value is its name alone ("uploads", the form the
+ * SDKs send; the store signs it as "uploads="), so that URL and signature
+ * cannot otherwise disagree. */
+void cap_sigv4_url_query(struct cap_buf *out, const struct cap_sigv4_query *q, size_t nq);
 /* Writes t as an amz_date (YYYYMMDDTHHMMSSZ, UTC) and a NUL into out. */
 void cap_sigv4_amz_date(time_t t, char out[17]);
 

@@ -273,7 +273,15 @@ static void start_ctl(struct cap_upload *u, enum ctl_kind kind, const char *meth
   r->body_len = len;
   r->body_fd = body_fd;
   r->signed_payload = body_fd < 0;
-  r->content_type = kind == CTL_COMPLETE ? "application/xml" : u->content_type;
+  /* The object's metadata goes with the request that creates the object
+   * (the single PUT) or the upload (Create); S3 ignores it on Complete,
+   * whose body is XML, and it means nothing on Abort. */
+  if (kind == CTL_PUT || kind == CTL_CREATE) {
+    r->content_type = u->content_type;
+    r->cache_control = u->cache_control;
+  } else if (kind == CTL_COMPLETE) {
+    r->content_type = "application/xml";
+  }
   r->done = on_ctl_done;
   u->ctl_kind = kind;
   u->ctl_busy = 1;

@@ -36,7 +36,11 @@ struct cap_upload {
   struct cap_bufpool *pool;
   int max_in_flight;
   char *key;
+  /* Sent (and signed) on the single PUT or CreateMultipartUpload only, the
+   * requests that make the object's metadata; NULL sends none.  The caller
+   * keeps them alive until cap_upload_free. */
   const char *content_type;
+  const char *cache_control;
   char upload_id[512];
   int mp_state;           /* 0 single PUT so far, 1 creating, 2 created */
   struct cap_s3_req *ctl; /* The control request under way (create, put, complete, abort). */

@@ -41,6 +41,7 @@ class Request:
         self.method = method
         self.target = target
         self.headers = headers      # lowercase name -> value
+        self.header_names = []      # lowercase names in order, repeats kept
         self.content_length = int(headers.get("content-length", "0") or 0)
         self.body_forwarded = 0
         self.started = time.time()
@@ -463,11 +464,14 @@ class TcpProxy:
             if len(parts) < 3:
                 continue
             hdrs = {}
+            names = []
             for l in lines[1:]:
                 k, _, v = l.partition(":")
                 hdrs[k.strip().lower()] = v.strip()
+                names.append(k.strip().lower())
             with self.lock:
                 req = Request(c.index, len(self.requests) + 1, parts[0], parts[1], hdrs)
+                req.header_names = names
                 self.requests.append(req)
                 req.body_start = base + pos
                 c.cur = req

@@ -448,8 +448,159 @@ static void test_overrides(void) {
   }
 }
 
+/* The Content-Type and Cache-Control outputs are stored with: the preset's
+ * own, or the default for its ext. */
+static void test_store_headers(void) {
+  static const struct {
+    const char *ext, *type;
+  } defaults[] = {
+      {"mp4", "video/mp4"},
+      {"m4a", "audio/mp4"},
+      {"jpg", "image/jpeg"},
+      {"jpeg", "image/jpeg"},
+      {"png", "image/png"},
+      {"ts", "video/mp2t"},
+      {"m3u8", "application/vnd.apple.mpegurl"},
+      {"mpd", "application/dash+xml"},
+      {"m4s", "video/iso.segment"},
+      {"mkv", "video/x-matroska"},
+      {"webm", "video/webm"},
+      {"mp3", "audio/mpeg"},
+      {"MP4", "video/mp4"},
+      {"Jpg", "image/jpeg"},
+      {"nut", "application/octet-stream"},
+      {"bin", "application/octet-stream"},
+      {"mp4x", "application/octet-stream"},
+      {"", "application/octet-stream"},
+  };
+  for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++)
+    if (!CHECK_EQ_STR(cap_preset_content_type(defaults[i].ext), defaults[i].type))
+      fprintf(stderr, "  ext %s\n", defaults[i].ext);
+  CHECK_EQ_STR(cap_preset_content_type(NULL), "application/octet-stream");
+
+  /* The built-in presets rely on their ext: none names a type or a cache
+   * policy of its own. */
+  static const struct {
+    const char *name, *type;
+  } builtin[] = {
+      {"1080p", "video/mp4"},       {"720p", "video/mp4"},           {"4k-h265", "video/mp4"},
+      {"audio-aac", "audio/mp4"},   {"thumbnail-jpg", "image/jpeg"}, {"remux-mp4", "video/mp4"},
+      {"1080p-nvenc", "video/mp4"}, {"4k-h265-nvenc", "video/mp4"},
+  };
+  struct cap_presets *set = NULL;
+  char err[512];
+  if (CHECK_EQ_INT(parse(cap_preset_builtin_json, &set, err, sizeof(err)), 0)) {
+    for (size_t i = 0; i < sizeof(builtin) / sizeof(builtin[0]); i++) {
+      const struct cap_preset *p = cap_preset_find(set, builtin[i].name);
+      if (!CHECK(p != NULL))
+        continue;
+      if (!CHECK_EQ_STR(p->content_type, builtin[i].type))
+        fprintf(stderr, "  preset %s\n", builtin[i].name);
+      CHECK(p->cache_control == NULL);
+    }
+    cap_preset_set_free(set);
+  }
+
+  /* Explicit values win over the ext's default; the longest allowed pass. */
+  char long_type[200], long_cache[300], json[1200];
+  memset(long_type, 'a', 127);
+  long_type[5] = '/';
+  long_type[127] = '\0';
+  memset(long_cache, 'c', 256);
+  long_cache[256] = '\0';
+  snprintf(json, sizeof(json),
+           "{\"hls\":{\"class\":\"cpu\",\"format\":\"hls\",\"ext\":\"m3u8\",\"args\":[],"
+           "\"content_type\":\"application/x-mpegURL\","
+           "\"cache_control\":\"public, max-age=60, stale-while-revalidate=\\\"30\\\"\"},"
+           "\"seg\":{\"class\":\"cpu\",\"format\":\"mpegts\",\"ext\":\"ts\",\"args\":[],"
+           "\"cache_control\":\"max-age=31536000,immutable\"},"
+           "\"raw\":{\"class\":\"cpu\",\"format\":\"nut\",\"ext\":\"nut\",\"args\":[],"
+           "\"content_type\":\"Video/X-NUT+raw.v1!#$&^_-\"},"
+           "\"long\":{\"class\":\"cpu\",\"format\":\"nut\",\"ext\":\"nut\",\"args\":[],"
+           "\"content_type\":\"%s\",\"cache_control\":\"%s\"},"
+           "\"plain\":{\"class\":\"cpu\",\"format\":\"nut\",\"ext\":\"nut\",\"args\":[]}}",
+           long_type, long_cache);
+  set = NULL;
+  if (CHECK_EQ_INT(parse(json, &set, err, sizeof(err)), 0)) {
+    const struct cap_preset *p = cap_preset_find(set, "hls");
+    CHECK_EQ_STR(p->content_type, "application/x-mpegURL");
+    CHECK_EQ_STR(p->cache_control, "public, max-age=60, stale-while-revalidate=\"30\"");
+    p = cap_preset_find(set, "seg");
+    CHECK_EQ_STR(p->content_type, "video/mp2t");
+    CHECK_EQ_STR(p->cache_control, "max-age=31536000,immutable");
+    p = cap_preset_find(set, "raw");
+    CHECK_EQ_STR(p->content_type, "Video/X-NUT+raw.v1!#$&^_-");
+    CHECK(p->cache_control == NULL);
+    p = cap_preset_find(set, "long");
+    CHECK_EQ_STR(p->content_type, long_type);
+    CHECK_EQ_STR(p->cache_control, long_cache);
+    p = cap_preset_find(set, "plain");
+    CHECK_EQ_STR(p->content_type, "application/octet-stream");
+    CHECK(p->cache_control == NULL);
+    cap_preset_set_free(set);
+  } else {
+    fprintf(stderr, "  %s\n", err);
+  }
+
+  /* Refused, with a message naming the preset and the key. */
+  char too_long_type[200], too_long_cache[300], bad_long[2][400];
+  memset(too_long_type, 'a', 128);
+  too_long_type[5] = '/';
+  too_long_type[128] = '\0';
+  memset(too_long_cache, 'c', 257);
+  too_long_cache[257] = '\0';
+  snprintf(bad_long[0], sizeof(bad_long[0]), "\"content_type\":\"%s\"", too_long_type);
+  snprintf(bad_long[1], sizeof(bad_long[1]), "\"cache_control\":\"%s\"", too_long_cache);
+  const char *const bad[] = {"\"content_type\":\"\"",
+                             "\"content_type\":\"video\"",
+                             "\"content_type\":\"video/\"",
+                             "\"content_type\":\"/mp4\"",
+                             "\"content_type\":\"video/mp4/x\"",
+                             "\"content_type\":\"video//mp4\"",
+                             "\"content_type\":\"video/mp4; codecs=avc1\"",
+                             "\"content_type\":\"video/mp4;a=b\"",
+                             "\"content_type\":\"video /mp4\"",
+                             "\"content_type\":\"video/mp4\\r\\nX-Evil: 1\"",
+                             "\"content_type\":\"vid\xc3\xa9o/mp4\"",
+                             "\"content_type\":\"text/(x)\"",
+                             "\"content_type\":5",
+                             "\"content_type\":null",
+                             "\"content_type\":[\"video/mp4\"]",
+                             "\"cache_control\":\"\"",
+                             "\"cache_control\":\"max-age=60\\r\\nX-Evil: 1\"",
+                             "\"cache_control\":\"max-age=60\\n\"",
+                             "\"cache_control\":\"a\\tb\"",
+                             "\"cache_control\":\"caf\xc3\xa9\"",
+                             "\"cache_control\":\"a\\u007fb\"",
+                             "\"cache_control\":\" max-age=1\"",
+                             "\"cache_control\":\"max-age=1 \"",
+                             "\"cache_control\":60",
+                             "\"cache_control\":true",
+                             bad_long[0],
+                             bad_long[1],
+                             NULL};
+  for (size_t i = 0; bad[i]; i++) {
+    snprintf(json, sizeof(json),
+             "{\"ok\":{\"class\":\"cpu\",\"format\":\"mp4\",\"ext\":\"mp4\",\"args\":[]},"
+             "\"x\":{\"class\":\"cpu\",\"format\":\"mp4\",\"ext\":\"mp4\",\"args\":[],%s}}",
+             bad[i]);
+    set = NULL;
+    err[0] = '\0';
+    if (!CHECK_EQ_INT(parse(json, &set, err, sizeof(err)), -EINVAL)) {
+      fprintf(stderr, "  accepted: %s\n", json);
+      cap_preset_set_free(set);
+      continue;
+    }
+    CHECK(set == NULL);
+    if (!CHECK(strstr(err, "preset x") != NULL && strstr(err, "content_type") != NULL &&
+               strstr(err, "cache_control") != NULL))
+      fprintf(stderr, "  message \"%s\" for %s\n", err, bad[i]);
+  }
+}
+
 int main(void) {
   test_builtin();
+  test_store_headers();
   test_overrides();
   test_minimal_and_defaults();
   test_errors();

@@ -105,6 +105,31 @@ static void check_query(const struct cap_sigv4_query *q, size_t nq, const char *
   cap_buf_free(&b);
 }
 
+static void check_url_query(const struct cap_sigv4_query *q, size_t nq, const char *want) {
+  struct cap_buf b;
+  cap_buf_init(&b);
+  cap_sigv4_url_query(&b, q, nq);
+  CHECK_EQ_STR(b.data ? b.data : "", want);
+  cap_buf_free(&b);
+}
+
+/* The URL's query is the signed one except that an empty value is a bare
+ * name, as the SDKs send "?uploads". */
+static void test_url_query(void) {
+  check_url_query(NULL, 0, "");
+  const struct cap_sigv4_query uploads[] = {{"uploads", ""}};
+  check_url_query(uploads, 1, "uploads");
+  const struct cap_sigv4_query list[] = {{"prefix", "a b/"}, {"uploads", ""}};
+  check_url_query(list, 2, "prefix=a%20b%2F&uploads");
+  const struct cap_sigv4_query empty_prefix[] = {{"uploads", ""}, {"prefix", ""}};
+  check_url_query(empty_prefix, 2, "prefix&uploads");
+  const struct cap_sigv4_query part[] = {{"uploadId", "VXBsb2FkIElE+/="}, {"partNumber", "3"}};
+  check_url_query(part, 2, "partNumber=3&uploadId=VXBsb2FkIElE%2B%2F%3D");
+  /* Sorted as signed: by name, then value, an empty value first. */
+  const struct cap_sigv4_query twice[] = {{"a", "1"}, {"a", ""}, {"A", ""}};
+  check_url_query(twice, 3, "A&a&a=1");
+}
+
 static void test_query_string(void) {
   check_query(NULL, 0, "");
   const struct cap_sigv4_query uploads[] = {{"uploads", ""}};
@@ -517,6 +542,31 @@ static void test_r2_botocore(void) {
       "ae70bc4bc5446f38aa00f6079886c43d941711710ae1fbb851c9fa19a6238790"};
   check_sign(&create);
 
+  /* CreateMultipartUpload with the object's metadata, given content-type
+   * first: signed sorted, cache-control before content-type, as botocore
+   * signs it. */
+  const struct cap_sigv4_header meta[] = {{"Content-Type", "video/mp4"},
+                                          {"Cache-Control", "public, max-age=31536000, immutable"}};
+  const struct sign_case create_meta = {
+      "CreateMultipartUpload with Content-Type and Cache-Control",
+      &r2_creds,
+      "POST",
+      R2_HOST,
+      R2_PATH,
+      uploads,
+      1,
+      meta,
+      2,
+      CAP_SIGV4_EMPTY_SHA256,
+      R2_DATE,
+      NULL,
+      NULL,
+      "AWS4-HMAC-SHA256 Credential=R2EXAMPLEACCESSKEY/20240309/auto/s3/aws4_request,"
+      "SignedHeaders=cache-control;content-type;host;x-amz-content-sha256;x-amz-date,"
+      "Signature=de6e8e60e129a7cea945d2d4490051a7ea6706f48a9f1b2f9c9967e8e41fdb14",
+      NULL};
+  check_sign(&create_meta);
+
   /* PutObject of a small body with its real hash, and a metadata header
    * whose blanks (a tab among them) collapse to single spaces. */
   const char *body = "{\"hello\": \"world\"}\n";
@@ -563,6 +613,13 @@ static void test_r2_botocore(void) {
   cap_buf_putc(&url, '?');
   cap_sigv4_query_string(&url, part, 2);
   CHECK_EQ_STR(url.data, "https://" R2_HOST R2_CPATH "?partNumber=7&uploadId=2~Abc%2B%2F%3Dxyz");
+  /* CreateMultipartUpload's URL is botocore's: "?uploads", no '='. */
+  cap_buf_reset(&url);
+  cap_buf_puts(&url, "https://" R2_HOST);
+  cap_sigv4_uri_encode(&url, R2_PATH, strlen(R2_PATH), 1);
+  cap_buf_putc(&url, '?');
+  cap_sigv4_url_query(&url, uploads, 1);
+  CHECK_EQ_STR(url.data, "https://" R2_HOST R2_CPATH "?uploads");
   cap_buf_free(&url);
 }
 
@@ -696,6 +753,7 @@ int main(void) {
   test_uri_encode();
   test_sha256();
   test_query_string();
+  test_url_query();
   test_amz_date();
   test_s3_examples();
   test_suite_vectors();
