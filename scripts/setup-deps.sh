@@ -7,7 +7,8 @@
 #          SigV4-verifying S3 server) and awscli as an independent client,
 #          jq and openssl (scripts/install.sh), systemd-analyze, dpkg-deb,
 #          man and groff (packaging checks), Caddy (the TLS front), Node.js
-#          and npm (workerd, the Worker runtime, from packaging/cloudflare)
+#          and npm (workerd, the Worker runtime, from packaging/cloudflare),
+#          slowhttptest (slow-client attacks on the connection budget)
 #   bench  wrk, hyperfine, Node.js and npm for the comparison stack
 set -euo pipefail
 
@@ -16,7 +17,8 @@ build_pkgs=(build-essential cmake pkg-config libuv1-dev libcjson-dev libcurl4-op
 run_pkgs=(ffmpeg curl)
 test_pkgs=(ffmpeg curl python3 clang libclang-rt-14-dev procps
            swift swift-proxy swift-account swift-container swift-object python3-swift memcached
-           awscli attr jq openssl systemd util-linux man-db groff-base caddy nodejs npm)
+           awscli attr jq openssl systemd util-linux man-db groff-base caddy nodejs npm
+           slowhttptest)
 bench_pkgs=(wrk hyperfine nodejs npm procps curl)
 
 want=("${build_pkgs[@]}" "${run_pkgs[@]}")

@@ -47,7 +47,9 @@ static const struct opt opts[] = {
     {"trusted_proxies", OPT_STR, O(trusted_proxies), 0, 0, "127.0.0.0/8,::1", NULL,
      "peers whose X-Forwarded-For is believed (IPs/CIDRs, comma-separated)"},
     {"max_connections", OPT_INT, O(max_connections), 1, 1000000, "1024", NULL,
-     "open connections at most"},
+     "open connections at most (idle ones are closed first when few are left)"},
+    {"max_connections_per_client", OPT_INT, O(max_connections_per_client), 0, 1000000, "256", NULL,
+     "open connections per client address (behind a trusted proxy: the forwarded one); 0: off"},
     {"max_header_bytes", OPT_INT, O(max_header_bytes), 256, 1048576, "8192", NULL,
      "request line and headers, bytes"},
     {"max_headers", OPT_INT, O(max_headers), 1, 1000, "64", NULL, "header fields per request"},
@@ -61,6 +63,8 @@ static const struct opt opts[] = {
      "time to receive a request body"},
     {"idle_timeout_ms", OPT_INT, O(idle_timeout_ms), 100, 3600000, "60000", NULL,
      "keep-alive idle time between requests"},
+    {"min_body_rate", OPT_INT, O(min_body_rate), 0, 1073741824, "1024", NULL,
+     "bytes a second a request body must average over each 5 s; 0: no minimum"},
     {"shutdown_grace_ms", OPT_INT, O(shutdown_grace_ms), 0, 3600000, "120000", NULL,
      "on SIGTERM, time running jobs get to finish before they are canceled"},
     {"drain_linger_ms", OPT_INT, O(drain_linger_ms), 0, 600000, "10000", NULL,
@@ -510,13 +514,15 @@ char *cap_config_limits_json(const struct cap_config *cfg) {
   struct cap_buf b;
   cap_buf_init(&b);
   cap_buf_printf(&b,
-                 "{\"max_connections\":%d,\"max_header_bytes\":%d,\"max_headers\":%d,"
+                 "{\"max_connections\":%d,\"max_connections_per_client\":%d,"
+                 "\"min_body_rate\":%d,\"max_header_bytes\":%d,\"max_headers\":%d,"
                  "\"max_url_bytes\":%d,\"max_body_bytes\":%d,\"header_timeout_ms\":%d,"
                  "\"body_timeout_ms\":%d,\"idle_timeout_ms\":%d,\"shutdown_grace_ms\":%d,"
                  "\"rate_limit\":%d,\"rate_limit_token\":%d,\"rate_limit_clients\":%d}",
-                 cfg->max_connections, cfg->max_header_bytes, cfg->max_headers, cfg->max_url_bytes,
-                 cfg->max_body_bytes, cfg->header_timeout_ms, cfg->body_timeout_ms,
-                 cfg->idle_timeout_ms, cfg->shutdown_grace_ms, cfg->rate_limit,
-                 cfg->rate_limit_token, cfg->rate_limit_clients);
+                 cfg->max_connections, cfg->max_connections_per_client, cfg->min_body_rate,
+                 cfg->max_header_bytes, cfg->max_headers, cfg->max_url_bytes, cfg->max_body_bytes,
+                 cfg->header_timeout_ms, cfg->body_timeout_ms, cfg->idle_timeout_ms,
+                 cfg->shutdown_grace_ms, cfg->rate_limit, cfg->rate_limit_token,
+                 cfg->rate_limit_clients);
   return cap_buf_steal(&b);
 }

@@ -23,6 +23,8 @@ struct cap_config {
   int rate_limit_clients;
   char *trusted_proxies; /* Comma-separated IPs and CIDRs. */
   int max_connections;
+  int max_connections_per_client;
+  int min_body_rate;
   int max_header_bytes;
   int max_headers;
   int max_url_bytes;

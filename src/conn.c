@@ -3,18 +3,20 @@
 #include "admit.h"
 #include "alloc.h"
 #include "app.h"
+#include "container.h"
 #include "httpresp.h"
 #include "log.h"
 #include "metrics.h"
 #include "router.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <llhttp.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 /* Pipelined requests wait while this much of our output is still unsent, so
  * a client that never reads cannot make us buffer without bound. */
@@ -26,6 +28,16 @@
 /* Input kept while a handler holds the exchange (pipelined requests). */
 #define PENDING_MAX      (64 * 1024)
 #define LINGER_MAX_BYTES (1024 * 1024)
+/* The minimum body data rate is checked over windows this long, so that a
+ * client's scheduling hiccup is not taken for a slow-body attack. */
+#define RATE_WINDOW_MS 5000
+/* A request already refused (401, 429...) is answered after its body, so
+ * that the connection can be kept; that body gets this long at most. */
+#define REFUSED_BODY_MS 2000
+/* After a half-close during a request the client is probed (see
+ * probe_peer) every PROBE_MS, PROBE_MAX times at most. */
+#define PROBE_MS  100
+#define PROBE_MAX 50
 
 enum phase {
   PHASE_HEAD,     /* Waiting for (the rest of) a request head. */
@@ -49,12 +61,19 @@ static void process(struct cap_conn *c, const char *data, size_t len);
 static void resume(struct cap_conn *c);
 
 static void arm_timer(struct cap_conn *c, int phase);
+static void on_timeout(uv_timer_t *t);
 static void start_reading(struct cap_conn *c);
+
+/* Counts a connection closed or refused to keep room for others. */
+static void count_shed(const struct cap_conn *c, const char *reason) {
+  cap_metrics_inc(CAP_M_CONNECTIONS_SHED, CAP_LABELS(c->opts->set->name, reason));
+}
 
 static void on_handle_closed(uv_handle_t *h) {
   struct cap_conn *c = h->data;
   if (--c->handles_open > 0)
     return;
+  cap_connset_remove(c->opts->set, &c->link);
   if (c->opts->on_closed)
     c->opts->on_closed(c, c->opts->arg);
   cap_httpparse_free(&c->parser);
@@ -68,6 +87,7 @@ void cap_conn_close(struct cap_conn *c) {
   if (c->closing)
     return;
   c->closing = 1;
+  cap_connset_closing(c->opts->set, &c->link);
   if (c->waiting && c->x.abort_cb) {
     /* The handler keeps its work going and must not answer any more. */
     void (*abort_cb)(struct cap_exchange *) = c->x.abort_cb;
@@ -287,6 +307,83 @@ static void fail_connection(struct cap_conn *c, int status, const char *code, co
   close_after_write(c);
 }
 
+/* Sends the refusal already in the exchange without waiting for the rest
+ * of the request's body, and closes. */
+static void refuse_now(struct cap_conn *c) {
+  c->rejected = 0;
+  c->x.close_after = 1;
+  respond(c);
+  close_after_write(c);
+}
+
+static void start_body_window(struct cap_conn *c, uint64_t now) {
+  uint64_t left = c->body_deadline > now ? c->body_deadline - now : 0;
+  c->window_start = now;
+  c->window_bytes = 0;
+  if (c->opts->min_body_rate && left > RATE_WINDOW_MS)
+    left = RATE_WINDOW_MS;
+  uv_timer_start(&c->timer, on_timeout, left, 0);
+}
+
+/* A body's deadline or one of its rate windows has passed.  A body that
+ * averaged less than min_body_rate over the window (or did not complete
+ * when less than that was missing) is given up: slowly trickled bodies
+ * would otherwise hold a connection for the whole body timeout. */
+static void on_body_timer(struct cap_conn *c) {
+  const struct cap_request *req = &c->parser.req;
+  uint64_t now = uv_now(c->tcp.loop);
+  int slow = 0;
+  if (now < c->body_deadline) {
+    uint64_t need = c->opts->min_body_rate * (now - c->window_start) / 1000;
+    if (req->has_content_length && req->content_length - req->body.len < need)
+      need = req->content_length - req->body.len;
+    if (c->window_bytes >= need) {
+      start_body_window(c, now);
+      return;
+    }
+    slow = 1;
+    count_shed(c, "slow_body");
+  }
+  if (c->rejected)
+    refuse_now(c);
+  else
+    fail_connection(c, 408, "request_timeout",
+                    slow ? "Request body arrives too slowly" : "Request body took too long");
+}
+
+/* The client shut its sending side while its request is being handled.
+ * That is a half-close (it still reads, and gets its answer) or a close
+ * (it is gone).  TCP tells them apart only when data is sent: a closed
+ * socket answers it with a reset.  So an interim 100 Continue goes out,
+ * which every HTTP/1.1 client must accept and skip, and the socket's
+ * state is watched until the probe is acknowledged or reset. */
+static void probe_peer(struct cap_conn *c) {
+  const struct cap_request *req = &c->parser.req;
+  /* HTTP/1.0 clients must not get a 1xx; the final answer will tell. */
+  if (req->http_major == 1 && req->http_minor == 0)
+    return;
+  c->probing = 1;
+  c->probes = 0;
+  send_bytes(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+  uv_timer_start(&c->timer, on_timeout, PROBE_MS, PROBE_MS);
+}
+
+static void check_probe(struct cap_conn *c) {
+  struct tcp_info ti;
+  socklen_t len = sizeof(ti);
+  uv_os_fd_t fd;
+  if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0 ||
+      getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 || ti.tcpi_state == TCP_CLOSE) {
+    /* Reset: the client is gone, and a waiting handler is told. */
+    cap_conn_close(c);
+    return;
+  }
+  if ((ti.tcpi_unacked == 0 && c->tcp.write_queue_size == 0) || ++c->probes >= PROBE_MAX) {
+    c->probing = 0;
+    uv_timer_stop(&c->timer);
+  }
+}
+
 static void on_timeout(uv_timer_t *t) {
   struct cap_conn *c = t->data;
   switch (c->phase) {
@@ -298,7 +395,14 @@ static void on_timeout(uv_timer_t *t) {
     fail_connection(c, 408, "request_timeout", "Request headers took too long");
     return;
   case PHASE_BODY:
-    fail_connection(c, 408, "request_timeout", "Request body took too long");
+    on_body_timer(c);
+    return;
+  case PHASE_DISPATCH:
+    if (c->probing) {
+      check_probe(c);
+      return;
+    }
+    cap_conn_close(c);
     return;
   default:
     cap_conn_close(c);
@@ -306,17 +410,23 @@ static void on_timeout(uv_timer_t *t) {
 }
 
 static void arm_timer(struct cap_conn *c, int phase) {
-  uint64_t ms = 0;
+  uint64_t ms = 0, now = uv_now(c->tcp.loop);
   c->phase = phase;
+  c->probing = 0;
   switch (phase) {
   case PHASE_HEAD:
     ms = c->opts->header_timeout_ms;
     break;
   case PHASE_BODY:
     ms = c->opts->body_timeout_ms;
-    break;
+    if (c->rejected && ms > REFUSED_BODY_MS)
+      ms = REFUSED_BODY_MS;
+    c->body_deadline = now + ms;
+    start_body_window(c, now);
+    return;
   case PHASE_IDLE:
     ms = c->opts->idle_timeout_ms;
+    cap_connset_idle(c->opts->set, &c->link);
     break;
   default:
     uv_timer_stop(&c->timer);
@@ -372,6 +482,7 @@ static void dispatch(struct cap_conn *c) {
   c->in_dispatch = 1;
   if (c->rejected) {
     c->rejected = 0;
+    cap_connset_busy(c->opts->set, &c->link);
     on_finish(x);
   } else if (x->route == NULL || !c->begun) {
     /* A message without its own headers: the parser lost its way. */
@@ -384,6 +495,18 @@ static void dispatch(struct cap_conn *c) {
   c->in_dispatch = 0;
 }
 
+/* Counts the connection against the client its request came from, as a
+ * trusted proxy's X-Forwarded-For names it: behind Funnel every peer is
+ * loopback, and only the forwarded address tells clients apart.  (An
+ * untrusted peer was counted at accept; a trusted proxy's own requests,
+ * without a forwarded address, are not counted.)  Returns 0, or -EUSERS
+ * when that client holds too many connections already. */
+static int attribute_client(struct cap_conn *c) {
+  if (!c->x.client[0] || strcmp(c->x.client, c->peer_str) == 0)
+    return 0;
+  return cap_connset_attribute(c->opts->set, &c->link, c->x.client);
+}
+
 /* Headers are complete: decide before reading any body. */
 static void on_headers(struct cap_conn *c) {
   struct cap_request *req = &c->parser.req;
@@ -392,7 +515,18 @@ static void on_headers(struct cap_conn *c) {
 
   begin_exchange(c);
   size_t max_body = (size_t)c->opts->app->cfg->max_body_bytes;
-  if (cap_admit_request(x, (const struct sockaddr *)&c->peer, x->start_ms) != 0) {
+  int refused = cap_admit_request(x, (const struct sockaddr *)&c->peer, x->start_ms) != 0;
+  if (attribute_client(c) != 0) {
+    count_shed(c, "client_limit");
+    cap_buf_reset(&x->headers);
+    cap_exchange_set_error(x, 503, "too_many_connections",
+                           "Too many open connections from this client; retry later");
+    x->close_after = 1;
+    respond(c);
+    close_after_write(c);
+    return;
+  }
+  if (refused) {
     /* A body we would accept anyway is read and dropped, so the answer
      * keeps the connection (a Worker reuses it); a client waiting for 100
      * Continue, or a body too large, gets the answer at once and the
@@ -414,6 +548,9 @@ static void on_headers(struct cap_conn *c) {
     if (req->expect_continue && !c->rejected)
       send_bytes(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
     arm_timer(c, PHASE_BODY);
+    /* Only waiting to say no: as good as idle when room is short. */
+    if (c->rejected)
+      cap_connset_idle(c->opts->set, &c->link);
   }
 }
 
@@ -477,18 +614,44 @@ static void resume(struct cap_conn *c) {
   cap_buf_free(&saved);
 }
 
+/* The client sent its last byte (UV_EOF) or the connection broke. */
+static void on_read_end(struct cap_conn *c, int status) {
+  stop_reading(c);
+  if (status != UV_EOF || c->phase == PHASE_LINGER) {
+    /* Broken: the client is gone, a waiting handler is told through
+     * abort_cb. */
+    cap_conn_close(c);
+    return;
+  }
+  c->peer_eof = 1;
+  if (c->waiting) {
+    /* A half-close after a complete request: it gets its answer. */
+    probe_peer(c);
+    return;
+  }
+  if (c->pending.len && c->tcp.write_queue_size > WRITE_QUEUE_MAX)
+    return; /* resume() answers what is pending once the queue drains. */
+  if (cap_httpparse_partial(&c->parser) || c->pending.len) {
+    cap_conn_close(c); /* A request cut short: nothing to answer. */
+    return;
+  }
+  close_after_write(c);
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   struct cap_conn *c = s->data;
   if (nread == 0)
     return;
   if (nread < 0) {
-    stop_reading(c);
-    c->peer_eof = 1;
-    /* The client is gone (or has half-closed, which HTTP clients do not
-     * rely on): a waiting handler is told through abort_cb. */
-    cap_conn_close(c);
+    on_read_end(c, (int)nread);
     return;
   }
+  /* Bytes of a new request: the connection is no longer idle.  (A refused
+   * request's body does not count: it is only waited for.) */
+  if (c->phase == PHASE_HEAD || c->phase == PHASE_IDLE)
+    cap_connset_busy(c->opts->set, &c->link);
+  if (c->phase == PHASE_BODY)
+    c->window_bytes += (size_t)nread;
   if (c->phase == PHASE_LINGER) {
     c->lingered += (size_t)nread;
     if (c->lingered > LINGER_MAX_BYTES)
@@ -523,14 +686,41 @@ struct cap_conn *cap_conn_accept(uv_stream_t *listener, const struct cap_conn_op
       cap_netaddr_format((struct sockaddr *)&c->peer, c->peer_str, sizeof(c->peer_str)) != 0)
     snprintf(c->peer_str, sizeof(c->peer_str), "unknown");
 
+  /* A peer that is not a trusted proxy is one client: it is counted now,
+   * before it sends anything. */
+  if (!refuse && !cap_netaddr_set_contains(&opts->app->trusted, (struct sockaddr *)&c->peer) &&
+      cap_connset_attribute(opts->set, &c->link, c->peer_str) != 0) {
+    refuse = 2;
+    count_shed(c, "client_limit");
+    if (opts->set->nrefused >= CAP_CONNSET_REFUSING_MAX) {
+      cap_conn_close(c); /* Too many are being told already. */
+      return NULL;
+    }
+  }
+  cap_connset_add(opts->set, &c->link, refuse != 0);
   if (refuse) {
+    c->refuse = 1;
     begin_exchange(c);
-    fail_connection(c, 503, "too_many_connections", "Too many open connections; retry later");
+    fail_connection(c, 503, "too_many_connections",
+                    refuse == 2 ? "Too many open connections from this client; retry later"
+                                : "Too many open connections; retry later");
     return c;
   }
   arm_timer(c, PHASE_HEAD);
   start_reading(c);
   return c;
+}
+
+void cap_conn_evict(struct cap_conn *c) {
+  if (c->closing)
+    return;
+  if (c->rejected && c->phase == PHASE_BODY) {
+    count_shed(c, "refused_body");
+    refuse_now(c);
+    return;
+  }
+  count_shed(c, "idle_evicted");
+  cap_conn_close(c);
 }
 
 void cap_conn_drain(struct cap_conn *c) {

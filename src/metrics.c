@@ -56,6 +56,11 @@ static const struct family_def defs[] = {
                         "1 while the server drains for shutdown, else 0."},
     [CAP_M_CONNECTIONS_OPEN] = {"cap_http_connections_open", GAUGE, NO_LABELS, NO_BOUNDS,
                                 "HTTP connections open now."},
+    [CAP_M_CONNECTIONS_SHED] =
+        {"cap_http_connections_shed_total", COUNTER, NAMES("listener", "reason"), NO_BOUNDS,
+         "Connections closed or refused to keep room for others, by listener (public or "
+         "metrics) and reason (idle_evicted, refused_body, connection_limit, client_limit, "
+         "slow_body)."},
     [CAP_M_HTTP_REQUESTS] = {"cap_http_requests_total", COUNTER, NAMES("route", "status"),
                              NO_BOUNDS, "HTTP requests answered, by route and status code."},
     [CAP_M_HTTP_DURATION] = {"cap_http_request_duration_seconds", HISTOGRAM, NAMES("route"),

@@ -33,6 +33,7 @@ enum cap_metric_id {
   CAP_M_UPTIME,                   /* cap_uptime_seconds gauge */
   CAP_M_DRAINING,                 /* cap_draining gauge */
   CAP_M_CONNECTIONS_OPEN,         /* cap_http_connections_open gauge */
+  CAP_M_CONNECTIONS_SHED,         /* cap_http_connections_shed_total{listener,reason} */
   CAP_M_HTTP_REQUESTS,            /* cap_http_requests_total{route,status} */
   CAP_M_HTTP_DURATION,            /* cap_http_request_duration_seconds{route} */
   CAP_M_RATE_LIMITED,             /* cap_rate_limited_total{scope} */

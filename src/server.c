@@ -1,6 +1,7 @@
 #include "server.h"
 
 #include "app.h"
+#include "container.h"
 #include "execreq.h"
 #include "jsonw.h"
 #include "config.h"
@@ -14,25 +15,34 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Connections over the limit that may be answered 503 at the same time;
- * past this they are closed without a word. */
-#define REFUSING_MAX 64
+/* The metrics listener's own budget: a scraper and a health check need
+ * a few, and a flood on the public port must not take them. */
+#define METRICS_MAX_CONNECTIONS 64
+
+static size_t open_connections(const struct cap_server *s) {
+  return s->public_set.n + s->metrics_set.n;
+}
+
+/* Calls fn on every connection of both listeners; fn may close them. */
+static void each_conn(struct cap_server *s, void (*fn)(struct cap_conn *)) {
+  struct cap_connset *sets[] = {&s->public_set, &s->metrics_set};
+  for (int i = 0; i < 2; i++)
+    for (struct cap_connset_entry *e = sets[i]->first, *next; e; e = next) {
+      next = e->next;
+      fn(container_of(e, struct cap_conn, link));
+    }
+}
 
 static void on_conn_closed(struct cap_conn *c, void *arg) {
   struct cap_server *s = arg;
-  if (c->prev)
-    c->prev->next = c->next;
-  else
-    s->conns = c->next;
-  if (c->next)
-    c->next->prev = c->prev;
-  if (c->refuse)
-    s->nrefusing--;
-  else
-    s->nconns--;
-  cap_metrics_set(CAP_M_CONNECTIONS_OPEN, NULL, (double)(s->nconns + s->nrefusing));
-  if (s->stopping && s->conns == NULL && !uv_is_closing((uv_handle_t *)&s->grace))
+  cap_metrics_set(CAP_M_CONNECTIONS_OPEN, NULL, (double)open_connections(s));
+  if (s->stopping && open_connections(s) == 0 && !uv_is_closing((uv_handle_t *)&s->grace))
     uv_close((uv_handle_t *)&s->grace, NULL);
+}
+
+/* Closes an idle connection to make room for a new one. */
+static void evict_idle(struct cap_connset_entry *e, void *arg) {
+  cap_conn_evict(container_of(e, struct cap_conn, link));
 }
 
 static void free_handle(uv_handle_t *h) {
@@ -47,8 +57,11 @@ static void accept_one(struct cap_server *s, uv_stream_t *listener,
     cap_log_end(r);
     return;
   }
-  int refuse = s->nconns >= (size_t)s->app->cfg->max_connections;
-  if (refuse && s->nrefusing >= REFUSING_MAX) {
+  struct cap_connset *set = opts->set;
+  int refuse = !cap_connset_has_room(set);
+  if (refuse)
+    cap_metrics_inc(CAP_M_CONNECTIONS_SHED, CAP_LABELS(set->name, "connection_limit"));
+  if (refuse && set->nrefused >= CAP_CONNSET_REFUSING_MAX) {
     /* Accept only to close: leaving it in the backlog would keep it
      * waiting for nothing. */
     uv_tcp_t *t = malloc(sizeof(*t));
@@ -63,18 +76,11 @@ static void accept_one(struct cap_server *s, uv_stream_t *listener,
   if (c == NULL)
     return;
   s->accepted++;
-  if (refuse)
-    s->nrefusing++;
-  else
-    s->nconns++;
-  cap_metrics_set(CAP_M_CONNECTIONS_OPEN, NULL, (double)(s->nconns + s->nrefusing));
-  c->next = s->conns;
-  if (s->conns)
-    s->conns->prev = c;
-  s->conns = c;
+  cap_metrics_set(CAP_M_CONNECTIONS_OPEN, NULL, (double)open_connections(s));
   if (refuse) {
     struct cap_log_rec *r = cap_log_begin(CAP_LOG_WARN, "server.connection_limit");
-    cap_log_int(r, "max_connections", s->app->cfg->max_connections);
+    cap_log_str(r, "listener", set->name);
+    cap_log_int(r, "max_connections", (long long)set->max);
     cap_log_end(r);
   }
 }
@@ -97,13 +103,10 @@ static void on_private_connection(uv_stream_t *listener, int status) {
 static void on_force_close(uv_timer_t *t) {
   struct cap_server *s = t->data;
   struct cap_log_rec *r = cap_log_begin(CAP_LOG_WARN, "server.grace_expired");
-  cap_log_int(r, "open_connections", (long long)(s->nconns + s->nrefusing));
+  cap_log_int(r, "open_connections", (long long)open_connections(s));
   cap_log_end(r);
   s->forced = 1;
-  for (struct cap_conn *c = s->conns, *next; c; c = next) {
-    next = c->next;
-    cap_conn_close(c);
-  }
+  each_conn(s, cap_conn_close);
 }
 
 /* The second half of a stop: the listener closes, idle connections close,
@@ -120,7 +123,7 @@ static void finish_stop(struct cap_server *s, const char *reason) {
   struct cap_log_rec *r = cap_log_begin(CAP_LOG_INFO, "server.stopping");
   cap_log_str(r, "reason", reason);
   cap_log_int(r, "jobs_canceled", (long long)running + (long long)queued);
-  cap_log_int(r, "open_connections", (long long)s->nconns);
+  cap_log_int(r, "open_connections", (long long)open_connections(s));
   cap_log_end(r);
   uv_close((uv_handle_t *)&s->listener, NULL);
   if (s->has_private)
@@ -132,14 +135,11 @@ static void finish_stop(struct cap_server *s, const char *reason) {
   uv_unref((uv_handle_t *)&s->sig_term);
   uv_unref((uv_handle_t *)&s->sig_int);
   uv_unref((uv_handle_t *)&s->log_flush);
-  for (struct cap_conn *c = s->conns, *next; c; c = next) {
-    next = c->next;
-    cap_conn_drain(c);
-  }
+  each_conn(s, cap_conn_drain);
   /* Jobs are canceled (their children signalled); anyone waiting for one
    * is answered, on a connection that then closes. */
   cap_app_stop(s->app);
-  if (s->conns == NULL) {
+  if (open_connections(s) == 0) {
     uv_close((uv_handle_t *)&s->grace, NULL);
     return;
   }
@@ -193,7 +193,7 @@ void cap_server_stop(struct cap_server *s) {
   size_t queued;
   cap_jobs_counts(&s->app->jobs, &running, &queued);
   struct cap_log_rec *r = cap_log_begin(CAP_LOG_INFO, "server.draining");
-  cap_log_int(r, "open_connections", (long long)s->nconns);
+  cap_log_int(r, "open_connections", (long long)open_connections(s));
   cap_log_int(r, "jobs_running", running);
   cap_log_int(r, "jobs_queued", (long long)queued);
   cap_log_int(r, "grace_ms", s->app->cfg->shutdown_grace_ms);
@@ -306,11 +306,17 @@ int cap_server_start(struct cap_server *s, uv_loop_t *loop, struct cap_app *app)
       .header_timeout_ms = (uint64_t)cfg->header_timeout_ms,
       .body_timeout_ms = (uint64_t)cfg->body_timeout_ms,
       .idle_timeout_ms = (uint64_t)cfg->idle_timeout_ms,
+      .min_body_rate = (uint64_t)cfg->min_body_rate,
+      .set = &s->public_set,
       .on_closed = on_conn_closed,
       .arg = s,
   };
+  cap_connset_init(&s->public_set, "public", (size_t)cfg->max_connections,
+                   (size_t)cfg->max_connections_per_client, evict_idle, &s->public_set);
+  cap_connset_init(&s->metrics_set, "metrics", METRICS_MAX_CONNECTIONS,
+                   (size_t)cfg->max_connections_per_client, evict_idle, &s->metrics_set);
   if ((rc = listen_on(s, &s->listener, cfg->host, cfg->port, on_connection, &s->port)) != 0)
-    return rc;
+    goto fail;
   if (cfg->metrics_listen) {
     char host[64];
     int port;
@@ -318,10 +324,11 @@ int cap_server_start(struct cap_server *s, uv_loop_t *loop, struct cap_app *app)
     cap_config_split_hostport(cfg->metrics_listen, host, sizeof(host), &port);
     s->private_opts = s->conn_opts;
     s->private_opts.private_listener = 1;
+    s->private_opts.set = &s->metrics_set;
     rc = listen_on(s, &s->private_listener, host, port, on_private_connection, &s->private_port);
     if (rc != 0) {
       uv_close((uv_handle_t *)&s->listener, NULL);
-      return rc;
+      goto fail;
     }
     s->has_private = 1;
   }
@@ -344,6 +351,10 @@ int cap_server_start(struct cap_server *s, uv_loop_t *loop, struct cap_app *app)
            (int)uv_os_getpid());
   cap_notify_send(ready);
   return 0;
+fail:
+  cap_connset_free(&s->public_set);
+  cap_connset_free(&s->metrics_set);
+  return rc;
 }
 
 void cap_server_close(struct cap_server *s) {
@@ -352,4 +363,7 @@ void cap_server_close(struct cap_server *s) {
   for (size_t i = 0; i < sizeof(hs) / sizeof(hs[0]); i++)
     if (!uv_is_closing(hs[i]))
       uv_close(hs[i], NULL);
+  /* Every connection has closed by now: uv_run returned. */
+  cap_connset_free(&s->public_set);
+  cap_connset_free(&s->metrics_set);
 }

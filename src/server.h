@@ -25,9 +25,9 @@ struct cap_server {
   uv_signal_t sig_term, sig_int, sig_hup, sig_usr1;
   uv_timer_t grace;
   uv_prepare_t log_flush;
-  struct cap_conn *conns;
-  size_t nconns;
-  size_t nrefusing;
+  /* The connections of each listener, each with its own budget. */
+  struct cap_connset public_set;
+  struct cap_connset metrics_set;
   uint64_t accepted;
   int port;
   int draining;      /* SIGTERM came: no new jobs, the rest goes on. */
