@@ -25,6 +25,9 @@ static int head_full(struct cap_httpparse *p, size_t add) {
 
 enum { HS_NONE, HS_FIELD, HS_VALUE, HS_DONE };
 
+/* Where the raw-byte scan is relative to the request line. */
+enum { LS_BEFORE, LS_IN, LS_AFTER };
+
 static int on_message_begin(llhttp_t *lp) {
   struct cap_httpparse *p = PARSER(lp);
   p->last_was_value = 0;
@@ -35,10 +38,11 @@ static int on_message_begin(llhttp_t *lp) {
 
 static int on_header_field_complete(llhttp_t *lp) {
   struct cap_httpparse *p = PARSER(lp);
-  if (p->in_body)
-    return 0;
-  /* llhttp lets an empty field name (": v") through. */
-  if (p->header_state != HS_FIELD || p->req.nhdr == 0 || p->req.hdr[p->req.nhdr - 1].name_len == 0)
+  /* llhttp lets an empty field name (": v") through, in the headers and in
+   * the trailers alike; a trailer's name bytes set HS_FIELD only when there
+   * are some, since trailers are not stored. */
+  if (p->header_state != HS_FIELD ||
+      (!p->in_body && (p->req.nhdr == 0 || p->req.hdr[p->req.nhdr - 1].name_len == 0)))
     return fail(p, 400, "bad_request", "Header without a name");
   p->header_state = HS_VALUE;
   return 0;
@@ -47,6 +51,24 @@ static int on_header_field_complete(llhttp_t *lp) {
 static int on_header_value_complete(llhttp_t *lp) {
   PARSER(lp)->header_state = HS_DONE;
   return 0;
+}
+
+/* The last chunk (size 0) is followed by the trailer section, whose lines
+ * llhttp checks less strictly than the head's (it takes a bare LF ending the
+ * section, and obs-fold).  Pausing here lets cap_httpparse_feed scan the
+ * trailers' raw bytes as it scans the head's. */
+static int on_chunk_header(llhttp_t *lp) {
+  struct cap_httpparse *p = PARSER(lp);
+  if (lp->content_length != 0)
+    return 0;
+  p->in_trailers = 1;
+  p->header_state = HS_NONE;
+  /* The last-chunk line has just ended with CRLF (llhttp refuses a bare LF
+   * there), so a first trailer byte of SP, HTAB or LF is caught as such. */
+  p->prev[0] = '\r';
+  p->prev[1] = '\n';
+  p->line_state = LS_AFTER;
+  return HPE_PAUSED;
 }
 
 static int on_chunk_ext(llhttp_t *lp, const char *at, size_t n) {
@@ -89,9 +111,13 @@ static int trailer_bytes(struct cap_httpparse *p, size_t n) {
 static int on_header_field(llhttp_t *lp, const char *at, size_t n) {
   struct cap_httpparse *p = PARSER(lp);
   struct cap_request *r = &p->req;
-  /* Chunked trailers carry nothing we use: they are counted and dropped. */
-  if (p->in_body)
+  /* Chunked trailers carry nothing we use: they are checked, counted and
+   * dropped. */
+  if (p->in_body) {
+    if (n > 0)
+      p->header_state = HS_FIELD;
     return trailer_bytes(p, n);
+  }
   if (head_full(p, n))
     return fail(p, 431, "headers_too_large", "Request headers are too large");
   p->header_state = HS_FIELD;
@@ -117,8 +143,13 @@ static int on_header_field(llhttp_t *lp, const char *at, size_t n) {
 static int on_header_value(llhttp_t *lp, const char *at, size_t n) {
   struct cap_httpparse *p = PARSER(lp);
   struct cap_request *r = &p->req;
-  if (p->in_body)
+  if (p->in_body) {
+    if (p->header_state != HS_VALUE)
+      return fail(p, 400, "bad_request", "Trailer without a name");
+    if (bad_value_byte(at, n))
+      return fail(p, 400, "bad_request", "Invalid character in a trailer value");
     return trailer_bytes(p, n);
+  }
   /* A value must follow a field name; llhttp lets ": v" through. */
   if (r->nhdr == 0 || p->header_state == HS_DONE || p->header_state == HS_NONE)
     return fail(p, 400, "bad_request", "Header without a name");
@@ -134,6 +165,18 @@ static int on_header_value(llhttp_t *lp, const char *at, size_t n) {
   cap_buf_append(&r->head, at, n);
   h->value_len += (uint32_t)n;
   return 0;
+}
+
+/* Returns 1 when a Transfer-Encoding value is the single coding chunked
+ * (case-insensitive, optional whitespace around it). */
+static int is_chunked_alone(const char *v, size_t n) {
+  while (n > 0 && (v[0] == ' ' || v[0] == '\t')) {
+    v++;
+    n--;
+  }
+  while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+    n--;
+  return n == 7 && strncasecmp(v, "chunked", 7) == 0;
 }
 
 static int on_headers_complete(llhttp_t *lp) {
@@ -163,13 +206,22 @@ static int on_headers_complete(llhttp_t *lp) {
    * 7.8); clearing the flag keeps llhttp parsing the stream as HTTP instead
    * of stopping for a protocol switch that will not come. */
   lp->upgrade = 0;
-  if (r->http_minor == 0 && cap_request_header_count(r, "transfer-encoding") > 0)
+  size_t te_count = cap_request_header_count(r, "transfer-encoding");
+  if (r->http_minor == 0 && te_count > 0)
     return fail(p, 400, "bad_request", "Transfer-Encoding in an HTTP/1.0 request");
-  /* RFC 9112 6.3: a Transfer-Encoding other than a final chunked makes
-   * the length unknowable; llhttp lets an empty one through. */
-  if (cap_request_header_count(r, "transfer-encoding") > 0 &&
-      (!r->chunked || r->has_content_length))
-    return fail(p, 400, "bad_request", "Transfer-Encoding must end with chunked, alone");
+  /* RFC 9112 6.3: a Transfer-Encoding other than a final chunked makes the
+   * length unknowable; llhttp lets an empty one through.  chunked is also
+   * the only coding we decode, so one before it (gzip, or identity, which
+   * is no longer registered) would reach the JSON parser still encoded, and
+   * a proxy in front may frame such a list differently: only chunked alone
+   * is taken.  RFC 9112 6.1 suggests 501 for an unknown coding; we answer
+   * 400 as for every other framing we refuse, since the body cannot be read
+   * and the connection closes either way. */
+  if (te_count > 0) {
+    const char *te = cap_request_header(r, "transfer-encoding", &len);
+    if (te_count > 1 || !is_chunked_alone(te, len) || !r->chunked || r->has_content_length)
+      return fail(p, 400, "bad_request", "Transfer-Encoding must be chunked, alone");
+  }
   if (cap_request_header_count(r, "host") > 1)
     return fail(p, 400, "bad_request", "More than one Host header");
   const char *expect = cap_request_header(r, "expect", &len);
@@ -213,6 +265,7 @@ void cap_httpparse_init(struct cap_httpparse *p, const struct cap_httpparse_limi
     settings.on_message_complete = on_message_complete;
     settings.on_header_field_complete = on_header_field_complete;
     settings.on_header_value_complete = on_header_value_complete;
+    settings.on_chunk_header = on_chunk_header;
     settings.on_chunk_extension_name = on_chunk_ext;
     settings.on_chunk_extension_value = on_chunk_ext;
     settings_ready = 1;
@@ -242,6 +295,8 @@ void cap_httpparse_next(struct cap_httpparse *p) {
   p->max_body = 0;
   p->last_was_value = 0;
   p->header_state = HS_NONE;
+  p->in_trailers = 0;
+  p->line_state = LS_BEFORE;
   p->prev[0] = p->prev[1] = 0;
   p->chunk_ext_bytes = 0;
   /* Buffers that grew for one large request are given back. */
@@ -253,20 +308,33 @@ int cap_httpparse_partial(const struct cap_httpparse *p) {
   return p->in_body || p->head_bytes > 0;
 }
 
-/* Checks raw head bytes for what llhttp accepts but we refuse: a bare LF
- * (line ends are CRLF) and obs-fold (a line starting with SP or HTAB
- * continues the previous header).  Returns 0 or -1. */
-static int scan_head(struct cap_httpparse *p, const char *s, size_t n) {
+/* Checks raw bytes of a head or of a trailer section for what llhttp
+ * accepts but we refuse: a bare LF (line ends are CRLF), obs-fold (a line
+ * starting with SP or HTAB continues the previous field), and more than one
+ * SP between the parts of the request line (RFC 9112 3 allows exactly one;
+ * a target or method cannot hold a space, so two in a row are always
+ * between parts).  Empty lines before the request line are allowed (RFC 9112
+ * 2.2), so the request line starts at its first byte that is not CR or LF.
+ * Returns NULL or why the bytes are refused. */
+static const char *scan_head(struct cap_httpparse *p, const char *s, size_t n) {
   for (size_t i = 0; i < n; i++) {
     unsigned char c = (unsigned char)s[i];
     if (c == '\n' && p->prev[1] != '\r')
-      return -1;
+      return "Line ending without CR";
     if ((c == ' ' || c == '\t') && p->prev[1] == '\n' && p->prev[0] == '\r')
-      return -1;
+      return "Folded header line (obs-fold)";
+    if (p->line_state == LS_BEFORE && c != '\r' && c != '\n')
+      p->line_state = LS_IN;
+    if (p->line_state == LS_IN) {
+      if (c == ' ' && p->prev[1] == ' ')
+        return "More than one space in the request line";
+      if (c == '\n')
+        p->line_state = LS_AFTER;
+    }
     p->prev[0] = p->prev[1];
     p->prev[1] = c;
   }
-  return 0;
+  return NULL;
 }
 
 enum cap_httpparse_event cap_httpparse_feed(struct cap_httpparse *p, const char *data, size_t len,
@@ -286,14 +354,20 @@ enum cap_httpparse_event cap_httpparse_feed(struct cap_httpparse *p, const char 
         n = room;
     }
     p->pause_event = CAP_HTTPPARSE_MORE;
+    /* Once the last chunk is read, llhttp stops only at the end of the
+     * message, so every byte of this call is a trailer byte. */
+    int trailers = p->in_trailers;
     llhttp_errno_t err = llhttp_execute(&p->parser, data + off, n);
     size_t used = n;
     if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE)
       used = (size_t)(llhttp_get_error_pos(&p->parser) - (data + off));
-    if (!p->in_body || p->pause_event == CAP_HTTPPARSE_HEADERS) {
+    int head = !p->in_body || p->pause_event == CAP_HTTPPARSE_HEADERS;
+    if (head)
       p->head_bytes += used;
-      if (scan_head(p, data + off, used) != 0) {
-        fail(p, 400, "bad_request", "Malformed line ending or folded header");
+    if (head || trailers) {
+      const char *why = scan_head(p, data + off, used);
+      if (why) {
+        fail(p, 400, "bad_request", why);
         *consumed = off + used;
         return CAP_HTTPPARSE_ERROR;
       }
@@ -309,6 +383,9 @@ enum cap_httpparse_event cap_httpparse_feed(struct cap_httpparse *p, const char 
     }
     if (err == HPE_PAUSED) {
       llhttp_resume(&p->parser);
+      /* The pause at the last chunk is ours alone: parsing goes on. */
+      if (p->pause_event == CAP_HTTPPARSE_MORE)
+        continue;
       return (enum cap_httpparse_event)p->pause_event;
     }
     if (err == HPE_PAUSED_UPGRADE) {
@@ -317,7 +394,9 @@ enum cap_httpparse_event cap_httpparse_feed(struct cap_httpparse *p, const char 
       fail(p, 400, "bad_request", "Protocol upgrades are not supported");
       return CAP_HTTPPARSE_ERROR;
     }
-    if (err != HPE_USER)
+    /* llhttp reports a failing *_complete callback as its own error code,
+     * not as ours: a reason one of our callbacks gave is kept. */
+    if (err != HPE_USER && p->err_code == NULL)
       fail(p, 400, "bad_request", "Malformed request");
     return CAP_HTTPPARSE_ERROR;
   }

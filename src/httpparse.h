@@ -11,7 +11,13 @@
  * flags), with the server's limits enforced as bytes arrive.  The parser
  * stops after the headers of each request (so the caller can route,
  * authenticate and size-check before any body is read) and again after each
- * complete request (so pipelined requests are answered in order). */
+ * complete request (so pipelined requests are answered in order).
+ *
+ * llhttp 8.1 lets some malformed input through even in strict mode: a bare LF
+ * ending a line of the head or of the trailers, obs-fold in trailers, more
+ * than one space between the parts of the request line, and transfer codings
+ * before a final chunked.  This module refuses each of them itself, so that
+ * what it accepts is exactly what docs/API.md says. */
 
 struct cap_httpparse_limits {
   size_t max_header_bytes;
@@ -61,7 +67,9 @@ struct cap_httpparse {
   int pause_event; /* Why the last callback paused. */
   int last_was_value;
   int header_state;      /* Where in a header field llhttp is (field, value, between). */
-  unsigned char prev[2]; /* The last two raw bytes of the head, for line-ending checks. */
+  int in_trailers;       /* The last chunk is read: the trailer section is being parsed. */
+  int line_state;        /* Before, in or after the request line, for the space check. */
+  unsigned char prev[2]; /* The last two raw bytes of head or trailers (line ends). */
   size_t chunk_ext_bytes;
   int err_status;
   const char *err_code;

@@ -29,6 +29,7 @@ def ch(body=BODY):
 
 
 TE = b"Transfer-Encoding: chunked\r\n"
+SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n"
 
 # (name, raw bytes).  Every request is complete (a lenient parser would answer
 # it rather than wait), so a hang shows up as a timeout, not a false pass.
@@ -105,6 +106,26 @@ CASES = [
     ("no leading slash", b"GET health HTTP/1.1\r\nHost: localhost\r\n\r\n"),
     ("leading space before method", b" GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n"),
     ("garbage", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40 + b"\r\n\r\n"),
+    # --- what llhttp 8.1 lets through even in strict mode (issue 11) ---
+    # Each is followed by a pipelined request: had the first one been taken,
+    # the second would be answered too, and the table refuses any byte after
+    # the 400.
+    ("last chunk then bare LF", EXEC + TE + b"\r\n%x\r\n" % len(BODY) + BODY + b"\r\n0\r\n\n" + SMUGGLED),
+    ("trailer then bare LF", EXEC + TE + b"\r\n%x\r\n" % len(BODY) + BODY + b"\r\n0\r\nX-T: a\r\n\n"
+     + SMUGGLED),
+    ("obs-fold in trailer (space)", EXEC + TE + b"\r\n%x\r\n" % len(BODY) + BODY
+     + b"\r\n0\r\nX-T: a\r\n b\r\n\r\n" + SMUGGLED),
+    ("obs-fold in trailer (tab)", EXEC + TE + b"\r\n%x\r\n" % len(BODY) + BODY
+     + b"\r\n0\r\nX-T: a\r\n\tb\r\n\r\n" + SMUGGLED),
+    ("trailer without a name", EXEC + TE + b"\r\n%x\r\n" % len(BODY) + BODY + b"\r\n0\r\n: b\r\n\r\n"
+     + SMUGGLED),
+    ("two spaces after method", b"GET  /health HTTP/1.1\r\nHost: localhost\r\n\r\n" + SMUGGLED),
+    ("two spaces before version", b"GET /health  HTTP/1.1\r\nHost: localhost\r\n\r\n" + SMUGGLED),
+    ("two spaces in exec request line", b"POST  /exec HTTP/1.1\r\nHost: localhost\r\n" + AUTH + JSON
+     + cl() + b"\r\n" + BODY + SMUGGLED),
+    ("TE identity, chunked", EXEC + b"Transfer-Encoding: identity, chunked\r\n\r\n" + ch() + SMUGGLED),
+    ("TE gzip, chunked", EXEC + b"Transfer-Encoding: gzip, chunked\r\n\r\n" + ch() + SMUGGLED),
+    ("TE empty element, chunked", EXEC + b"Transfer-Encoding: , chunked\r\n\r\n" + ch() + SMUGGLED),
 ]
 
 
@@ -179,6 +200,23 @@ class Malformed(unittest.TestCase):
         self.assertEqual((r.status, r.code), (400, "bad_request"), r)
         self.assertTrue(closed)
         self.assertNotIn(b"HTTP/1.1", extra, "a second response leaked: %r" % extra[:200])
+
+    def test_te_header_does_not_frame_the_body(self):
+        # TE (what the client accepts in responses) is not Transfer-Encoding:
+        # whatever it says, the body is framed by Content-Length, so the
+        # pipelined request after it is answered as the second request.
+        raw = (EXEC + b"TE: identity, chunked\r\n" + cl() + b"\r\n" + BODY
+               + HEALTH + b"X-Request-Id: after-te\r\nConnection: close\r\n\r\n")
+        s = self.srv.connect()
+        try:
+            s.sendall(raw)
+            r = read_response(s, timeout=2.5)
+            self.assertEqual((r.status, r.code), (404, "input_not_found"), r)
+            r = read_response(s, timeout=2.5)
+            self.assertEqual((r.status, r.headers["x-request-id"]), (200, "after-te"), r)
+            self.assertEqual(wait_closed(s, 2), (True, b""))
+        finally:
+            s.close()
 
     def test_pipelined_after_malformed_not_answered(self):
         # Anything pipelined after a malformed request must not be answered.

@@ -607,6 +607,33 @@ static void test_malformed(void) {
       "GET / HTTP/1.2\r\nHost: x\r\n\r\n",
       "GET /\r\n\r\n",
       "CONNECT example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n",
+      /* A bare LF ending the chunked body, after the last chunk or a trailer
+       * (llhttp takes both, even in strict mode). */
+      "POST /exec HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\n",
+      "POST /exec HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n"
+      "X-T: a\r\n\n",
+      "POST /exec HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n"
+      "X-T: a\nX-U: b\r\n\r\n",
+      /* Obsolete line folding and a nameless field in the trailers. */
+      "POST /exec HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n"
+      "X-T: a\r\n b\r\n\r\n",
+      "POST /exec HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n"
+      "X-T: a\r\n\tb\r\n\r\n",
+      "POST /exec HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n"
+      ": b\r\n\r\n",
+      "POST /exec HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n"
+      "X-T: a\x01b\r\n\r\n",
+      /* More than one space between the parts of the request line. */
+      "GET  / HTTP/1.1\r\nHost: x\r\n\r\n",
+      "GET /  HTTP/1.1\r\nHost: x\r\n\r\n",
+      "GET   /health   HTTP/1.1\r\nHost: x\r\n\r\n",
+      "\r\nGET  / HTTP/1.1\r\nHost: x\r\n\r\n",
+      /* Transfer codings other than chunked alone, even with chunked last. */
+      "POST /exec HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity, chunked\r\n\r\n0\r\n\r\n",
+      "POST /exec HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+      "POST /exec HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: , chunked\r\n\r\n0\r\n\r\n",
+      "POST /exec HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n"
+      "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
   };
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
     for (int bytewise = 0; bytewise < 2; bytewise++) {
@@ -652,13 +679,56 @@ static void test_malformed(void) {
   CHECK_EQ_STR(r->seq, "HE");
   CHECK_EQ_INT(r->err_status, 400);
   free(r);
-  /* A Transfer-Encoding ending with chunked is fine. */
-  r = RUN("POST /exec HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 10,
-          0);
+  /* chunked is a case-insensitive token with optional whitespace around. */
+  r = RUN(
+      "POST /exec HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:  CHUNKED \r\n\r\n2\r\nab\r\n0\r\n\r\n",
+      10, 0);
   CHECK_EQ_STR(r->seq, "HM");
+  CHECK_EQ_INT(r->msgs[0].chunked, 1);
+  CHECK_EQ_STR(r->msgs[0].body, "ab");
+  free(r);
+  /* TE says what the client accepts in responses; it never frames a body. */
+  r = RUN("POST /exec HTTP/1.1\r\nHost: x\r\nTE: identity, chunked\r\nContent-Length: 2\r\n\r\nab",
+          10, 0);
+  CHECK_EQ_STR(r->seq, "HM");
+  CHECK_EQ_INT(r->msgs[0].chunked, 0);
+  CHECK_EQ_STR(r->msgs[0].body, "ab");
   free(r);
   /* A tab and obs-text in a value are fine. */
   r = RUN("GET / HTTP/1.1\r\nHost: x\r\nX-A: a\tb \xc3\xa9\r\n\r\n", 0, 0);
+  CHECK_EQ_STR(r->seq, "HM");
+  free(r);
+}
+
+/* The checks on raw bytes that llhttp does not make (line endings, folding,
+ * the request line's spaces) must not refuse what is well formed. */
+static void test_strict_but_not_too_strict(void) {
+  /* Trailers end one request; the next request on the connection parses. */
+  static const char trailers[] =
+      "POST /exec HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "2;e=v\r\nab\r\n0;last\r\nX-T: a  b\r\nX-U:\r\n\r\n"
+      "GET /next HTTP/1.1\r\nHost: x\r\nX-A: two  spaces \t in a value\r\n\r\n";
+  for (int bytewise = 0; bytewise < 2; bytewise++) {
+    struct result *r = RUN(trailers, 10, bytewise);
+    CHECK_EQ_STR(r->seq, "HMHM");
+    CHECK_EQ_INT(r->consumed, sizeof(trailers) - 1);
+    CHECK_EQ_STR(r->msgs[0].body, "ab");
+    CHECK_EQ_STR(r->msgs[1].url, "/next");
+    free(r);
+  }
+  /* A body whose bytes look like a bare LF, a fold or two spaces is data. */
+  static const char data[] = "POST /exec HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             "6\r\n\n \t  \n\r\n0\r\n\r\n"
+                             "POST /exec HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n\n  \n";
+  for (int bytewise = 0; bytewise < 2; bytewise++) {
+    struct result *r = RUN(data, 10, bytewise);
+    CHECK_EQ_STR(r->seq, "HMHM");
+    CHECK_EQ_STR(r->msgs[0].body, "\n \t  \n");
+    CHECK_EQ_STR(r->msgs[1].body, "\n  \n");
+    free(r);
+  }
+  /* An empty line before the request line is ignored (RFC 9112 2.2). */
+  struct result *r = RUN("\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n", 0, 0);
   CHECK_EQ_STR(r->seq, "HM");
   free(r);
 }
@@ -746,6 +816,7 @@ int main(void) {
   test_url_limit();
   test_header_limits();
   test_malformed();
+  test_strict_but_not_too_strict();
   test_expect_upgrade();
   test_methods_and_headers();
   return check_report();
