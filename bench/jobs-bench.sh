@@ -33,6 +33,19 @@
 #      unchanged within noise), plus CPU per job on both.  The two servers
 #      alternate round by round like the other parts.  Skipped with a note
 #      when the binary has no --sandbox option.
+#   5. Cancel to slot free: a server of its own with a cpu pool of one slot
+#      runs a CANCEL_PRESET render (4k-h265: libx265 at 2160 lines, the case
+#      of issue 11) with an ffprobe job queued behind it; CANCEL_RUNUP_S after
+#      the render's ffmpeg started, DELETE /jobs/{id}.  Measured: from the
+#      DELETE answer to the queued job reporting "running" (GET /jobs/{id},
+#      polled every 2 ms), and from sending the DELETE to the ffmpeg being
+#      gone (/proc).  Baseline:
+#      the old graceful path, i.e. the same ffmpeg command run directly,
+#      SIGTERM after the same CANCEL_RUNUP_S, and the time it takes to exit,
+#      capped at CANCEL_GRACE_MS (the old server's SIGKILL; the uncapped
+#      wind-down is reported too).  CANCEL_RUNS runs each, alternating;
+#      medians and their ratio (goal <= 0.10).  Run it with CAP_SERVER_BIN
+#      set to a build from before the change to see the old server itself.
 #   Server and direct runs alternate round by round (parts 2 and 3: one run
 #   per round; part 1: DISPATCH_RUNS / DISPATCH_ROUNDS runs per round), so that
 #   background load changing over the minutes hits both sides alike.
@@ -73,7 +86,11 @@
 #   SANDBOX_RUNS     ffprobe jobs per side, part 4     [40]  {10}
 #   SANDBOX_ROUNDS   ... split into this many rounds   [4]   {2}
 #   SANDBOX_RENDER_RUNS  renders per side, part 4      [3]   {1}
-#   BENCH_PARTS      which parts to run                ["1 2 3 4"]
+#   CANCEL_PRESET    preset of the canceled render     [4k-h265]
+#   CANCEL_RUNS      cancels per side, part 5          [5]   {2}
+#   CANCEL_RUNUP_S   how long the render runs first    [3]
+#   CANCEL_GRACE_MS  the baseline's cap (the old cancel_grace_ms default) [5000]
+#   BENCH_PARTS      which parts to run                ["1 2 3 4 5"]
 #   OUT_DIR          hyperfine JSON exports, server log, summary.txt
 #                    [bench/results/jobs-<UTC timestamp>/, git-ignored]
 #   KEEP_TMP         1 = keep the temporary data dir   [0]
@@ -117,10 +134,14 @@ RENDER_WARMUP=${RENDER_WARMUP:-$(q 1 0)}
 SANDBOX_RUNS=${SANDBOX_RUNS:-$(q 40 10)}
 SANDBOX_ROUNDS=${SANDBOX_ROUNDS:-$(q 4 2)}
 SANDBOX_RENDER_RUNS=${SANDBOX_RENDER_RUNS:-$(q 3 1)}
+CANCEL_PRESET=${CANCEL_PRESET:-4k-h265}
+CANCEL_RUNS=${CANCEL_RUNS:-$(q 5 2)}
+CANCEL_RUNUP_S=${CANCEL_RUNUP_S:-3}
+CANCEL_GRACE_MS=${CANCEL_GRACE_MS:-5000}
 OUT_DIR=${OUT_DIR:-$BENCH_DIR/results/jobs-$(date -u +%Y%m%dT%H%M%SZ)}
 KEEP_TMP=${KEEP_TMP:-0}
 BENCH_PARTS_GIVEN=${BENCH_PARTS+1}
-BENCH_PARTS=${BENCH_PARTS:-1 2 3 4}
+BENCH_PARTS=${BENCH_PARTS:-1 2 3 4 5}
 QUIET_WAIT=${QUIET_WAIT:-0}
 NOISE_MAX=${NOISE_MAX:-10}
 NOISE_RETRIES=${NOISE_RETRIES:-2}
@@ -130,7 +151,7 @@ BENCH_NAME=jobs-bench
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 for v in DISPATCH_RUNS DISPATCH_ROUNDS PROBE_SECONDS TP_JOBS TP_REPEAT TP_CONC POOL_CPU RENDER_SECONDS RENDER_RUNS \
-  SANDBOX_RUNS SANDBOX_ROUNDS SANDBOX_RENDER_RUNS; do
+  SANDBOX_RUNS SANDBOX_ROUNDS SANDBOX_RENDER_RUNS CANCEL_RUNS CANCEL_RUNUP_S CANCEL_GRACE_MS; do
   [[ ${!v} =~ ^[0-9]+$ && ${!v} -gt 0 ]] || die "$v must be a positive integer (got '${!v}')"
 done
 for v in DISPATCH_WARMUP TP_WARMUP RENDER_WARMUP QUIET_WAIT NOISE_MAX NOISE_RETRIES; do
@@ -144,7 +165,7 @@ D_PER_ROUND=$(((DISPATCH_RUNS + DISPATCH_ROUNDS - 1) / DISPATCH_ROUNDS))
 DISPATCH_RUNS=$((D_PER_ROUND * DISPATCH_ROUNDS))
 S_PER_ROUND=$(((SANDBOX_RUNS + SANDBOX_ROUNDS - 1) / SANDBOX_ROUNDS))
 SANDBOX_RUNS=$((S_PER_ROUND * SANDBOX_ROUNDS))
-for p in $BENCH_PARTS; do [[ $p == [1234] ]] || die "BENCH_PARTS: '$p' is not one of 1 2 3 4"; done
+for p in $BENCH_PARTS; do [[ $p == [12345] ]] || die "BENCH_PARTS: '$p' is not one of 1 2 3 4 5"; done
 [[ -n ${BENCH_PARTS// /} ]] || die "BENCH_PARTS is empty"
 want() { [[ " $BENCH_PARTS " == *" $1 "* ]]; }
 
@@ -152,6 +173,7 @@ want() { [[ " $BENCH_PARTS " == *" $1 "* ]]; }
 CAP_PID=""
 SB_ON_PID=""
 SB_OFF_PID=""
+CANCEL_SRV_PID=""
 # Every cap-server this script runs: their CPU is not "other programs".
 SRV_PIDS=()
 TMP=""
@@ -162,12 +184,13 @@ cleanup() {
   trap - EXIT INT TERM
   stop_pid "$SB_ON_PID" "cap-server (sandbox on)"
   stop_pid "$SB_OFF_PID" "cap-server (sandbox off)"
+  stop_pid "$CANCEL_SRV_PID" "cap-server (pool of 1)"
   stop_pid "$CAP_PID" cap-server
   wait 2>/dev/null || true
   if [[ -n $TMP && -d $TMP ]]; then
     # Keep the server log next to the results; the clips are not worth keeping.
     [[ -f $TMP/server.log && -d $OUT_DIR ]] && cp "$TMP/server.log" "$OUT_DIR/server.log" 2>/dev/null
-    for f in "$TMP"/server-sandbox-*.log; do
+    for f in "$TMP"/server-sandbox-*.log "$TMP"/server-cancel.log; do
       [[ -f $f && -d $OUT_DIR ]] && cp "$f" "$OUT_DIR/" 2>/dev/null
     done
     if [[ $KEEP_TMP == 1 ]]; then log "jobs-bench: kept $TMP"; else rm -rf "$TMP"; fi
@@ -371,6 +394,160 @@ def sandboxinfo(path, want):
     other = "unsandboxed" if want == "true" else "sandboxed"
     sys.exit(1 if counts.get(other) or not counts else 0)
 
+def cancel(port, token_file, log_path, server_pid, preset, runs, runup_s, cap_ms, argv_file, out):
+    """Part 5: runs times each, alternating, (a) on the server: a render job
+    with preset and an ffprobe job queued behind it (one slot), DELETE of
+    the render runup_s after its ffmpeg started, then the time from the
+    DELETE answer to the queued job reporting running and to the ffmpeg
+    being gone; (b) directly: the ffmpeg command in argv_file (one argument
+    a line), SIGTERM after runup_s, and the time until it exits (waited for
+    up to 60 s; the old server's slot was held min(that, cap_ms)).  Writes
+    every run to out (JSON) and a line per run to stderr."""
+    import os, signal, subprocess, time
+    port, server_pid, runs = int(port), int(server_pid), int(runs)
+    runup, cap = float(runup_s), int(cap_ms) / 1000.0
+    token = open(token_file).read().strip()
+    argv = open(argv_file).read().splitlines()
+    headers = {"Authorization": "Bearer " + token, "Content-Type": "application/json"}
+    conn = [None]
+
+    def req(method, path, body=None):
+        for attempt in (0, 1):
+            try:
+                if conn[0] is None:
+                    conn[0] = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+                conn[0].request(method, path, body=json.dumps(body) if body else None, headers=headers)
+                r = conn[0].getresponse()
+                data = r.read()
+                if r.getheader("Connection", "").lower() == "close":
+                    conn[0].close(); conn[0] = None
+                return r.status, (json.loads(data) if data else None)
+            except (http.client.HTTPException, OSError):
+                if conn[0] is not None:
+                    conn[0].close()
+                conn[0] = None
+                if attempt:
+                    raise
+
+    def stat(pid):
+        try:
+            raw = open("/proc/%d/stat" % pid).read()
+        except OSError:
+            return None
+        f = raw[raw.rfind(")") + 2:].split()
+        return f[0], int(f[1])  # state, ppid
+
+    def alive(pid):
+        st = stat(pid)
+        return st is not None and st[0] != "Z"
+
+    def server_children():
+        return [int(n) for n in os.listdir("/proc") if n.isdigit()
+                and (stat(int(n)) or ("", 0))[1] == server_pid and alive(int(n))]
+
+    def log_event(event, job_id, timeout, **fields):
+        deadline = time.time() + timeout
+        while True:
+            for line in open(log_path).read().splitlines():
+                try:
+                    e = json.loads(line)
+                except ValueError:
+                    continue
+                if e.get("event") == event and e.get("job_id") == job_id and \
+                        all(e.get(k) == v for k, v in fields.items()):
+                    return e
+            if time.time() >= deadline:
+                raise SystemExit("jobs-bench: no %s line for job %s in %s" % (event, job_id, log_path))
+            time.sleep(0.005)
+
+    def server_run():
+        deadline = time.time() + 30
+        while server_children() and time.time() < deadline:
+            time.sleep(0.05)
+        st, a = req("POST", "/exec", {"capability": "ffmpeg-render", "input_key": "uploads/render.mp4",
+                                       "output_key": "renders/cancel.mp4", "preset": preset, "async": True})
+        if st != 202:
+            raise SystemExit("jobs-bench: POST /exec (%s, async) answered %d %r" % (preset, st, a))
+        pid = log_event("job.started", a["job_id"], 60, phase="render")["pid"]
+        t_spawn = time.monotonic()
+        st, b = req("POST", "/exec", {"capability": "ffprobe", "input_key": "uploads/probe.mp4", "async": True})
+        if st != 202 or b.get("status") != "queued":
+            raise SystemExit("jobs-bench: the probe should wait for the one slot: %d %r" % (st, b))
+        time.sleep(max(0.0, t_spawn + runup - time.monotonic()))
+        if not alive(pid):
+            raise SystemExit("jobs-bench: the %s render ended before its cancel; use a longer clip" % preset)
+        t_sent = time.monotonic()
+        st, j = req("DELETE", "/jobs/" + a["job_id"])
+        t_del = time.monotonic()
+        if st != 200 or j.get("status") != "canceled":
+            raise SystemExit("jobs-bench: DELETE answered %d %r" % (st, j))
+        gone = free = None
+        while (gone is None or free is None) and time.monotonic() - t_del < 120:
+            now = time.monotonic()
+            if gone is None and not alive(pid):
+                gone = now - t_sent
+            if free is None:
+                st, jb = req("GET", "/jobs/" + b["job_id"])
+                if st != 200:
+                    raise SystemExit("jobs-bench: GET /jobs/%s answered %d %r" % (b["job_id"], st, jb))
+                if jb.get("status") != "queued":
+                    free = time.monotonic() - t_del
+            time.sleep(0.002)
+        st, jb = req("GET", "/jobs/%s?wait=60" % b["job_id"])
+        if st != 200 or jb.get("status") != "succeeded":
+            raise SystemExit("jobs-bench: the queued probe ended %r" % jb)
+        fin = ts_ms(log_event("job.finished", a["job_id"], 10)["ts"])
+        nxt = ts_ms(log_event("job.started", b["job_id"], 10)["ts"])
+        return {"slot_free_s": free, "ffmpeg_gone_s": gone, "log_free_s": (nxt - fin) / 1000.0,
+                "delete_s": t_del - t_sent}
+
+    def direct_run():
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        time.sleep(runup)
+        if p.poll() is not None:
+            raise SystemExit("jobs-bench: the direct %s ffmpeg ended before SIGTERM (status %s)"
+                             % (preset, p.returncode))
+        p.send_signal(signal.SIGTERM)
+        t = time.monotonic()
+        try:
+            p.wait(60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        wind = time.monotonic() - t
+        return {"winddown_s": wind, "held_s": min(wind, cap)}
+
+    res = {"server": [], "direct": []}
+    for r in range(1, runs + 1):
+        for side in (("server", "direct") if r % 2 else ("direct", "server")):
+            if side == "server":
+                x = server_run()
+                sys.stderr.write("  round %d/%d: server: next job running %.1f ms after the DELETE answer, "
+                                 "ffmpeg gone %.1f ms after the DELETE was sent\n"
+                                 % (r, runs, x["slot_free_s"] * 1000, x["ffmpeg_gone_s"] * 1000))
+            else:
+                x = direct_run()
+                sys.stderr.write("  round %d/%d: direct: ffmpeg exited %.3f s after SIGTERM\n"
+                                 % (r, runs, x["winddown_s"]))
+            res[side].append(x)
+    json.dump(res, open(out, "w"), indent=1)
+
+def cancelsummary(path):
+    """Part 5 medians (ms): slot free, ffmpeg gone, slot free per the log,
+    max slot free, old path (held), wind-down median, min, max, and how
+    many wind-downs ran past the cap."""
+    r = json.load(open(path))
+    s, d = r["server"], r["direct"]
+    ms = lambda xs: 1000.0 * statistics.median(xs)
+    held = [x["held_s"] for x in d]
+    wind = [x["winddown_s"] for x in d]
+    capped = sum(1 for x in d if x["winddown_s"] > x["held_s"])
+    print("%.1f %.1f %.1f %.1f %.1f %.1f %.1f %.1f %d" % (
+        ms([x["slot_free_s"] for x in s]), ms([x["ffmpeg_gone_s"] for x in s]),
+        ms([x["log_free_s"] for x in s]), 1000.0 * max(x["slot_free_s"] for x in s),
+        ms(held), ms(wind), 1000.0 * min(wind), 1000.0 * max(wind), capped))
+
 def preset_args(path, name):
     """The preset's args, one per line (the script reads them with mapfile)."""
     p = json.load(open(path))[name]
@@ -379,7 +556,7 @@ def preset_args(path, name):
     print("--format=" + p["format"])
 
 if __name__ == "__main__":
-    {"client": client, "medians": medians, "merge": merge, "cpu": cpu, "usedcpu": usedcpu, "logstats": logstats, "sandboxinfo": sandboxinfo, "preset_args": preset_args}[sys.argv[1]](*sys.argv[2:])
+    {"client": client, "medians": medians, "merge": merge, "cpu": cpu, "usedcpu": usedcpu, "logstats": logstats, "sandboxinfo": sandboxinfo, "preset_args": preset_args, "cancel": cancel, "cancelsummary": cancelsummary}[sys.argv[1]](*sys.argv[2:])
 PY
 
 # Share of all CPUs busy over INTERVAL seconds while this script is idle
@@ -558,7 +735,7 @@ gen_clip() { # seconds size out
 }
 log "jobs-bench: generating clips in $DATA"
 gen_clip "$PROBE_SECONDS" "$PROBE_SIZE" "$DATA/uploads/probe.mp4"
-if want 3 || want 4; then gen_clip "$RENDER_SECONDS" "$RENDER_SIZE" "$DATA/uploads/render.mp4"; fi
+if want 3 || want 4 || want 5; then gen_clip "$RENDER_SECONDS" "$RENDER_SIZE" "$DATA/uploads/render.mp4"; fi
 if want 2; then
   for ((i = 0; i < TP_JOBS; i++)); do
     cp "$DATA/uploads/probe.mp4" "$(printf '%s/uploads/tp/%04d.mp4' "$DATA" "$i")"
@@ -823,6 +1000,35 @@ PY
   fi
 fi
 
+# ----------------------------------------------------- 5. cancel to slot free ---
+if want 5; then
+  log ""
+  check_background "part 5"
+  log "== 5. cancel to slot free: DELETE of a running $CANCEL_PRESET job (pool of 1) vs SIGTERM to the same ffmpeg run directly (the old graceful path, capped at $CANCEL_GRACE_MS ms) =="
+  # A server of its own: one cpu slot, so that the queued job waits for
+  # exactly the slot the canceled one holds (a later --pool-cpu wins).
+  d=$TMP/cancel
+  mkdir -p "$d/uploads" "$d/renders"
+  ln "$DATA/uploads/probe.mp4" "$DATA/uploads/render.mp4" "$d/uploads/"
+  start_server "$d" "$TMP/server-cancel.log" "$TMP/server-cancel.out" --pool-cpu 1
+  CANCEL_SRV_PID=$STARTED_PID
+  mapfile -t PRESET5 < <("$PYTHON" "$HELPER" preset_args "$PRESETS_JSON" "$CANCEL_PRESET")
+  FORMAT5=${PRESET5[-1]#--format=}
+  unset 'PRESET5[-1]'
+  printf '%s\n' "$FFMPEG" -hide_banner -nostdin -nostats -loglevel error -y \
+    -i "file:$DATA/uploads/render.mp4" "${PRESET5[@]}" -f "$FORMAT5" "file:$TMP/direct/cancel.out" \
+    >"$OUT_DIR/cancel-direct-command.txt"
+  "$PYTHON" "$HELPER" cancel "$STARTED_PORT" "$TMP/token" "$TMP/server-cancel.log" "$CANCEL_SRV_PID" \
+    "$CANCEL_PRESET" "$CANCEL_RUNS" "$CANCEL_RUNUP_S" "$CANCEL_GRACE_MS" "$OUT_DIR/cancel-direct-command.txt" \
+    "$OUT_DIR/cancel.json" || die "part 5 failed (server log: $OUT_DIR/server-cancel.log)"
+  read -r C_SRV C_GONE C_LOGFREE C_SRV_MAX C_OLD C_WIND C_WIND_MIN C_WIND_MAX C_CAPPED \
+    < <("$PYTHON" "$HELPER" cancelsummary "$OUT_DIR/cancel.json")
+  C_RATIO=$(ratio "$C_SRV" "$C_OLD")
+  stop_pid "$CANCEL_SRV_PID" "cap-server (pool of 1)"
+  CANCEL_SRV_PID=""
+  SRV_PIDS=("$CAP_PID")
+fi
+
 # ------------------------------------------------------------------- report ---
 CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
 {
@@ -872,6 +1078,14 @@ CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/n
       printf '%-44s %9s ms %9s ms %6s ms\n' "   (cap-server --sandbox-exec instead)" "$SH_SELF" "$SH_TRUE" \
         "$(awk -v a="$SH_SELF" -v b="$SH_TRUE" 'BEGIN { printf "%.2f", a - b }')"
     fi
+  fi
+  if want 5; then
+    printf '\n'
+    printf '%-44s %12s %12s %9s %8s %s\n' "5. cancel to slot free (pool of 1)" "server" "old path" "ratio" "goal" ""
+    printf '%-44s %12s %12s %9s %8s %s\n' "--------------------------------------------" "------------" "------------" "---------" "--------" "------"
+    printf '%-44s %9s ms %9s ms %9s %8s %s\n' \
+      "   $CANCEL_PRESET, DELETE -> next job, median of $CANCEL_RUNS" "$C_SRV" "$C_OLD" "$C_RATIO" "<= 0.10" \
+      "$(verdict "$C_RATIO" '<=' 0.10)"
   fi
   if [[ -n $SANDBOX_NOTE ]]; then printf '\n%s\n' "$SANDBOX_NOTE"; fi
   printf '\n'
@@ -928,6 +1142,16 @@ CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/n
     printf '     children started (job.started, whole run): best-effort server %s; off server %s\n' \
       "$SB_ON_INFO" "$SB_OFF_INFO"
   fi
+  if want 5; then
+    printf '  5. canceled %s s after its ffmpeg started; server: ffmpeg gone %s ms after the DELETE was sent (median),\n' \
+      "$CANCEL_RUNUP_S" "$C_GONE"
+    printf '     next job running at most %s ms after it; server log job.finished -> next job.started %s ms (median)\n' \
+      "$C_SRV_MAX" "$C_LOGFREE"
+    printf '     old path: the same ffmpeg run directly exited %s ms after SIGTERM (median; range %s..%s ms),\n' \
+      "$C_WIND" "$C_WIND_MIN" "$C_WIND_MAX"
+    printf '     %s of %s run(s) past cancel_grace_ms %s, where the old server sent SIGKILL: slot held %s ms (median)\n' \
+      "$C_CAPPED" "$CANCEL_RUNS" "$CANCEL_GRACE_MS" "$C_OLD"
+  fi
   printf '  background load just before each part (sampled 1 s): %s\n' "$(IFS=';'; echo "${BG_NOTES[*]}" | sed 's/;/; /g')"
   printf '  other programs above %s%% CPU during a timed call: %s call(s) redone, %s kept after %s retries' \
     "$NOISE_MAX" "$NOISE_RUNS_REDONE" "$NOISE_RUNS_KEPT" "$NOISE_RETRIES"
@@ -936,5 +1160,5 @@ CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/n
   fi
   printf '\n' 
   printf '\n'
-  printf 'raw: %s (hyperfine JSON, server.log, render-direct-command.txt)\n' "$OUT_DIR"
+  printf 'raw: %s (hyperfine JSON, server logs, render- and cancel-direct-command.txt, cancel.json)\n' "$OUT_DIR"
 } | tee "$OUT_DIR/summary.txt"

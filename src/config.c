@@ -102,7 +102,8 @@ static const struct opt opts[] = {
     {"wait_max_s", OPT_INT, O(wait_max_s), 0, 95, "90", NULL,
      "longest wait a client may ask for (Cloudflare cuts at about 100 s)"},
     {"cancel_grace_ms", OPT_INT, O(cancel_grace_ms), 0, 600000, "5000", NULL,
-     "SIGTERM to SIGKILL delay when a job is canceled"},
+     "ignored, kept so that old configurations load: canceled and timed-out jobs are killed "
+     "at once"},
     {"cancel_on_disconnect", OPT_BOOL, O(cancel_on_disconnect), 0, 1, "0", NULL,
      "cancel a job when the client waiting for it goes away"},
     {"ffmpeg", OPT_STR, O(ffmpeg), 0, 0, "ffmpeg", NULL, "ffmpeg binary"},

@@ -127,10 +127,8 @@ struct cap_job *cap_job_new(struct cap_jobs *jobs, const struct cap_execreq *r, 
 
 void cap_job_attach(struct cap_job *j, uv_loop_t *loop) {
   uv_timer_init(loop, &j->timeout_timer);
-  uv_timer_init(loop, &j->kill_timer);
   j->timeout_timer.data = j;
-  j->kill_timer.data = j;
-  j->handles_open = 2;
+  j->handles_open = 1;
 }
 
 void cap_job_free(struct cap_job *j) {
@@ -229,9 +227,18 @@ static void settle(struct cap_job *j, enum cap_job_state state, const char *code
   }
 }
 
-/* Releases what the job holds once no child runs: input, temp file, slot, timers. */
+/* Releases what the job holds once no child runs: the slot first, then,
+ * once its storage requests are over too, input, temp files and timer. */
 static void cleanup(struct cap_job *j) {
-  if (j->proc_live || j->io_live)
+  if (j->proc_live)
+    return;
+  /* The slot bounds the children running at once, so it is free as soon as
+   * the job's child has been reaped.  cleanup() runs only for a job that
+   * has ended: what storage work may still be under way is the abort of
+   * its upload, which holds no part buffer, and need not keep the next
+   * queued job waiting. */
+  cap_pool_release(&j->jobs->pool, &j->pool_item);
+  if (j->io_live)
     return;
   if (j->in_fd >= 0) {
     close(j->in_fd);
@@ -254,11 +261,8 @@ static void cleanup(struct cap_job *j) {
     j->in_tmp[0] = '\0';
   }
   cap_jobio_free(j);
-  cap_pool_release(&j->jobs->pool, &j->pool_item);
-  if (j->handles_open == 2 && !uv_is_closing((uv_handle_t *)&j->timeout_timer)) {
+  if (j->handles_open == 1 && !uv_is_closing((uv_handle_t *)&j->timeout_timer))
     uv_close((uv_handle_t *)&j->timeout_timer, on_handle_closed);
-    uv_close((uv_handle_t *)&j->kill_timer, on_handle_closed);
-  }
   cap_jobs_note_quiet(j->jobs);
 }
 
@@ -267,8 +271,13 @@ static void fail(struct cap_job *j, const char *code, int status, const char *ms
   cleanup(j);
 }
 
-static void on_kill_timer(uv_timer_t *t) {
-  struct cap_job *j = t->data;
+/* Kills the child of a job whose output is thrown away.  SIGTERM would
+ * ask ffmpeg to finish its file properly: flush the encoder's lookahead,
+ * write the trailer, which takes seconds with libx265 at 4K and keeps the
+ * job's slot the whole time, for a file nobody will read.  SIGKILL goes to
+ * the whole process group (the child is its leader), so nothing the child
+ * started outlives it. */
+static void kill_child(struct cap_job *j) {
   if (j->proc_live)
     cap_proc_signal(&j->proc, SIGKILL);
 }
@@ -285,9 +294,8 @@ void cap_job_cancel(struct cap_job *j, const char *code) {
     settle(j, CAP_JOB_CANCELED, "canceled", 409, "The job was canceled");
   cap_jobio_abort(j, timeout ? "timeout" : "canceled", j->err_msg);
   if (j->proc_live) {
-    cap_proc_signal(&j->proc, SIGTERM);
-    uv_timer_start(&j->kill_timer, on_kill_timer, (uint64_t)j->jobs->cfg->cancel_grace_ms, 0);
-    return; /* cleanup() runs when the child has gone. */
+    kill_child(j);
+    return; /* cleanup() runs when the child has been reaped. */
   }
   cleanup(j);
 }
@@ -454,8 +462,7 @@ void cap_job_output_done(struct cap_job *j, int ok, const char *code, const char
         code && (strcmp(code, "AccessDenied") == 0 || strcmp(code, "SignatureDoesNotMatch") == 0 ||
                  strcmp(code, "InvalidAccessKeyId") == 0);
     settle(j, CAP_JOB_FAILED, denied ? "storage_denied" : "storage_error", 502, text);
-    if (j->proc_live)
-      cap_proc_signal(&j->proc, SIGKILL);
+    kill_child(j);
     cleanup(j);
     return;
   }
@@ -569,7 +576,6 @@ static void on_proc_done(struct cap_proc *p) {
   j->proc_live = 0;
   j->exit_status = p->spawn_error ? -1 : p->exit_status;
   j->term_signal = p->term_signal;
-  uv_timer_stop(&j->kill_timer);
 
   if (cap_job_done(j)) {
     /* Canceled or timed out while the child ran: it has gone now. */

@@ -93,7 +93,7 @@ struct cap_job {
   int in_fd;
   char tmp_name[64]; /* The output's temp file, "<id>/out.<ext>". */
   char tmp_dir[32];  /* The job's own temp directory: all its child may write. */
-  uv_timer_t timeout_timer, kill_timer;
+  uv_timer_t timeout_timer;
   int handles_open;
   int cancel_requested;
   const char *cancel_code; /* "canceled" or "timeout". */
@@ -126,9 +126,10 @@ void cap_job_attach(struct cap_job *j, uv_loop_t *loop);
 void cap_job_free(struct cap_job *j);
 /* The pool calls this when the job gets a slot. */
 void cap_job_start(struct cap_pool_item *it);
-/* Cancels the job: takes it out of the queue, or signals its process
- * group (SIGTERM, SIGKILL after the grace period).  code is "canceled" or
- * "timeout". */
+/* Cancels the job: takes it out of the queue, or kills its process group
+ * at once (SIGKILL: the output is thrown away, so there is nothing for the
+ * child to finish); the pool slot is released when the child has been
+ * reaped.  code is "canceled" or "timeout". */
 void cap_job_cancel(struct cap_job *j, const char *code);
 /* Returns 1 once the job has reached a final state. */
 int cap_job_done(const struct cap_job *j);

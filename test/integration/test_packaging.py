@@ -238,9 +238,10 @@ class TestUnitFile(unittest.TestCase):
     def test_stop_timeout_above_drain(self):
         stop_s = int(self.one("TimeoutStopSec"))
         self.assertGreater(stop_s, 120)
-        # The drain may take shutdown_grace_ms, then cancel_grace_ms more
-        # (SIGTERM to SIGKILL of the jobs), then drain_linger_ms (when the
-        # binary has it); systemd must not kill it sooner.
+        # The drain may take shutdown_grace_ms, then drain_linger_ms (when the
+        # binary has it); systemd must not kill it sooner.  cancel_grace_ms
+        # no longer delays anything (jobs are killed at once), but a config
+        # may still set it: the sum keeps it, as a margin.
         with open(CONFIG) as f:
             cfg = json.load(f)
         parts = {}
