@@ -127,7 +127,8 @@ static const struct opt opts[] = {
     {"input_max_mb", OPT_INT, O(input_max_mb), 1, 10000000, "51200", NULL,
      "largest input downloaded, MiB"},
     {"orphan_age_s", OPT_INT, O(orphan_age_s), 60, 2592000, "86400", NULL,
-     "multipart uploads older than this are aborted by the sweep"},
+     "multipart uploads older than this are aborted by the sweep (one whose abort was "
+     "refused is left alone this long)"},
     {"orphan_sweep_s", OPT_INT, O(orphan_sweep_s), 0, 604800, "3600", NULL,
      "how often the orphan sweep runs (0: only at start-up)"},
     {"storage_credentials_file", OPT_STR, O(storage_credentials_file), 0, 0, NULL, NULL,

@@ -96,6 +96,10 @@ static const struct family_def defs[] = {
     [CAP_M_STORAGE_MULTIPART_ABORTS] = {"cap_storage_multipart_aborts_total", COUNTER,
                                         NAMES("reason"), NO_BOUNDS,
                                         "Multipart uploads aborted, by reason."},
+    [CAP_M_STORAGE_ABORT_REFUSALS] = {"cap_storage_multipart_abort_refusals_total", COUNTER,
+                                      NAMES("reason"), NO_BOUNDS,
+                                      "Multipart upload aborts the store refused (403, 405 and "
+                                      "other answers a retry cannot change), by reason."},
     [CAP_M_LABEL_OVERFLOW] = {"cap_metrics_label_overflow_total", COUNTER, NO_LABELS, NO_BOUNDS,
                               OVERFLOW_HELP},
 };

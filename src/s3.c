@@ -62,6 +62,15 @@ int cap_s3_ok(const struct cap_s3_req *r) {
   return r->curl_result == CURLE_OK && r->status >= 200 && r->status < 300;
 }
 
+int cap_s3_transient(const struct cap_s3_req *r) {
+  if (r->curl_result != CURLE_OK || r->status == 0)
+    return 1;
+  /* S3 reports a connection it gave up reading as 400 RequestTimeout: the
+   * network's fault, not the request's. */
+  return r->status >= 500 || r->status == 429 || r->status == 408 ||
+         strcmp(r->err_code, "RequestTimeout") == 0;
+}
+
 static size_t on_write(char *ptr, size_t size, size_t n, void *arg) {
   struct cap_s3_req *r = arg;
   size_t len = size * n;

@@ -27,6 +27,8 @@ struct cap_s3_conf {
   int low_speed_s;  /* A transfer slower than 1 KiB/s for this long is a stall. */
 };
 
+struct cap_s3_req;
+
 struct cap_s3 {
   struct cap_curlloop *cl;
   const struct cap_s3_conf *conf;
@@ -34,13 +36,15 @@ struct cap_s3 {
   char base[400];        /* URL up to the bucket path: scheme://host[:port][/bucket]. */
   char path_bucket[300]; /* "/bucket" for path style, "" for virtual host. */
   uint64_t requests, retries, failures;
-  /* Told about a multipart upload whose abort failed, so that someone
-   * retries it later (the storage does). */
-  void (*on_abort_failed)(struct cap_s3 *s3, const char *key, const char *upload_id);
+  /* Told about a multipart upload whose abort failed for another reason
+   * than 404 (r: the finished request), so that someone retries it later
+   * or, when the store refused it, stops trying (the storage does).
+   * reason says why the upload was aborted ("failed", "canceled"). */
+  void (*on_abort_failed)(struct cap_s3 *s3, const struct cap_s3_req *r, const char *key,
+                          const char *upload_id, const char *reason);
   void *owner;
 };
 
-struct cap_s3_req;
 typedef void (*cap_s3_done_fn)(struct cap_s3_req *r);
 
 struct cap_s3_query {
@@ -108,6 +112,11 @@ void cap_s3_req_cancel(struct cap_s3_req *r, void (*on_freed)(struct cap_s3_req 
 void cap_s3_req_free(struct cap_s3_req *r, void (*on_freed)(struct cap_s3_req *r));
 /* Returns 1 when r ended with a 2xx answer. */
 int cap_s3_ok(const struct cap_s3_req *r);
+/* Returns 1 when a failed r may succeed if sent again later: it got no
+ * answer (network error, stall, shutdown), or a 5xx, 429 or request
+ * timeout.  Any other answer (400, 403, 405, ...) is the store refusing
+ * the request itself, which sending it again does not change. */
+int cap_s3_transient(const struct cap_s3_req *r);
 /* Finds the text of the first <tag>...</tag> in xml (entities decoded)
  * and writes it to out.  Returns 0 or -ENOENT. */
 int cap_s3_xml_text(const char *xml, size_t len, const char *tag, char *out, size_t outlen);

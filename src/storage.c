@@ -17,7 +17,8 @@
 #define RETRY_FIRST_MS 2000
 #define RETRY_MAX_MS   60000
 
-static void on_abort_failed(struct cap_s3 *s3, const char *key, const char *upload_id);
+static void on_abort_failed(struct cap_s3 *s3, const struct cap_s3_req *r, const char *key,
+                            const char *upload_id, const char *reason);
 
 static const char *env_get(char **envp, const char *name) {
   size_t n = strlen(name);
@@ -67,6 +68,7 @@ int cap_storage_init(struct cap_storage *st, const struct cap_config *cfg, char 
   struct cap_s3_conf *c = &st->conf;
   memset(st, 0, sizeof(*st));
   st->cfg = cfg;
+  st->loop = loop;
   if (url == NULL || strncmp(url, "file://", 7) == 0) {
     st->kind = CAP_STORAGE_FILE;
     st->label = xstrdup("file");
@@ -245,8 +247,92 @@ static time_t parse_iso(const char *s) {
   return timegm(&tm);
 }
 
+static struct cap_refused_abort *find_refused(struct cap_storage *st, const char *key,
+                                              const char *upload_id) {
+  for (size_t i = 0; i < st->nrefused; i++)
+    if (strcmp(st->refused[i].upload_id, upload_id) == 0 && strcmp(st->refused[i].key, key) == 0)
+      return &st->refused[i];
+  return NULL;
+}
+
+static void forget_refused(struct cap_storage *st, struct cap_refused_abort *e) {
+  free(e->key);
+  free(e->upload_id);
+  *e = st->refused[--st->nrefused];
+  memset(&st->refused[st->nrefused], 0, sizeof(st->refused[0]));
+}
+
+/* An abort the store refused (403, 405, ...) is not sent again: the same
+ * request with the same credentials gets the same answer, and retrying it
+ * for ever only fills the log.  It is logged and counted once, and
+ * remembered so that the orphan sweep leaves the upload alone for
+ * orphan_age_s, after which it tries once more (the permission may have
+ * been granted meanwhile). */
+static void abort_refused(struct cap_storage *st, const struct cap_s3_req *r, const char *key,
+                          const char *upload_id, const char *reason) {
+  struct cap_refused_abort *e = find_refused(st, key, upload_id);
+  if (e == NULL) {
+    if (st->nrefused == CAP_STORAGE_REFUSED_MAX) {
+      /* Memory stays bounded: the oldest refusal makes room. */
+      size_t oldest = 0;
+      for (size_t i = 1; i < st->nrefused; i++)
+        if (st->refused[i].at_ms < st->refused[oldest].at_ms)
+          oldest = i;
+      forget_refused(st, &st->refused[oldest]);
+    }
+    e = &st->refused[st->nrefused++];
+    e->key = xstrdup(key);
+    e->upload_id = xstrdup(upload_id);
+  }
+  e->at_ms = uv_now(st->loop);
+  cap_metrics_inc(CAP_M_STORAGE_ABORT_REFUSALS, CAP_LABELS(reason));
+  struct cap_log_rec *l = cap_log_begin(CAP_LOG_WARN, "storage.abort_refused");
+  cap_log_str(l, "key", key);
+  cap_log_str(l, "upload_id", upload_id);
+  cap_log_str(l, "reason", reason);
+  cap_log_int(l, "status", r->status);
+  if (r->err_code[0])
+    cap_log_str(l, "code", r->err_code);
+  if (r->err_msg[0])
+    cap_log_str(l, "message", r->err_msg);
+  if (r->status == 403)
+    cap_log_str(l, "hint",
+                "the credentials may not abort multipart uploads "
+                "(s3:AbortMultipartUpload)");
+  /* Without periodic sweeps only the next start tries it again. */
+  if (st->cfg->orphan_sweep_s > 0)
+    cap_log_int(l, "sweep_after_s", st->cfg->orphan_age_s);
+  cap_log_end(l);
+}
+
+/* Returns 1 while the store's refusal to abort this upload is younger than
+ * orphan_age_s, so that the sweep does not send the same abort every cycle;
+ * an older refusal is forgotten and the sweep tries again. */
+static int refused_recently(struct cap_storage *st, const char *key, const char *upload_id) {
+  struct cap_refused_abort *e = find_refused(st, key, upload_id);
+  if (e == NULL)
+    return 0;
+  if (uv_now(st->loop) - e->at_ms < (uint64_t)st->cfg->orphan_age_s * 1000)
+    return 1;
+  forget_refused(st, e);
+  return 0;
+}
+
+/* Whether a failed abort is the store refusing it, not an outage: 404
+ * means the upload is gone, and 5xx, 429 and network errors may pass. */
+static int is_refusal(const struct cap_s3_req *r) {
+  return !cap_s3_ok(r) && r->status != 404 && !cap_s3_transient(r);
+}
+
 static void on_abort_done(struct cap_s3_req *r) {
   struct cap_storage *st = r->data;
+  if (is_refusal(r)) {
+    abort_refused(st, r, r->key, r->query[0].value, "orphan");
+    free((char *)r->query[0].value);
+    cap_s3_req_free(r, free_req);
+    return;
+  }
+  /* Anything else that failed is tried again by the next sweep. */
   struct cap_log_rec *l =
       cap_log_begin(cap_s3_ok(r) ? CAP_LOG_INFO : CAP_LOG_WARN, "storage.orphan_aborted");
   cap_log_str(l, "key", r->key);
@@ -262,12 +348,11 @@ static void on_abort_done(struct cap_s3_req *r) {
   cap_s3_req_free(r, free_req);
 }
 
+/* key: without the prefix. */
 static void abort_orphan(struct cap_storage *st, const char *key, const char *id) {
   struct cap_s3_req *r = new_req(st);
   r->method = "DELETE";
-  /* Listed keys carry the prefix already; the request adds it again. */
-  size_t pl = strlen(st->conf.prefix);
-  r->key = xstrdup(strncmp(key, st->conf.prefix, pl) == 0 ? key + pl : key);
+  r->key = xstrdup(key);
   r->query[0].name = "uploadId";
   r->query[0].value = xstrdup(id);
   r->nquery = 1;
@@ -284,6 +369,7 @@ static void on_list_done(struct cap_s3_req *r) {
     return;
   }
   time_t cutoff = time(NULL) - st->cfg->orphan_age_s;
+  size_t pl = strlen(st->conf.prefix);
   const char *p = r->resp.data, *end = p ? p + r->resp.len : NULL;
   int seen = 0;
   while (p && (p = strstr(p, "<Upload>")) != NULL) {
@@ -297,8 +383,10 @@ static void on_list_done(struct cap_s3_req *r) {
         cap_s3_xml_text(p, len, "Initiated", initiated, sizeof(initiated)) == 0) {
       seen++;
       time_t t = parse_iso(initiated);
-      if (t > 0 && t < cutoff)
-        abort_orphan(st, key, id);
+      /* Listed keys carry the prefix; requests and the refusals do not. */
+      const char *rel = strncmp(key, st->conf.prefix, pl) == 0 ? key + pl : key;
+      if (t > 0 && t < cutoff && !refused_recently(st, rel, id))
+        abort_orphan(st, rel, id);
     }
     p = close;
     if (p >= end)
@@ -316,15 +404,21 @@ static void on_deferred_abort_done(struct cap_s3_req *r) {
   struct cap_storage *st = r->data;
   /* 404: the upload is gone already (aborted or completed meanwhile). */
   int gone = cap_s3_ok(r) || r->status == 404;
-  struct cap_log_rec *l = cap_log_begin(gone ? CAP_LOG_INFO : CAP_LOG_WARN, "storage.abort_retry");
-  cap_log_str(l, "key", r->key);
-  cap_log_bool(l, "ok", gone);
-  if (!gone)
-    cap_log_str(l, "code", r->err_code);
-  cap_log_end(l);
+  int refused = is_refusal(r);
+  if (refused) {
+    abort_refused(st, r, r->key, r->query[0].value, "deferred");
+  } else {
+    struct cap_log_rec *l =
+        cap_log_begin(gone ? CAP_LOG_INFO : CAP_LOG_WARN, "storage.abort_retry");
+    cap_log_str(l, "key", r->key);
+    cap_log_bool(l, "ok", gone);
+    if (!gone)
+      cap_log_str(l, "code", r->err_code);
+    cap_log_end(l);
+  }
   if (cap_s3_ok(r))
     cap_metrics_inc(CAP_M_STORAGE_MULTIPART_ABORTS, CAP_LABELS("deferred"));
-  if (!gone) {
+  if (!gone && !refused) {
     struct cap_pending_abort *p = xcalloc(1, sizeof(*p));
     p->key = xstrdup(r->key);
     p->upload_id = xstrdup(r->query[0].value);
@@ -364,8 +458,13 @@ static void schedule_retries(struct cap_storage *st) {
     uv_timer_start(&st->retry_timer, on_retry_timer, st->retry_delay_ms, 0);
 }
 
-static void on_abort_failed(struct cap_s3 *s3, const char *key, const char *upload_id) {
+static void on_abort_failed(struct cap_s3 *s3, const struct cap_s3_req *r, const char *key,
+                            const char *upload_id, const char *reason) {
   struct cap_storage *st = s3->owner;
+  if (is_refusal(r)) {
+    abort_refused(st, r, key, upload_id, reason);
+    return;
+  }
   struct cap_pending_abort *p = xcalloc(1, sizeof(*p));
   p->key = xstrdup(key);
   p->upload_id = xstrdup(upload_id);
@@ -458,6 +557,8 @@ void cap_storage_free(struct cap_storage *st) {
     free(p->upload_id);
     free(p);
   }
+  while (st->nrefused)
+    forget_refused(st, &st->refused[st->nrefused - 1]);
   memset(st, 0, sizeof(*st));
 }
 

@@ -6,6 +6,7 @@
 #include "upload.h"
 
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 struct cap_config;
@@ -23,6 +24,18 @@ struct cap_pending_abort {
   struct cap_pending_abort *next;
 };
 
+/* How many refused aborts are remembered; past that the oldest refusal is
+ * forgotten, and the sweep may try that upload again early. */
+#define CAP_STORAGE_REFUSED_MAX 256
+
+/* An abort the store refused (403, 405, ...): retrying soon cannot help, so
+ * the orphan sweep leaves the upload alone until orphan_age_s after this. */
+struct cap_refused_abort {
+  char *key; /* Without the prefix. */
+  char *upload_id;
+  uint64_t at_ms; /* Loop time of the refusal. */
+};
+
 struct cap_storage {
   enum cap_storage_kind kind;
   char *label;     /* "s3" or "r2" for /health. */
@@ -35,12 +48,16 @@ struct cap_storage {
   int sweep_timer_open;
   int sweep_running;
   const struct cap_config *cfg;
+  uv_loop_t *loop;
   uint64_t orphans_aborted;
   /* Aborts that failed, retried with growing delays until they succeed. */
   struct cap_pending_abort *pending;
   uv_timer_t retry_timer;
   int retry_timer_open;
   uint64_t retry_delay_ms;
+  /* Aborts refused, tried no more until the sweep's turn comes again. */
+  struct cap_refused_abort refused[CAP_STORAGE_REFUSED_MAX];
+  size_t nrefused;
 };
 
 /* Reads the storage settings (cfg->storage, the AWS_* / R2_ACCOUNT_ID

@@ -382,16 +382,18 @@ static void on_ctl_done(struct cap_s3_req *r) {
       fail(u, ok ? code : r->err_code, ok ? msg : r->err_msg);
     }
     break;
-  case CTL_ABORT:
-    /* An abort that failed (the store is down longer than the retry
-     * budget) is handed on to be retried later, so no upload stays open. */
+  case CTL_ABORT: {
+    /* An abort that failed is handed on: retried later when the store was
+     * down longer than the retry budget, so no upload stays open, or
+     * reported once when the store refused it.  404: the upload is gone. */
+    const char *reason = strcmp(u->err_code, "canceled") == 0 ? "canceled" : "failed";
     u->aborted = 1;
     if (ok)
-      cap_metrics_inc(CAP_M_STORAGE_MULTIPART_ABORTS,
-                      CAP_LABELS(strcmp(u->err_code, "canceled") == 0 ? "canceled" : "failed"));
+      cap_metrics_inc(CAP_M_STORAGE_MULTIPART_ABORTS, CAP_LABELS(reason));
     if (!ok && r->status != 404 && u->s3->on_abort_failed)
-      u->s3->on_abort_failed(u->s3, u->key, u->upload_id);
+      u->s3->on_abort_failed(u->s3, r, u->key, u->upload_id, reason);
     break;
+  }
   default:
     break;
   }

@@ -9,6 +9,7 @@ which cover the Host header cap-server sends, still verify).
     proxy.set_delay(200, direction="s2c")      # every response chunk held 200 ms
     proxy.stall_request(lambda r: r.is_part, seconds=5, after_body=1 << 20)
     proxy.refuse(); ...; proxy.accept()        # close / reopen the listener
+    proxy.respond_request(lambda r: r.kind == "abort", 403)  # answer it here
     proxy.stop()
 
 Standard library only: one asyncio loop in a daemon thread; the control
@@ -21,6 +22,12 @@ The client-to-server stream is parsed as HTTP/1.1 requests (request line,
 headers, Content-Length body; curl sends no chunked bodies here), so
 faults can hit a chosen request at a chosen body offset, and every request
 is recorded (self.requests: Request objects, in order).
+
+A request matched by respond_request never reaches the server: the proxy
+drops its bytes and answers it itself (a canned S3 error), on the same
+keep-alive connection, which then carries on to the server as before.
+While such a rule is set, the bytes of a request head are held until the
+head is complete, so that a head split across reads is never half sent.
 """
 import asyncio
 import socket
@@ -46,7 +53,8 @@ class Request:
         self.body_forwarded = 0
         self.started = time.time()
         self.complete = False       # every body byte was forwarded
-        self.fault = None           # "reset" / "stall" when a fault hit it
+        self.fault = None           # "reset" / "stall" / "answered" when a fault hit it
+        self.answered = None        # the status the proxy answered it with itself
         self.fault_at = None        # when (time.time())
         self.body_start = 0         # offset of the body in the connection's c2s stream
         u = urllib.parse.urlsplit(target)
@@ -85,12 +93,32 @@ class Request:
 
 
 class _Rule:
-    def __init__(self, pred, action, count, after_body, seconds):
+    def __init__(self, pred, action, count, after_body, seconds, response=None):
         self.pred = pred
-        self.action = action        # "reset" or "stall"
+        self.action = action        # "reset", "stall" or "respond"
         self.left = count
         self.after_body = after_body
         self.seconds = seconds
+        self.response = response    # (status, bytes) for "respond"
+
+
+# Reason phrases and S3 error codes of the answers respond_request makes up.
+_S3_ERRORS = {400: ("Bad Request", "InvalidRequest"), 403: ("Forbidden", "AccessDenied"),
+              404: ("Not Found", "NoSuchUpload"), 405: ("Method Not Allowed", "MethodNotAllowed"),
+              429: ("Too Many Requests", "SlowDown"),
+              500: ("Internal Server Error", "InternalError"),
+              501: ("Not Implemented", "NotImplemented"),
+              503: ("Service Unavailable", "ServiceUnavailable")}
+
+
+def _s3_error_response(status, code=None, message=None):
+    reason, default_code = _S3_ERRORS.get(status, ("Error", "Error"))
+    code = code or default_code
+    body = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>%s</Code><Message>%s</Message>'
+            '<RequestId>tcpproxy</RequestId></Error>' % (code, message or reason)).encode()
+    head = ("HTTP/1.1 %d %s\r\nContent-Type: application/xml\r\nContent-Length: %d\r\n"
+            "x-amz-request-id: tcpproxy\r\n\r\n" % (status, reason, len(body))).encode()
+    return head + body
 
 
 class _Conn:
@@ -109,7 +137,11 @@ class _Conn:
         self.head = b""
         self.body_left = 0
         self.cur = None
-        # (absolute c2s offset, action, seconds, request)
+        self.parsed = 0             # client bytes fed to the parser
+        self.held = b""             # client bytes of an incomplete head, not forwarded yet
+        self.drop_until = 0         # client bytes before this offset are not forwarded
+        self.answer = None          # (request, response bytes) once drop_until is reached
+        # (absolute c2s offset, action, seconds or (status, response), request)
         self.triggers = []
 
 
@@ -135,6 +167,7 @@ class TcpProxy:
         self.resets = 0
         self.stalls = 0
         self.delayed_chunks = 0
+        self.answered = 0
         self.bytes_c2s = 0
         self.bytes_s2c = 0
         self.upstream_failures = 0
@@ -245,6 +278,17 @@ class TcpProxy:
         with self.lock:
             self._rules.append(_Rule(pred, "stall", count, after_body, seconds))
 
+    def respond_request(self, pred, status, count=None, code=None, message=None):
+        """The next count requests matching pred (every one when count is
+        None) never reach the server: the proxy reads them and answers
+        status itself with an S3 error body (code defaults from status, e.g.
+        403 AccessDenied, 405 MethodNotAllowed, 503 ServiceUnavailable).
+        The request is recorded with fault "answered" and .answered set."""
+        resp = (status, _s3_error_response(status, code, message))
+        with self.lock:
+            self._rules.append(_Rule(pred, "respond", float("inf") if count is None else count,
+                                     0, 0, resp))
+
     def stall_next(self, seconds, count=1, after_bytes=0):
         """The next count new connections stall for seconds once after_bytes
         client bytes have been forwarded."""
@@ -327,6 +371,7 @@ class TcpProxy:
                 kinds[r.kind] = kinds.get(r.kind, 0) + 1
             return {"connections": self.connections, "resets": self.resets,
                     "stalls": self.stalls, "delayed_chunks": self.delayed_chunks,
+                    "answered": self.answered,
                     "requests": len(self.requests), "by_kind": kinds,
                     "faulted": [repr(r) for r in self.requests if r.fault],
                     "bytes_c2s": self.bytes_c2s, "bytes_s2c": self.bytes_s2c,
@@ -438,9 +483,10 @@ class TcpProxy:
     def _parse(self, c, data):
         """Feeds client bytes to the request parser; adds triggers for new
         requests that match a rule.  Offsets are absolute in the c2s stream
-        (data starts at c.c2s_bytes)."""
+        (data starts at c.parsed, which is c.c2s_bytes plus any bytes held)."""
         pos = 0
-        base = c.c2s_bytes
+        base = c.parsed
+        c.parsed += len(data)
         n = len(data)
         while pos < n:
             if c.body_left > 0:
@@ -449,6 +495,7 @@ class TcpProxy:
                 pos += take
                 continue
             # In headers.
+            head_start = base + pos - len(c.head)
             need = data[pos:]
             buf = c.head + need
             end = buf.find(b"\r\n\r\n")
@@ -481,6 +528,11 @@ class TcpProxy:
                 for rule in self._rules:
                     if rule.left > 0 and rule.pred(req):
                         rule.left -= 1
+                        if rule.action == "respond":
+                            # From the first byte of its head: none of it goes on.
+                            c.triggers.append((head_start, "respond", rule.response, req))
+                            self._log("rule respond %d armed for %r" % (rule.response[0], req))
+                            break
                         at = req.body_start + min(rule.after_body, req.content_length)
                         if rule.action == "reset" and rule.after_body >= req.content_length:
                             # The whole body goes, and the response never arrives.
@@ -488,6 +540,40 @@ class TcpProxy:
                         c.triggers.append((at, rule.action, rule.seconds, req))
                         self._log("rule %s armed for %r at offset %d" % (rule.action, req, at))
                         break
+
+    def _responding(self):
+        with self.lock:
+            return any(r.action == "respond" and r.left > 0 for r in self._rules)
+
+    def _hold_incomplete_head(self, c, data):
+        """With respond rules set, returns the part of held + data that may
+        go on now, keeping back the bytes of a head not complete yet (the
+        parser has seen them: c.head)."""
+        data = c.held + data
+        c.held = b""
+        if c.head and self._responding():
+            keep = min(len(c.head), len(data))
+            c.held = data[len(data) - keep:]
+            data = data[:len(data) - keep]
+        return data
+
+    async def _drop(self, c, data):
+        """Consumes what data holds of an answered request (not forwarded);
+        once all of it has come, writes the proxy's answer.  Returns the rest."""
+        if c.c2s_bytes < c.drop_until:
+            skip = min(len(data), c.drop_until - c.c2s_bytes)
+            c.c2s_bytes += skip
+            data = data[skip:]
+        if c.answer is not None and c.c2s_bytes >= c.drop_until:
+            req, resp = c.answer
+            c.answer = None
+            with self.lock:
+                req.body_forwarded = req.content_length
+                req.complete = True
+                self._log("answered %r with %d" % (req, resp[0]))
+            c.cw.write(resp[1])
+            await c.cw.drain()
+        return data
 
     def _account(self, c, upto):
         """Marks body bytes of the current request forwarded up to absolute
@@ -520,9 +606,13 @@ class TcpProxy:
                     self._reset(c, "connection rule")
                     return
                 self._parse(c, data)
+                data = self._hold_incomplete_head(c, data)
                 start = c.c2s_bytes
                 end = start + len(data)
                 while data and not c.dead:
+                    data = await self._drop(c, data)
+                    if not data:
+                        break
                     trig = None
                     for t in sorted(c.triggers, key=lambda t: t[0]):
                         if t[0] <= end:
@@ -539,6 +629,15 @@ class TcpProxy:
                         await self._forward(c, data[:k], "c2s")
                         self._account(c, c.c2s_bytes)
                         data = data[k:]
+                    if action == "respond":
+                        with self.lock:
+                            self.answered += 1
+                            req.fault = "answered"
+                            req.fault_at = time.time()
+                            req.answered = secs[0]
+                        c.drop_until = req.body_start + req.content_length
+                        c.answer = (req, secs)
+                        continue
                     if action == "reset":
                         if req is not None and req.fault is None:
                             req.fault = "reset"
