@@ -4,6 +4,7 @@
  * server together and runs the one libuv loop. */
 #include "app.h"
 #include "config.h"
+#include "health.h"
 #include "log.h"
 #include "proc.h"
 #include "metrics.h"
@@ -26,6 +27,15 @@ static void log_warning(const char *event, const char *key, const char *msg) {
   struct cap_log_rec *r = cap_log_begin(CAP_LOG_WARN, event);
   cap_log_str(r, key, msg);
   cap_log_end(r);
+}
+
+/* The registry reports what /health shows: the load and the offer. */
+static void report_load(void *app, struct cap_buf *out) {
+  cap_health_load(app, out);
+}
+
+static void report_describe(void *app, struct cap_buf *out) {
+  cap_health_describe(app, out);
 }
 
 int main(int argc, char **argv) {
@@ -130,6 +140,7 @@ int main(int argc, char **argv) {
     return 1;
   }
 
+  cap_app_report(&app, report_load, report_describe);
   cap_app_start(&app);
   uv_run(loop, UV_RUN_DEFAULT);
   cap_server_close(&srv);

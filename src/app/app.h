@@ -72,6 +72,11 @@ int cap_app_load_presets(struct cap_app *app, char *err, size_t errlen);
  * and, after a new ffmpeg probe, puts all three in place at once; a broken
  * file keeps the whole old state.  Every outcome is logged. */
 void cap_app_reload(struct cap_app *app);
+/* Says where the registry client gets the load and the description it
+ * reports (the /health handler's builders, from the layer above); set it
+ * before cap_app_start.  Both are called with app. */
+void cap_app_report(struct cap_app *app, void (*load)(void *app, struct cap_buf *out),
+                    void (*describe)(void *app, struct cap_buf *out));
 /* Starts the storage (bucket check, orphan sweep) and the registry client
  * once the server listens. */
 void cap_app_start(struct cap_app *app);

@@ -2,7 +2,6 @@
 
 #include "execreq.h"
 #include "ffcaps.h"
-#include "health.h"
 #include "log.h"
 #include "preset.h"
 #include "proc.h"
@@ -32,14 +31,6 @@ static int load_tokens(const struct cap_config *cfg, struct cap_auth *out, int *
     return rc;
   }
   return 0;
-}
-
-static void registry_load(void *arg, struct cap_buf *out) {
-  cap_health_load(arg, out);
-}
-
-static void registry_describe(void *arg, struct cap_buf *out) {
-  cap_health_describe(arg, out);
 }
 
 /* Reads a one-line secret (the first non-empty line, trimmed) from path. */
@@ -86,12 +77,19 @@ static int init_registry(struct cap_app *app, char *err, size_t errlen) {
       .heartbeat_ms = cfg->heartbeat_s * 1000,
       .capabilities = cap_execreq_capabilities,
   };
-  struct cap_registry_hooks hooks = {registry_load, registry_describe, app};
+  /* What the registry reports comes from a layer above (cap_app_report). */
+  struct cap_registry_hooks hooks = {NULL, NULL, app};
   rc = cap_registry_init(&app->registry, app->loop, &app->curl, &s, &hooks, err, errlen);
   memset(token, 0, sizeof(token));
   if (rc == 0)
     app->has_registry = 1;
   return rc;
+}
+
+void cap_app_report(struct cap_app *app, void (*load)(void *app, struct cap_buf *out),
+                    void (*describe)(void *app, struct cap_buf *out)) {
+  app->registry.hooks.load = load;
+  app->registry.hooks.describe = describe;
 }
 
 int cap_app_init(struct cap_app *app, const struct cap_config *cfg, uv_loop_t *loop, char *err,
