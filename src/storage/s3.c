@@ -16,8 +16,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
-
 /* The longest wait between two attempts. */
 #define BACKOFF_MAX_MS 30000
 
@@ -273,25 +271,8 @@ static void object_path(const struct cap_s3_req *r, struct cap_buf *raw) {
   }
 }
 
-static void attempt(struct cap_s3_req *r) {
-  const struct cap_s3_conf *conf = r->s3->conf;
-  if (r->s3->cl->closing) {
-    /* Shutting down: a retry that comes due now ends here. */
-    r->curl_result = CURLE_ABORTED_BY_CALLBACK;
-    finish(r);
-    return;
-  }
-  struct cap_buf path, url, auth, hdr;
-  char amz_date[17], hash[65];
-  struct cap_sigv4_creds creds = {conf->access_key, conf->secret_key, conf->region, "s3"};
-  struct cap_sigv4_query q[4];
-  struct cap_sigv4_header sh[2];
-  size_t nh = 0;
-
-  cap_buf_init(&path);
-  cap_buf_init(&url);
-  cap_buf_init(&auth);
-  cap_buf_init(&hdr);
+/* Clears what a previous attempt left in r. */
+static void reset_attempt(struct cap_s3_req *r) {
   r->body_pos = 0;
   r->etag[0] = '\0';
   r->err_code[0] = '\0';
@@ -303,9 +284,26 @@ static void attempt(struct cap_s3_req *r) {
       lseek(r->out_fd, 0, SEEK_SET);
     r->bytes_out = 0;
   }
+}
+
+/* What one attempt sends, signed: the path, the query, the payload hash,
+ * the date and the Authorization value. */
+struct signed_req {
+  struct cap_buf path, auth;
+  struct cap_sigv4_query q[4];
+  char amz_date[17], hash[65];
+};
+
+/* Signs r with SigV4 into s (whose buffers the caller frees).  Returns 0,
+ * or -EINVAL when the key or a credential cannot be signed. */
+static int sign(const struct cap_s3_req *r, struct signed_req *s) {
+  const struct cap_s3_conf *conf = r->s3->conf;
+  struct cap_sigv4_creds creds = {conf->access_key, conf->secret_key, conf->region, "s3"};
+  struct cap_sigv4_header sh[2];
+  size_t nh = 0;
   for (size_t i = 0; i < r->nquery; i++) {
-    q[i].name = r->query[i].name;
-    q[i].value = r->query[i].value ? r->query[i].value : "";
+    s->q[i].name = r->query[i].name;
+    s->q[i].value = r->query[i].value ? r->query[i].value : "";
   }
   /* Every header of ours that the store acts on is signed; cap_sigv4_sign
    * sorts them itself. */
@@ -319,68 +317,55 @@ static void attempt(struct cap_s3_req *r) {
     sh[nh].value = r->cache_control;
     nh++;
   }
-
-  object_path(r, &path);
+  object_path(r, &s->path);
   if (r->signed_payload || r->body_len == 0)
-    cap_sigv4_sha256_hex(r->body_len ? r->body : "", r->body_len, hash);
+    cap_sigv4_sha256_hex(r->body_len ? r->body : "", r->body_len, s->hash);
   else
-    snprintf(hash, sizeof(hash), "UNSIGNED-PAYLOAD");
-  cap_sigv4_amz_date(time(NULL), amz_date);
-  if (cap_sigv4_sign(&creds, r->method, r->s3->host, path.data, q, r->nquery, sh, nh, hash,
-                     amz_date, &auth, NULL, NULL) != 0) {
-    /* Only a malformed key or credential gets here; retrying cannot help. */
-    snprintf(r->err_code, sizeof(r->err_code), "invalid_request");
-    snprintf(r->err_msg, sizeof(r->err_msg), "The request could not be signed");
-    r->curl_result = CURLE_FAILED_INIT;
-    cap_buf_free(&path);
-    cap_buf_free(&auth);
-    finish(r);
-    return;
-  }
+    snprintf(s->hash, sizeof(s->hash), "UNSIGNED-PAYLOAD");
+  cap_sigv4_amz_date(time(NULL), s->amz_date);
+  if (cap_sigv4_sign(&creds, r->method, r->s3->host, s->path.data, s->q, r->nquery, sh, nh, s->hash,
+                     s->amz_date, &s->auth, NULL, NULL) != 0)
+    return -EINVAL;
+  return 0;
+}
 
-  cap_buf_puts(&url, r->s3->base);
-  cap_sigv4_uri_encode(&url, path.data, path.len, 1);
-  if (r->nquery) {
-    cap_buf_putc(&url, '?');
-    cap_sigv4_url_query(&url, q, r->nquery);
-  }
+/* Appends "name: value" to r's header list. */
+static void add_header(struct cap_s3_req *r, struct cap_buf *tmp, const char *name,
+                       const char *value) {
+  cap_buf_reset(tmp);
+  cap_buf_printf(tmp, "%s: %s", name, value);
+  r->headers = curl_slist_append(r->headers, tmp->data);
+}
 
-  CURL *e = curl_easy_init();
-  if (e == NULL)
-    abort(); /* curl_easy_init fails only without memory. */
-  r->easy = e;
-  cap_buf_printf(&hdr, "Host: %s", r->s3->host);
-  r->headers = curl_slist_append(NULL, hdr.data);
-  cap_buf_reset(&hdr);
-  cap_buf_printf(&hdr, "x-amz-date: %s", amz_date);
-  r->headers = curl_slist_append(r->headers, hdr.data);
-  cap_buf_reset(&hdr);
-  cap_buf_printf(&hdr, "x-amz-content-sha256: %s", hash);
-  r->headers = curl_slist_append(r->headers, hdr.data);
-  cap_buf_reset(&hdr);
-  cap_buf_printf(&hdr, "Authorization: %s", auth.data);
-  r->headers = curl_slist_append(r->headers, hdr.data);
+/* Builds r's request headers from the signature s. */
+static void build_headers(struct cap_s3_req *r, const struct signed_req *s) {
+  struct cap_buf hdr;
+  cap_buf_init(&hdr);
+  add_header(r, &hdr, "Host", r->s3->host);
+  add_header(r, &hdr, "x-amz-date", s->amz_date);
+  add_header(r, &hdr, "x-amz-content-sha256", s->hash);
+  add_header(r, &hdr, "Authorization", s->auth.data);
   if (r->content_type) {
-    cap_buf_reset(&hdr);
-    cap_buf_printf(&hdr, "Content-Type: %s", r->content_type);
-    r->headers = curl_slist_append(r->headers, hdr.data);
+    add_header(r, &hdr, "Content-Type", r->content_type);
   } else {
     /* A POST would otherwise carry curl's form type, which the store keeps
      * as the object's (CreateMultipartUpload) or is not ours to send. */
     r->headers = curl_slist_append(r->headers, "Content-Type:");
   }
-  if (r->cache_control) {
-    cap_buf_reset(&hdr);
-    cap_buf_printf(&hdr, "Cache-Control: %s", r->cache_control);
-    r->headers = curl_slist_append(r->headers, hdr.data);
-  }
+  if (r->cache_control)
+    add_header(r, &hdr, "Cache-Control", r->cache_control);
   /* No header curl adds on its own reaches the store: its Accept (any
    * type) is unsigned noise, and "Expect: 100-continue" would cost every
    * part a round trip. */
   r->headers = curl_slist_append(r->headers, "Accept:");
   r->headers = curl_slist_append(r->headers, "Expect:");
+  cap_buf_free(&hdr);
+}
 
-  curl_easy_setopt(e, CURLOPT_URL, url.data);
+/* Sets the easy handle e up to send r to url. */
+static void configure_easy(struct cap_s3_req *r, CURL *e, const char *url) {
+  const struct cap_s3_conf *conf = r->s3->conf;
+  curl_easy_setopt(e, CURLOPT_URL, url);
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, 10L);
@@ -406,6 +391,42 @@ static void attempt(struct cap_s3_req *r) {
   } else if (strcmp(r->method, "GET") != 0) {
     curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);
   }
+}
+
+/* Sends one attempt of r; its end comes to on_done, or to finish() when it
+ * cannot start. */
+static void attempt(struct cap_s3_req *r) {
+  if (r->s3->cl->closing) {
+    /* Shutting down: a retry that comes due now ends here. */
+    r->curl_result = CURLE_ABORTED_BY_CALLBACK;
+    finish(r);
+    return;
+  }
+  struct signed_req s;
+  struct cap_buf url;
+  cap_buf_init(&s.path);
+  cap_buf_init(&s.auth);
+  cap_buf_init(&url);
+  reset_attempt(r);
+  if (sign(r, &s) != 0) {
+    /* Only a malformed key or credential gets here; retrying cannot help. */
+    snprintf(r->err_code, sizeof(r->err_code), "invalid_request");
+    snprintf(r->err_msg, sizeof(r->err_msg), "The request could not be signed");
+    r->curl_result = CURLE_FAILED_INIT;
+    goto fail;
+  }
+  cap_buf_puts(&url, r->s3->base);
+  cap_sigv4_uri_encode(&url, s.path.data, s.path.len, 1);
+  if (r->nquery) {
+    cap_buf_putc(&url, '?');
+    cap_sigv4_url_query(&url, s.q, r->nquery);
+  }
+  CURL *e = curl_easy_init();
+  if (e == NULL)
+    abort(); /* curl_easy_init fails only without memory. */
+  r->easy = e;
+  build_headers(r, &s);
+  configure_easy(r, e, url.data);
   r->s3->requests++;
   r->in_flight = 1;
   if (cap_curlloop_add(r->s3->cl, e, on_done, r) != 0) {
@@ -415,12 +436,18 @@ static void attempt(struct cap_s3_req *r) {
     curl_slist_free_all(r->headers);
     r->headers = NULL;
     r->curl_result = CURLE_FAILED_INIT;
-    finish(r);
+    goto fail;
   }
-  cap_buf_free(&path);
+  cap_buf_free(&s.path);
+  cap_buf_free(&s.auth);
   cap_buf_free(&url);
-  cap_buf_free(&auth);
-  cap_buf_free(&hdr);
+  return;
+
+fail:
+  cap_buf_free(&s.path);
+  cap_buf_free(&s.auth);
+  cap_buf_free(&url);
+  finish(r);
 }
 
 void cap_s3_start(struct cap_s3_req *r) {

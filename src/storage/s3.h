@@ -98,7 +98,10 @@ struct cap_s3_req {
   void (*on_freed)(struct cap_s3_req *r);
 };
 
-/* Sets the client up; conf must outlive it.  Returns 0 or -EINVAL. */
+/* Old entry point for jobs/jobio.c's download (cap_s3_req with out_fd):
+ * it moves behind cap_objstore_open_input.  The registry client and the
+ * storage's own requests keep using the client directly.
+ * Sets the client up; conf must outlive it.  Returns 0 or -EINVAL. */
 int cap_s3_init(struct cap_s3 *s3, struct cap_curlloop *cl, const struct cap_s3_conf *conf);
 /* Readies r for use with s3 (zeroes it). */
 void cap_s3_req_init(struct cap_s3_req *r, struct cap_s3 *s3);

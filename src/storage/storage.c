@@ -62,10 +62,104 @@ static int read_credentials(const char *path, struct cap_s3_conf *c, char *err, 
   return 0;
 }
 
+/* Reads s3://BUCKET[/PREFIX] or r2://...: the bucket, and the prefix
+ * ending in '/' (or "").  Returns 0 or -EINVAL with err set. */
+static int parse_bucket_url(struct cap_s3_conf *c, const char *url, char *err, size_t errlen) {
+  const char *b = url + 5, *slash = strchr(b, '/');
+  c->bucket = slash ? xstrndup(b, (size_t)(slash - b)) : xstrdup(b);
+  const char *prefix = slash ? slash + 1 : "";
+  size_t pl = strlen(prefix);
+  c->prefix = xmalloc(pl + 2);
+  snprintf(c->prefix, pl + 2, "%s%s", prefix, pl && prefix[pl - 1] != '/' ? "/" : "");
+  if (c->bucket[0] == '\0' || strlen(c->bucket) > 63) {
+    snprintf(err, errlen, "storage: the bucket name must be 1 to 63 characters");
+    return -EINVAL;
+  }
+  return 0;
+}
+
+/* Picks the region and the endpoint: R2's from R2_ACCOUNT_ID, otherwise
+ * AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL.  Returns 0 or -EINVAL. */
+static int read_endpoint(struct cap_s3_conf *c, char **envp, int r2, char *err, size_t errlen) {
+  const char *region = env_get(envp, "AWS_REGION");
+  c->region = xstrdup(region ? region : "auto");
+  if (r2) {
+    const char *acct = env_get(envp, "R2_ACCOUNT_ID");
+    if (acct == NULL) {
+      snprintf(err, errlen, "storage: r2:// needs R2_ACCOUNT_ID");
+      return -EINVAL;
+    }
+    size_t n = strlen(acct) + 64;
+    c->endpoint = xmalloc(n);
+    snprintf(c->endpoint, n, "https://%s.r2.cloudflarestorage.com", acct);
+    return 0;
+  }
+  const char *ep = env_get(envp, "AWS_ENDPOINT_URL_S3");
+  if (ep == NULL)
+    ep = env_get(envp, "AWS_ENDPOINT_URL");
+  if (ep == NULL) {
+    snprintf(err, errlen, "storage: s3:// needs AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_S3)");
+    return -EINVAL;
+  }
+  c->endpoint = xstrdup(ep);
+  size_t el = strlen(c->endpoint);
+  while (el > 0 && c->endpoint[el - 1] == '/')
+    c->endpoint[--el] = '\0';
+  return 0;
+}
+
+/* Takes the keys from the environment, then from the credentials file,
+ * which wins.  Returns 0 or -EINVAL when either key is missing. */
+static int read_keys(struct cap_s3_conf *c, const struct cap_config *cfg, char **envp, char *err,
+                     size_t errlen) {
+  const char *ak = env_get(envp, "AWS_ACCESS_KEY_ID"), *sk = env_get(envp, "AWS_SECRET_ACCESS_KEY");
+  c->access_key = ak ? xstrdup(ak) : NULL;
+  c->secret_key = sk ? xstrdup(sk) : NULL;
+  if (cfg->storage_credentials_file &&
+      read_credentials(cfg->storage_credentials_file, c, err, errlen) != 0)
+    return -EINVAL;
+  if (c->access_key == NULL || c->secret_key == NULL) {
+    snprintf(err, errlen,
+             "storage: credentials missing: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+             "(or storage_credentials_file)");
+    return -EINVAL;
+  }
+  return 0;
+}
+
+/* Starts the S3 client, the part-buffer pool and the sweep's and the abort
+ * retries' timers (unreferenced: they never keep the loop alive). */
+static int open_s3(struct cap_storage *st, const struct cap_config *cfg, uv_loop_t *loop,
+                   struct cap_curlloop *cl, char *err, size_t errlen) {
+  struct cap_s3_conf *c = &st->conf;
+  c->virtual_host = cfg->s3_virtual_host;
+  c->retries = cfg->storage_retries;
+  c->backoff_ms = cfg->storage_backoff_ms;
+  c->low_speed_s = cfg->storage_low_speed_s;
+  st->cl = cl;
+  if (cap_s3_init(&st->s3, cl, c) != 0) {
+    snprintf(err, errlen, "storage: the endpoint must be http(s)://host[:port] (got \"%.80s\")",
+             c->endpoint);
+    return -EINVAL;
+  }
+  cap_bufpool_init(&st->pool, (size_t)cfg->part_size, (size_t)cfg->upload_budget_mb * 1024 * 1024);
+  uv_timer_init(loop, &st->sweep_timer);
+  st->sweep_timer.data = st;
+  st->sweep_timer_open = 1;
+  uv_unref((uv_handle_t *)&st->sweep_timer);
+  uv_timer_init(loop, &st->retry_timer);
+  st->retry_timer.data = st;
+  st->retry_timer_open = 1;
+  st->retry_delay_ms = RETRY_FIRST_MS;
+  uv_unref((uv_handle_t *)&st->retry_timer);
+  st->s3.owner = st;
+  st->s3.on_abort_failed = on_abort_failed;
+  return 0;
+}
+
 int cap_storage_init(struct cap_storage *st, const struct cap_config *cfg, char **envp,
                      uv_loop_t *loop, struct cap_curlloop *cl, char *err, size_t errlen) {
   const char *url = cfg->storage;
-  struct cap_s3_conf *c = &st->conf;
   memset(st, 0, sizeof(*st));
   st->cfg = cfg;
   st->loop = loop;
@@ -87,77 +181,11 @@ int cap_storage_init(struct cap_storage *st, const struct cap_config *cfg, char 
   }
   st->kind = CAP_STORAGE_S3;
   st->label = xstrdup(r2 ? "r2" : "s3");
-  const char *b = url + 5, *slash = strchr(b, '/');
-  c->bucket = slash ? xstrndup(b, (size_t)(slash - b)) : xstrdup(b);
-  const char *prefix = slash ? slash + 1 : "";
-  size_t pl = strlen(prefix);
-  c->prefix = xmalloc(pl + 2);
-  snprintf(c->prefix, pl + 2, "%s%s", prefix, pl && prefix[pl - 1] != '/' ? "/" : "");
-  if (c->bucket[0] == '\0' || strlen(c->bucket) > 63) {
-    snprintf(err, errlen, "storage: the bucket name must be 1 to 63 characters");
+  if (parse_bucket_url(&st->conf, url, err, errlen) != 0 ||
+      read_endpoint(&st->conf, envp, r2, err, errlen) != 0 ||
+      read_keys(&st->conf, cfg, envp, err, errlen) != 0)
     return -EINVAL;
-  }
-
-  const char *region = env_get(envp, "AWS_REGION");
-  c->region = xstrdup(region ? region : "auto");
-  if (r2) {
-    const char *acct = env_get(envp, "R2_ACCOUNT_ID");
-    if (acct == NULL) {
-      snprintf(err, errlen, "storage: r2:// needs R2_ACCOUNT_ID");
-      return -EINVAL;
-    }
-    size_t n = strlen(acct) + 64;
-    c->endpoint = xmalloc(n);
-    snprintf(c->endpoint, n, "https://%s.r2.cloudflarestorage.com", acct);
-  } else {
-    const char *ep = env_get(envp, "AWS_ENDPOINT_URL_S3");
-    if (ep == NULL)
-      ep = env_get(envp, "AWS_ENDPOINT_URL");
-    if (ep == NULL) {
-      snprintf(err, errlen, "storage: s3:// needs AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_S3)");
-      return -EINVAL;
-    }
-    c->endpoint = xstrdup(ep);
-    size_t el = strlen(c->endpoint);
-    while (el > 0 && c->endpoint[el - 1] == '/')
-      c->endpoint[--el] = '\0';
-  }
-  const char *ak = env_get(envp, "AWS_ACCESS_KEY_ID"), *sk = env_get(envp, "AWS_SECRET_ACCESS_KEY");
-  c->access_key = ak ? xstrdup(ak) : NULL;
-  c->secret_key = sk ? xstrdup(sk) : NULL;
-  if (cfg->storage_credentials_file &&
-      read_credentials(cfg->storage_credentials_file, c, err, errlen) != 0)
-    return -EINVAL;
-  if (c->access_key == NULL || c->secret_key == NULL) {
-    snprintf(err, errlen,
-             "storage: credentials missing: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-             "(or storage_credentials_file)");
-    return -EINVAL;
-  }
-  c->virtual_host = cfg->s3_virtual_host;
-  c->retries = cfg->storage_retries;
-  c->backoff_ms = cfg->storage_backoff_ms;
-  c->low_speed_s = cfg->storage_low_speed_s;
-
-  st->cl = cl;
-  if (cap_s3_init(&st->s3, cl, c) != 0) {
-    snprintf(err, errlen, "storage: the endpoint must be http(s)://host[:port] (got \"%.80s\")",
-             c->endpoint);
-    return -EINVAL;
-  }
-  cap_bufpool_init(&st->pool, (size_t)cfg->part_size, (size_t)cfg->upload_budget_mb * 1024 * 1024);
-  uv_timer_init(loop, &st->sweep_timer);
-  st->sweep_timer.data = st;
-  st->sweep_timer_open = 1;
-  uv_unref((uv_handle_t *)&st->sweep_timer);
-  uv_timer_init(loop, &st->retry_timer);
-  st->retry_timer.data = st;
-  st->retry_timer_open = 1;
-  st->retry_delay_ms = RETRY_FIRST_MS;
-  uv_unref((uv_handle_t *)&st->retry_timer);
-  st->s3.owner = st;
-  st->s3.on_abort_failed = on_abort_failed;
-  return 0;
+  return open_s3(st, cfg, loop, cl, err, errlen);
 }
 
 static void log_outcome(const char *event, const struct cap_s3_req *r, enum cap_log_level lvl) {

@@ -16,6 +16,9 @@ struct cap_config;
  * client, the part-buffer pool, the start-up bucket check and the sweep
  * that aborts multipart uploads left behind. */
 
+/* Old entry point for jobs/ and api/: code outside src/storage branches on
+ * kind today; once it goes through objstore.h (cap_objstore_init picks the
+ * backend from kind) only storage reads it. */
 enum cap_storage_kind { CAP_STORAGE_FILE, CAP_STORAGE_S3 };
 
 struct cap_pending_abort {
@@ -66,9 +69,11 @@ struct cap_storage {
  * -EINVAL with "storage: reason" in err; secrets never appear in err. */
 int cap_storage_init(struct cap_storage *st, const struct cap_config *cfg, char **envp,
                      uv_loop_t *loop, struct cap_curlloop *cl, char *err, size_t errlen);
-/* Checks the bucket once (HEAD) and starts the orphan sweep; outcomes are logged. */
+/* Checks the bucket once (HEAD) and starts the orphan sweep; outcomes are
+ * logged.  Old entry point for app/: cap_objstore_start calls it. */
 void cap_storage_start(struct cap_storage *st);
-/* Stops the sweep and every transfer, closing handles (for shutdown). */
+/* Stops the sweep and every transfer, closing handles (for shutdown).
+ * Old entry point for app/: cap_objstore_stop calls it. */
 void cap_storage_stop(struct cap_storage *st);
 /* Releases memory after the loop has ended. */
 void cap_storage_free(struct cap_storage *st);

@@ -1,13 +1,12 @@
 #include "upload.h"
 
 #include "alloc.h"
+#include "container.h"
 #include "metrics.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 /* S3 allows at most this many parts in one upload. */
 #define MAX_PARTS 10000
@@ -135,6 +134,15 @@ static void fail(struct cap_upload *u, const char *code, const char *msg) {
   }
 }
 
+/* Fails u with what the failed request r said. */
+static void fail_req(struct cap_upload *u, const struct cap_s3_req *r) {
+  if (u->failed)
+    return;
+  u->err_status = r->status;
+  u->err_transient = cap_s3_transient(r);
+  fail(u, r->err_code, r->err_msg);
+}
+
 static void part_freed(struct cap_s3_req *r) {
   free(container_of(r, struct cap_upload_part, req));
 }
@@ -171,7 +179,7 @@ static void on_part_done(struct cap_s3_req *r) {
   struct cap_upload *u = p->u;
   unlink_sending(u, p);
   if (!cap_s3_ok(r))
-    fail(u, r->err_code, r->err_msg);
+    fail_req(u, r);
   else if (r->etag[0] == '\0')
     fail(u, "storage_error", "UploadPart answered without an ETag");
   else {
@@ -352,8 +360,10 @@ static void on_ctl_done(struct cap_s3_req *r) {
       u->mp_state = 2;
     } else {
       u->mp_state = 0; /* Nothing to abort. */
-      fail(u, ok ? "storage_error" : r->err_code,
-           ok ? "CreateMultipartUpload answered without an UploadId" : r->err_msg);
+      if (ok)
+        fail(u, "storage_error", "CreateMultipartUpload answered without an UploadId");
+      else
+        fail_req(u, r);
     }
     break;
   case CTL_PUT:
@@ -366,7 +376,7 @@ static void on_ctl_done(struct cap_s3_req *r) {
         u->cur_len = 0;
       }
     } else {
-      fail(u, r->err_code, r->err_msg);
+      fail_req(u, r);
     }
     break;
   case CTL_COMPLETE:
@@ -379,7 +389,10 @@ static void on_ctl_done(struct cap_s3_req *r) {
       char code[64] = "storage_error", msg[256] = "CompleteMultipartUpload failed";
       cap_s3_xml_text(r->resp.data, r->resp.len, "Code", code, sizeof(code));
       cap_s3_xml_text(r->resp.data, r->resp.len, "Message", msg, sizeof(msg));
-      fail(u, ok ? code : r->err_code, ok ? msg : r->err_msg);
+      if (ok)
+        fail(u, code, msg);
+      else
+        fail_req(u, r);
     }
     break;
   case CTL_ABORT: {

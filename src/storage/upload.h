@@ -14,6 +14,9 @@
  * stops reading ffmpeg's pipe, so ffmpeg blocks): memory is bounded by
  * configuration, not by the size of the output. */
 
+/* Old entry points: jobs/jobio.c drives cap_upload_* directly today.  Once
+ * it goes through objstore.h, only the S3 backend (objs3.c) uses them. */
+
 struct cap_upload;
 
 struct cap_bufpool {
@@ -72,6 +75,8 @@ struct cap_upload {
   char etag[130]; /* The object's, once complete. */
   char err_code[64];
   char err_msg[256];
+  long err_status;              /* The failed request's HTTP status (0: no answer, or none). */
+  int err_transient;            /* The failed request may succeed later (cap_s3_transient). */
   struct cap_upload *wait_next; /* In the pool's waiter list. */
   int waiting;
   /* Called when a starved source may go on (cap_upload_space will give room). */

@@ -2,6 +2,7 @@
 
 #include "alloc.h"
 #include "check.h"
+#include "httpsrv.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -14,281 +15,29 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* A tiny HTTP/1.1 server on the test's own loop.  It reads a request up to
- * the blank line and its Content-Length body, then answers by path:
+/* The test server answers by path:
  *   /ok/N   200 with N bytes ('a' + i % 26)
  *   /slow   200 "slow", two seconds later
  *   /close  200 "closed" with Connection: close, then closes
  *   /echo   200 with the request body
- * Connections are kept alive otherwise.  "Expect: 100-continue" gets a
- * 100 Continue. */
-
-struct srv;
-
-struct sconn {
-  uv_tcp_t tcp;
-  uv_timer_t slow;
-  struct srv *srv;
-  char *buf;
-  size_t len, cap;
-  int waiting; /* A /slow answer is due. */
-  int closing;
-  int pending_closes;
-  int sent_continue;
-  struct sconn *prev, *next;
-};
-
-struct srv {
-  uv_loop_t *loop;
-  uv_tcp_t listener;
-  int port;
-  int listener_closed;
-  int accepted;
-  int requests;
-  int continues;
-  int slow_waiting; /* /slow requests read and not answered yet. */
-  int open;         /* Connections not closed yet. */
-  struct sconn *conns;
-};
-
-struct wreq {
-  uv_write_t req;
-  struct sconn *c;
-  char *data;
-  int close_after;
-};
-
-static void conn_close(struct sconn *c);
-
-static void on_conn_handle_closed(uv_handle_t *h) {
-  struct sconn *c = h->data;
-  if (--c->pending_closes > 0)
-    return;
-  c->srv->open--;
-  free(c->buf);
-  free(c);
-}
-
-static void conn_close(struct sconn *c) {
-  if (c->closing)
-    return;
-  c->closing = 1;
-  if (c->waiting) {
-    c->waiting = 0;
-    c->srv->slow_waiting--;
+ * and 404 otherwise. */
+static void handle(struct sconn *c, const struct srv_req *rq) {
+  if (strncmp(rq->path, "/ok/", 4) == 0) {
+    size_t n = strtoul(rq->path + 4, NULL, 10);
+    char *out = xmalloc(n ? n : 1);
+    for (size_t i = 0; i < n; i++)
+      out[i] = (char)('a' + i % 26);
+    srv_respond(c, 200, out, n, 0);
+    free(out);
+  } else if (strcmp(rq->path, "/slow") == 0) {
+    srv_respond_later(c, 2000, 200, NULL, "slow", 4);
+  } else if (strcmp(rq->path, "/close") == 0) {
+    srv_respond(c, 200, "closed", 6, 1);
+  } else if (strcmp(rq->path, "/echo") == 0) {
+    srv_respond(c, 200, rq->body, rq->body_len, 0);
+  } else {
+    srv_respond(c, 404, "", 0, 0);
   }
-  if (c->prev)
-    c->prev->next = c->next;
-  else
-    c->srv->conns = c->next;
-  if (c->next)
-    c->next->prev = c->prev;
-  c->pending_closes = 2;
-  uv_timer_stop(&c->slow);
-  uv_close((uv_handle_t *)&c->slow, on_conn_handle_closed);
-  uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
-}
-
-static void on_written(uv_write_t *req, int status) {
-  struct wreq *w = (struct wreq *)req;
-  struct sconn *c = w->c;
-  int close_after = w->close_after;
-  free(w->data);
-  free(w);
-  if (close_after || status < 0)
-    conn_close(c);
-}
-
-static void conn_write(struct sconn *c, char *data, size_t len, int close_after) {
-  struct wreq *w = xcalloc(1, sizeof(*w));
-  w->c = c;
-  w->data = data;
-  w->close_after = close_after;
-  uv_buf_t b = uv_buf_init(data, (unsigned)len);
-  if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
-    free(data);
-    free(w);
-    conn_close(c);
-  }
-}
-
-static void respond(struct sconn *c, int status, const char *body, size_t len, int close_after) {
-  char head[160];
-  int n =
-      snprintf(head, sizeof(head), "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n%s\r\n", status,
-               status == 200 ? "OK" : "Not Found", len, close_after ? "Connection: close\r\n" : "");
-  char *data = xmalloc((size_t)n + len);
-  memcpy(data, head, (size_t)n);
-  if (len)
-    memcpy(data + n, body, len);
-  conn_write(c, data, (size_t)n + len, close_after);
-}
-
-static void on_slow(uv_timer_t *t) {
-  struct sconn *c = t->data;
-  c->waiting = 0;
-  c->srv->slow_waiting--;
-  respond(c, 200, "slow", 4, 0);
-}
-
-/* Offset of the first "\r\n\r\n" in p, or -1. */
-static long find_blank_line(const char *p, size_t n) {
-  for (size_t i = 0; i + 4 <= n; i++)
-    if (memcmp(p + i, "\r\n\r\n", 4) == 0)
-      return (long)i;
-  return -1;
-}
-
-/* Answers every complete request in c->buf. */
-static void process(struct sconn *c) {
-  while (!c->waiting && !c->closing) {
-    long blank = find_blank_line(c->buf, c->len);
-    if (blank < 0)
-      return;
-    size_t hlen = (size_t)blank + 4;
-    char *head = xstrndup(c->buf, hlen);
-    size_t clen = 0;
-    int expect = 0;
-    for (char *line = strstr(head, "\r\n"); line && line[2]; line = strstr(line + 2, "\r\n")) {
-      const char *h = line + 2;
-      if (strncasecmp(h, "Content-Length:", 15) == 0)
-        clen = strtoul(h + 15, NULL, 10);
-      else if (strncasecmp(h, "Expect:", 7) == 0 && strstr(h, "100-continue") != NULL)
-        expect = 1;
-    }
-    if (c->len < hlen + clen) {
-      if (expect && !c->sent_continue) {
-        c->sent_continue = 1;
-        c->srv->continues++;
-        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        conn_write(c, xstrndup(cont, sizeof(cont) - 1), sizeof(cont) - 1, 0);
-      }
-      free(head);
-      return;
-    }
-    c->sent_continue = 0;
-    c->srv->requests++;
-    char path[256] = "";
-    const char *sp = strchr(head, ' ');
-    if (sp) {
-      size_t i = 0;
-      for (sp++; *sp && *sp != ' ' && i + 1 < sizeof(path); sp++)
-        path[i++] = *sp;
-      path[i] = '\0';
-    }
-    free(head);
-    const char *body = c->buf + hlen;
-    if (strncmp(path, "/ok/", 4) == 0) {
-      size_t n = strtoul(path + 4, NULL, 10);
-      char *out = xmalloc(n ? n : 1);
-      for (size_t i = 0; i < n; i++)
-        out[i] = (char)('a' + i % 26);
-      respond(c, 200, out, n, 0);
-      free(out);
-    } else if (strcmp(path, "/slow") == 0) {
-      c->waiting = 1;
-      c->srv->slow_waiting++;
-      uv_timer_start(&c->slow, on_slow, 2000, 0);
-    } else if (strcmp(path, "/close") == 0) {
-      respond(c, 200, "closed", 6, 1);
-      c->len = 0; /* Nothing more is read from this connection. */
-      return;
-    } else if (strcmp(path, "/echo") == 0) {
-      respond(c, 200, body, clen, 0);
-    } else {
-      respond(c, 404, "", 0, 0);
-    }
-    memmove(c->buf, c->buf + hlen + clen, c->len - hlen - clen);
-    c->len -= hlen + clen;
-  }
-}
-
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  struct sconn *c = h->data;
-  if (c->cap - c->len < 65536) {
-    c->cap = c->cap * 2 + 65536;
-    c->buf = xrealloc(c->buf, c->cap);
-  }
-  *buf = uv_buf_init(c->buf + c->len, (unsigned)(c->cap - c->len));
-}
-
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  struct sconn *c = s->data;
-  if (nread < 0) {
-    conn_close(c);
-    return;
-  }
-  c->len += (size_t)nread;
-  process(c);
-}
-
-static void on_accept(uv_stream_t *l, int status) {
-  struct srv *s = l->data;
-  if (status < 0)
-    return;
-  struct sconn *c = xcalloc(1, sizeof(*c));
-  c->srv = s;
-  uv_tcp_init(s->loop, &c->tcp);
-  uv_timer_init(s->loop, &c->slow);
-  c->tcp.data = c;
-  c->slow.data = c;
-  c->next = s->conns;
-  if (s->conns)
-    s->conns->prev = c;
-  s->conns = c;
-  s->open++;
-  if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0) {
-    conn_close(c);
-    return;
-  }
-  s->accepted++;
-  uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-}
-
-static int srv_start(struct srv *s, uv_loop_t *loop) {
-  memset(s, 0, sizeof(*s));
-  s->loop = loop;
-  struct sockaddr_in sa;
-  uv_ip4_addr("127.0.0.1", 0, &sa);
-  uv_tcp_init(loop, &s->listener);
-  s->listener.data = s;
-  if (uv_tcp_bind(&s->listener, (const struct sockaddr *)&sa, 0) != 0 ||
-      uv_listen((uv_stream_t *)&s->listener, 128, on_accept) != 0)
-    return -1;
-  int len = sizeof(sa);
-  uv_tcp_getsockname(&s->listener, (struct sockaddr *)&sa, &len);
-  s->port = ntohs(sa.sin_port);
-  return 0;
-}
-
-static void srv_close_listener(struct srv *s) {
-  if (s->listener_closed)
-    return;
-  s->listener_closed = 1;
-  uv_close((uv_handle_t *)&s->listener, NULL);
-}
-
-static void srv_close(struct srv *s) {
-  srv_close_listener(s);
-  while (s->conns)
-    conn_close(s->conns);
-}
-
-/* A port nothing listens on: bound once, then closed. */
-static int closed_port(void) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in sa;
-  memset(&sa, 0, sizeof(sa));
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(sa);
-  int port = 0;
-  if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-      getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-    port = ntohs(sa.sin_port);
-  if (fd >= 0)
-    close(fd);
-  return port;
 }
 
 /* The loop, the server and the curl loop under test. */
@@ -333,7 +82,7 @@ static int env_init(struct env *e) {
   memset(e, 0, sizeof(*e));
   if (!CHECK_EQ_INT(uv_loop_init(&e->loop), 0))
     return -1;
-  if (!CHECK_EQ_INT(srv_start(&e->srv, &e->loop), 0))
+  if (!CHECK_EQ_INT(srv_start(&e->srv, &e->loop, handle), 0))
     return -1;
   if (!CHECK_EQ_INT(cap_curlloop_init(&e->cl, &e->loop), 0))
     return -1;
@@ -676,7 +425,7 @@ static void test_refused(void) {
   struct env e;
   if (env_init(&e) != 0)
     return;
-  int port = closed_port();
+  int port = srv_closed_port();
   CHECK(port > 0);
   struct req r;
   req_init(&r, &e, "/", port);
@@ -699,7 +448,7 @@ static void test_alone_on_loop(void) {
     return;
   srv_close(&e.srv);
   run_to_end(&e, 1000);
-  int port = closed_port();
+  int port = srv_closed_port();
   struct req r;
   req_init(&r, &e, "/", port);
   CHECK_EQ_INT(req_start(&r), 0);
@@ -751,7 +500,7 @@ static void test_remove(void) {
   CHECK_EQ_MEM(other.body, other.len, "closed", 6);
   CHECK_EQ_INT(e.srv.requests, 2);
   /* A handle removed before it ran can be added again. */
-  srv_start(&e.srv, &e.loop);
+  srv_start(&e.srv, &e.loop, handle);
   char url[64];
   snprintf(url, sizeof(url), "http://127.0.0.1:%d/ok/10", e.srv.port);
   curl_easy_setopt(early.easy, CURLOPT_URL, url);

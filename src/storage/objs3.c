@@ -1,0 +1,222 @@
+#include "objstore.h"
+
+#include "alloc.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* The S3 (and R2) backend: an input is downloaded into a private temp file
+ * of the local store, an output is streamed in uniform multipart parts
+ * (upload.c) from a pipe or a finished temp file. */
+
+static void free_req(struct cap_s3_req *r) {
+  free(r);
+}
+
+/* What a failed download means, in the words a client reads. */
+static void fetch_error(struct cap_storage_err *e, const struct cap_s3_req *r) {
+  if (r->status == 404 || strcmp(r->err_code, "NoSuchKey") == 0) {
+    cap_storage_err_set(e, CAP_STORAGE_E_NOT_FOUND, CAP_STORAGE_INPUT,
+                        "The input object does not exist");
+  } else if (r->status == 403) {
+    cap_storage_err_set(e, CAP_STORAGE_E_DENIED, CAP_STORAGE_INPUT,
+                        "The object store refused the request: %s: %s", r->err_code, r->err_msg);
+  } else if (strcmp(r->err_code, "too_large") == 0) {
+    cap_storage_err_set(e, CAP_STORAGE_E_TOO_LARGE, CAP_STORAGE_INPUT,
+                        "The input is larger than input_max_mb");
+  } else {
+    enum cap_storage_errc c = strcmp(r->err_code, "local_write") == 0 ? CAP_STORAGE_E_LOCAL
+                              : cap_s3_transient(r)                   ? CAP_STORAGE_E_UNAVAILABLE
+                                                                      : CAP_STORAGE_E_FAILED;
+    cap_storage_err_set(e, c, CAP_STORAGE_INPUT, "Downloading the input failed: %s: %s",
+                        r->err_code, r->err_msg);
+  }
+  e->status = r->status;
+  snprintf(e->detail, sizeof(e->detail), "%s", r->err_code);
+  snprintf(e->detail_msg, sizeof(e->detail_msg), "%s", r->err_msg);
+}
+
+static void on_fetch_done(struct cap_s3_req *r) {
+  struct cap_objin *in = r->data;
+  in->req = NULL;
+  in->busy = 0;
+  if (cap_s3_ok(r)) {
+    lseek(in->fd, 0, SEEK_SET);
+    in->size = r->bytes_out;
+    cap_s3_req_free(r, free_req);
+    in->on_ready(in, NULL);
+    return;
+  }
+  fetch_error(&in->err, r);
+  cap_s3_req_free(r, free_req);
+  in->on_ready(in, &in->err);
+}
+
+static void s3_open_input(struct cap_objin *in) {
+  struct cap_objstore *os = in->os;
+  snprintf(in->tmp, sizeof(in->tmp), "%s", in->tmp_name);
+  int fd = cap_store_tmp_create(os->local, in->tmp);
+  if (fd < 0) {
+    in->tmp[0] = '\0';
+    in->busy = 0;
+    cap_storage_err_set(&in->err, CAP_STORAGE_E_LOCAL, CAP_STORAGE_INPUT,
+                        "Could not create the input's temp file");
+    in->err.sys_errno = -fd;
+    in->on_ready(in, &in->err);
+    return;
+  }
+  in->fd = fd;
+  struct cap_s3_req *r = xmalloc(sizeof(*r));
+  cap_s3_req_init(r, &os->st->s3);
+  r->method = "GET";
+  r->key = xstrdup(in->key);
+  r->out_fd = fd;
+  r->out_max = os->input_max;
+  r->done = on_fetch_done;
+  r->data = in;
+  in->req = r;
+  cap_s3_start(r);
+}
+
+static void s3_cancel_input(struct cap_objin *in) {
+  if (in->req)
+    cap_s3_req_cancel(in->req, free_req);
+  in->req = NULL;
+}
+
+static void s3_close_input(struct cap_objin *in) {
+  if (in->fd >= 0)
+    close(in->fd);
+  in->fd = -1;
+  if (in->tmp[0])
+    cap_store_discard(in->os->local, in->tmp);
+  in->tmp[0] = '\0';
+}
+
+/* Whether the store's error code says the credentials or the permission
+ * were refused. */
+static int denied(const char *code) {
+  return strcmp(code, "AccessDenied") == 0 || strcmp(code, "SignatureDoesNotMatch") == 0 ||
+         strcmp(code, "InvalidAccessKeyId") == 0;
+}
+
+static void upload_error(struct cap_storage_err *e, const struct cap_upload *u) {
+  const char *code = u->err_code[0] ? u->err_code : "error";
+  enum cap_storage_errc c = denied(code)                     ? CAP_STORAGE_E_DENIED
+                            : strcmp(code, "canceled") == 0  ? CAP_STORAGE_E_CANCELED
+                            : strcmp(code, "too_large") == 0 ? CAP_STORAGE_E_TOO_LARGE
+                            : u->err_transient               ? CAP_STORAGE_E_UNAVAILABLE
+                                                             : CAP_STORAGE_E_FAILED;
+  cap_storage_err_set(e, c, CAP_STORAGE_OUTPUT, "Storing the output failed: %s: %s", code,
+                      u->err_msg);
+  e->status = u->err_status;
+  snprintf(e->detail, sizeof(e->detail), "%s", u->err_code);
+  snprintf(e->detail_msg, sizeof(e->detail_msg), "%s", u->err_msg);
+}
+
+static void on_upload_done(struct cap_upload *u, int ok) {
+  struct cap_objout *out = u->data;
+  if (ok)
+    out->bytes = u->bytes;
+  snprintf(out->etag, sizeof(out->etag), "%s", u->etag);
+  out->parts = u->nparts ? u->nparts : 1; /* A single PUT is one piece. */
+  out->done_called = 1;
+  if (ok) {
+    out->on_done(out, NULL);
+    return;
+  }
+  upload_error(&out->err, u);
+  out->on_done(out, &out->err);
+}
+
+static void on_upload_space(struct cap_upload *u) {
+  struct cap_objout *out = u->data;
+  if (out->on_space)
+    out->on_space(out);
+}
+
+static void new_upload(struct cap_objout *out) {
+  struct cap_objstore *os = out->os;
+  out->upload = xmalloc(sizeof(*out->upload));
+  cap_upload_init(out->upload, &os->st->s3, &os->st->pool, os->parts_in_flight, out->key);
+  out->upload->content_type = out->content_type;
+  out->upload->cache_control = out->cache_control;
+  out->upload->on_space = on_upload_space;
+  out->upload->on_done = on_upload_done;
+  out->upload->data = out;
+}
+
+static void s3_start_stream(struct cap_objout *out) {
+  new_upload(out);
+}
+
+static size_t s3_space(struct cap_objout *out, char **ptr) {
+  return cap_upload_space(out->upload, ptr);
+}
+
+static void s3_commit(struct cap_objout *out, size_t n) {
+  cap_upload_commit(out->upload, n);
+}
+
+static void s3_finish(struct cap_objout *out) {
+  cap_upload_finish(out->upload);
+}
+
+static void s3_put_file(struct cap_objout *out, const char *tmp_name, uint64_t size) {
+  int fd = cap_store_tmp_open(out->os->local, tmp_name);
+  if (fd < 0) {
+    out->done_called = 1;
+    cap_storage_err_set(&out->err, CAP_STORAGE_E_LOCAL, CAP_STORAGE_OUTPUT,
+                        "Could not open the output's temp file: %s", strerror(-fd));
+    out->err.sys_errno = -fd;
+    out->on_done(out, &out->err);
+    return;
+  }
+  out->fd = fd;
+  new_upload(out);
+  cap_upload_file(out->upload, fd, size);
+}
+
+static void s3_abort(struct cap_objout *out, enum cap_storage_errc why, const char *msg) {
+  /* The upload's own code picks the metrics label of the abort. */
+  cap_upload_abort(out->upload, why == CAP_STORAGE_E_CANCELED ? "canceled" : "storage_error", msg);
+}
+
+static void s3_free_output(struct cap_objout *out) {
+  if (out->upload) {
+    cap_upload_free(out->upload);
+    free(out->upload);
+    out->upload = NULL;
+  }
+  if (out->fd >= 0)
+    close(out->fd);
+  out->fd = -1;
+}
+
+static void s3_start(struct cap_objstore *os) {
+  cap_storage_start(os->st);
+}
+
+static void s3_stop(struct cap_objstore *os) {
+  cap_storage_stop(os->st);
+}
+
+const struct cap_objstore_ops cap_objstore_s3_ops = {
+    .name = "s3",
+    .can_stream = 1,
+    .open_input = s3_open_input,
+    .cancel_input = s3_cancel_input,
+    .close_input = s3_close_input,
+    .start_stream = s3_start_stream,
+    .space = s3_space,
+    .commit = s3_commit,
+    .finish = s3_finish,
+    .put_file = s3_put_file,
+    .abort = s3_abort,
+    .free_output = s3_free_output,
+    .start = s3_start,
+    .stop = s3_stop,
+};
