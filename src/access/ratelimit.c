@@ -1,6 +1,7 @@
 #include "ratelimit.h"
 
 #include "alloc.h"
+#include "hash.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -23,15 +24,12 @@ struct cap_ratelimit {
   size_t nslots; /* A power of two. */
   struct bucket **slots;
   struct bucket *lru_head, *lru_tail;
+  /* Random, like the connection set's: client addresses are the keys. */
+  uint64_t seed;
 };
 
-static uint64_t hash(const char *s) {
-  uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-  while (*s) {
-    h ^= (unsigned char)*s++;
-    h *= 1099511628211ULL;
-  }
-  return h;
+static size_t slot_of(const struct cap_ratelimit *rl, const char *key) {
+  return cap_hash_bucket(cap_hash_str(key, rl->seed), rl->nslots);
 }
 
 struct cap_ratelimit *cap_ratelimit_new(unsigned per_minute, size_t max_entries) {
@@ -41,6 +39,7 @@ struct cap_ratelimit *cap_ratelimit_new(unsigned per_minute, size_t max_entries)
   while (rl->nslots < rl->max_entries)
     rl->nslots *= 2;
   rl->slots = xcalloc(rl->nslots, sizeof(*rl->slots));
+  rl->seed = cap_hash_seed(rl);
   cap_ratelimit_set_rate(rl, per_minute);
   return rl;
 }
@@ -90,7 +89,7 @@ static void lru_push_front(struct cap_ratelimit *rl, struct bucket *b) {
 }
 
 static void evict(struct cap_ratelimit *rl, struct bucket *b) {
-  struct bucket **pp = &rl->slots[hash(b->key) & (rl->nslots - 1)];
+  struct bucket **pp = &rl->slots[slot_of(rl, b->key)];
   while (*pp != b)
     pp = &(*pp)->hnext;
   *pp = b->hnext;
@@ -109,7 +108,7 @@ int cap_ratelimit_take(struct cap_ratelimit *rl, const char *long_key, uint64_t 
    * bucket at all, so the least recently used ones are dropped as we go. */
   for (int i = 0; i < 2 && rl->lru_tail && now_ms >= rl->lru_tail->last_ms + 60000; i++)
     evict(rl, rl->lru_tail);
-  size_t slot = hash(key) & (rl->nslots - 1);
+  size_t slot = slot_of(rl, key);
   struct bucket *b = rl->slots[slot];
   while (b && strcmp(b->key, key) != 0)
     b = b->hnext;

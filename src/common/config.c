@@ -350,18 +350,10 @@ static const char *env_get(char **envp, const char *name) {
   return NULL;
 }
 
-int cap_config_load(struct cap_config *cfg, int argc, char **argv, char **envp, char *err,
-                    size_t errlen) {
-  char name[64];
-  const char *config_flag = NULL;
-
-  memset(cfg, 0, sizeof(*cfg));
-  err[0] = '\0';
-  for (size_t i = 0; i < NOPTS; i++)
-    if (opts[i].def && set_opt(cfg, &opts[i], opts[i].def, err, errlen) != 0)
-      return -EINVAL;
-
-  /* First pass over argv: syntax, --help/--version and the config path. */
+/* The first pass over argv: checks the syntax, answers --help and
+ * --version, and finds --config.  Returns 0, CAP_CONFIG_HELP,
+ * CAP_CONFIG_VERSION or -EINVAL. */
+static int scan_argv(int argc, char **argv, const char **config_flag, char *err, size_t errlen) {
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
       return CAP_CONFIG_HELP;
@@ -379,23 +371,26 @@ int cap_config_load(struct cap_config *cfg, int argc, char **argv, char **envp, 
       return -EINVAL;
     }
     if (strcmp(o->key, "config") == 0)
-      config_flag = argv[i + 1];
+      *config_flag = argv[i + 1];
     i++;
   }
+  return 0;
+}
 
-  const char *path = config_flag ? config_flag : env_get(envp, "CAP_CONFIG");
-  if (path && load_file(cfg, path, err, errlen) != 0)
-    return -EINVAL;
-  if (path && cfg->config_path == NULL)
-    cfg->config_path = xstrdup(path);
-
+/* Every option's environment variable (CAP_CONFIG was read already). */
+static int apply_env(struct cap_config *cfg, char **envp, char *err, size_t errlen) {
+  char name[64];
   for (size_t i = 0; i < NOPTS; i++) {
     env_name(&opts[i], name, sizeof(name));
     const char *v = env_get(envp, name);
     if (v && strcmp(opts[i].key, "config") != 0 && set_opt(cfg, &opts[i], v, err, errlen) != 0)
       return -EINVAL;
   }
+  return 0;
+}
 
+/* The second pass over argv, already checked by scan_argv. */
+static int apply_argv(struct cap_config *cfg, int argc, char **argv, char *err, size_t errlen) {
   for (int i = 1; i < argc; i++) {
     const struct opt *o = find_flag(argv[i]);
     const char *v = o->type == OPT_BOOL ? "1" : argv[++i];
@@ -404,6 +399,12 @@ int cap_config_load(struct cap_config *cfg, int argc, char **argv, char **envp, 
     if (strcmp(o->key, "token") == 0)
       cfg->token_from_argv = 1;
   }
+  return 0;
+}
+
+/* Checks the settings that depend on each other, once all are in, and
+ * takes REGISTRY_TOKEN (never a flag or a file key) from the environment. */
+static int check_config(struct cap_config *cfg, char **envp, char *err, size_t errlen) {
   if (cfg->wait_default_s > cfg->wait_max_s) {
     snprintf(err, errlen, "wait_default_s: must not exceed wait_max_s (%d)", cfg->wait_max_s);
     return -EINVAL;
@@ -441,6 +442,29 @@ int cap_config_load(struct cap_config *cfg, int argc, char **argv, char **envp, 
     return -EINVAL;
   }
   return 0;
+}
+
+int cap_config_load(struct cap_config *cfg, int argc, char **argv, char **envp, char *err,
+                    size_t errlen) {
+  const char *config_flag = NULL;
+  int rc;
+
+  memset(cfg, 0, sizeof(*cfg));
+  err[0] = '\0';
+  for (size_t i = 0; i < NOPTS; i++)
+    if (opts[i].def && set_opt(cfg, &opts[i], opts[i].def, err, errlen) != 0)
+      return -EINVAL;
+  if ((rc = scan_argv(argc, argv, &config_flag, err, errlen)) != 0)
+    return rc;
+
+  const char *path = config_flag ? config_flag : env_get(envp, "CAP_CONFIG");
+  if (path && load_file(cfg, path, err, errlen) != 0)
+    return -EINVAL;
+  if (path && cfg->config_path == NULL)
+    cfg->config_path = xstrdup(path);
+  if (apply_env(cfg, envp, err, errlen) != 0 || apply_argv(cfg, argc, argv, err, errlen) != 0)
+    return -EINVAL;
+  return check_config(cfg, envp, err, errlen);
 }
 
 int cap_config_split_hostport(const char *s, char *host, size_t hostlen, int *port) {

@@ -85,47 +85,38 @@ static int check_key(const char *key, const char *name, const char **code, char 
   return 0;
 }
 
-int cap_execreq_parse(struct cap_execreq *r, const char *body, size_t len, const char **code,
-                      char *msg, size_t msglen) {
-  cJSON *root = NULL;
-  char *cap = NULL;
-  int rc = -EINVAL;
-
-  memset(r, 0, sizeof(*r));
-  r->wait_s = -1;
+/* Parses the body into *root, a JSON object with nothing after it, and
+ * checks what cJSON would otherwise let through silently.  *root may be
+ * set on failure too; the caller deletes it. */
+static int parse_object(const char *body, size_t len, cJSON **root, const char **code, char *msg,
+                        size_t msglen) {
   /* cJSON stops at a NUL, so a body with one inside is not the JSON it
    * seems to be. */
-  if (len == 0 || memchr(body, '\0', len) != NULL || !cap_jsonw_utf8_valid(body, len)) {
-    err(code, "invalid_json", msg, msglen, "%s", "body must be a UTF-8 JSON object");
-    goto fail;
-  }
-  if (!strings_clean(body, len)) {
-    err(code, "invalid_json", msg, msglen, "%s",
-        "strings must not hold control characters or \\u0000");
-    goto fail;
-  }
+  if (len == 0 || memchr(body, '\0', len) != NULL || !cap_jsonw_utf8_valid(body, len))
+    return err(code, "invalid_json", msg, msglen, "%s", "body must be a UTF-8 JSON object");
+  if (!strings_clean(body, len))
+    return err(code, "invalid_json", msg, msglen, "%s",
+               "strings must not hold control characters or \\u0000");
   const char *end = NULL;
-  root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
-  if (!cJSON_IsObject(root)) {
-    err(code, "invalid_json", msg, msglen, "%s", "body must be a JSON object");
-    goto fail;
-  }
+  *root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
+  if (!cJSON_IsObject(*root))
+    return err(code, "invalid_json", msg, msglen, "%s", "body must be a JSON object");
   for (const char *p = end; p && p < body + len; p++)
-    if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n') {
-      err(code, "invalid_json", msg, msglen, "%s", "trailing bytes after the JSON object");
-      goto fail;
-    }
+    if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n')
+      return err(code, "invalid_json", msg, msglen, "%s", "trailing bytes after the JSON object");
+  return 0;
+}
 
+/* Refuses a field given twice or one this version does not know. */
+static int check_fields(const cJSON *root, const char **code, char *msg, size_t msglen) {
   /* A key given twice means two things: cJSON would take the first, a
    * Worker's JSON.parse (or Python's json) the last, so a check made by
    * one would not hold for the other. */
   const cJSON *item;
   cJSON_ArrayForEach(item, root) {
     for (const cJSON *later = item->next; later; later = later->next)
-      if (strcmp(item->string, later->string) == 0) {
-        err(code, "invalid_json", msg, msglen, "duplicate field \"%.64s\"", item->string);
-        goto fail;
-      }
+      if (strcmp(item->string, later->string) == 0)
+        return err(code, "invalid_json", msg, msglen, "duplicate field \"%.64s\"", item->string);
   }
   cJSON_ArrayForEach(item, root) {
     size_t i, n = sizeof(known_fields) / sizeof(known_fields[0]);
@@ -135,10 +126,74 @@ int cap_execreq_parse(struct cap_execreq *r, const char *body, size_t len, const
     if (i == n) {
       *code = "unknown_field";
       snprintf(msg, msglen, "unknown field \"%.64s\"", item->string);
-      goto fail;
+      return -EINVAL;
     }
   }
+  return 0;
+}
 
+/* Sets the capability from cap (NULL: ffmpeg-render, the default when a
+ * preset is given) and checks the keys and the preset it needs. */
+static int check_capability(struct cap_execreq *r, const char *cap, const char **code, char *msg,
+                            size_t msglen) {
+  if (cap == NULL && r->preset == NULL)
+    return err(code, "missing_field", msg, msglen, "%s is required", "capability");
+  if (cap == NULL || strcmp(cap, "ffmpeg-render") == 0)
+    r->capability = CAP_CAP_FFMPEG_RENDER;
+  else if (strcmp(cap, "ffprobe") == 0)
+    r->capability = CAP_CAP_FFPROBE;
+  else
+    return err(code, "unknown_capability", msg, msglen, "unknown capability \"%.64s\"", cap);
+
+  if (r->input_key == NULL)
+    return err(code, "missing_field", msg, msglen, "%s is required", "input_key");
+  if (check_key(r->input_key, "input_key", code, msg, msglen))
+    return -EINVAL;
+  if (r->capability == CAP_CAP_FFMPEG_RENDER) {
+    if (r->output_key == NULL || r->preset == NULL)
+      return err(code, "missing_field", msg, msglen, "%s is required",
+                 r->output_key == NULL ? "output_key" : "preset");
+    if (check_key(r->output_key, "output_key", code, msg, msglen))
+      return -EINVAL;
+  } else if (r->output_key || r->preset) {
+    return err(code, "invalid_field", msg, msglen, "%s is not used by ffprobe",
+               r->output_key ? "output_key" : "preset");
+  }
+  return 0;
+}
+
+/* Reads the optional "wait" and "async" fields. */
+static int get_wait_async(struct cap_execreq *r, const cJSON *root, const char **code, char *msg,
+                          size_t msglen) {
+  const cJSON *w = cJSON_GetObjectItemCaseSensitive(root, "wait");
+  if (w) {
+    if (!cJSON_IsNumber(w) || w->valuedouble < 0 || w->valuedouble > WAIT_MAX_S ||
+        w->valuedouble != floor(w->valuedouble)) {
+      *code = "invalid_field";
+      snprintf(msg, msglen, "wait must be a whole number of seconds from 0 to %d", WAIT_MAX_S);
+      return -EINVAL;
+    }
+    r->wait_s = (int)w->valuedouble;
+  }
+  const cJSON *a = cJSON_GetObjectItemCaseSensitive(root, "async");
+  if (a) {
+    if (!cJSON_IsBool(a))
+      return err(code, "invalid_field", msg, msglen, "%s must be true or false", "async");
+    r->async = cJSON_IsTrue(a);
+  }
+  return 0;
+}
+
+int cap_execreq_parse(struct cap_execreq *r, const char *body, size_t len, const char **code,
+                      char *msg, size_t msglen) {
+  cJSON *root = NULL;
+  char *cap = NULL;
+  int rc = -EINVAL;
+
+  memset(r, 0, sizeof(*r));
+  r->wait_s = -1;
+  if (parse_object(body, len, &root, code, msg, msglen) || check_fields(root, code, msg, msglen))
+    goto fail;
   if (get_string(root, "capability", 64, &cap, code, msg, msglen) ||
       get_string(root, "input_key", 0, &r->input_key, code, msg, msglen) ||
       get_string(root, "output_key", 0, &r->output_key, code, msg, msglen) ||
@@ -146,58 +201,8 @@ int cap_execreq_parse(struct cap_execreq *r, const char *body, size_t len, const
       get_string(root, "idempotency_key", CAP_IDEMPOTENCY_KEY_MAX, &r->idempotency_key, code, msg,
                  msglen))
     goto fail;
-
-  if (cap == NULL && r->preset == NULL) {
-    err(code, "missing_field", msg, msglen, "%s is required", "capability");
+  if (check_capability(r, cap, code, msg, msglen) || get_wait_async(r, root, code, msg, msglen))
     goto fail;
-  }
-  if (cap == NULL || strcmp(cap, "ffmpeg-render") == 0) {
-    r->capability = CAP_CAP_FFMPEG_RENDER;
-  } else if (strcmp(cap, "ffprobe") == 0) {
-    r->capability = CAP_CAP_FFPROBE;
-  } else {
-    err(code, "unknown_capability", msg, msglen, "unknown capability \"%.64s\"", cap);
-    goto fail;
-  }
-
-  if (r->input_key == NULL) {
-    err(code, "missing_field", msg, msglen, "%s is required", "input_key");
-    goto fail;
-  }
-  if (check_key(r->input_key, "input_key", code, msg, msglen))
-    goto fail;
-  if (r->capability == CAP_CAP_FFMPEG_RENDER) {
-    if (r->output_key == NULL || r->preset == NULL) {
-      err(code, "missing_field", msg, msglen, "%s is required",
-          r->output_key == NULL ? "output_key" : "preset");
-      goto fail;
-    }
-    if (check_key(r->output_key, "output_key", code, msg, msglen))
-      goto fail;
-  } else if (r->output_key || r->preset) {
-    err(code, "invalid_field", msg, msglen, "%s is not used by ffprobe",
-        r->output_key ? "output_key" : "preset");
-    goto fail;
-  }
-
-  const cJSON *w = cJSON_GetObjectItemCaseSensitive(root, "wait");
-  if (w) {
-    if (!cJSON_IsNumber(w) || w->valuedouble < 0 || w->valuedouble > WAIT_MAX_S ||
-        w->valuedouble != floor(w->valuedouble)) {
-      *code = "invalid_field";
-      snprintf(msg, msglen, "wait must be a whole number of seconds from 0 to %d", WAIT_MAX_S);
-      goto fail;
-    }
-    r->wait_s = (int)w->valuedouble;
-  }
-  const cJSON *a = cJSON_GetObjectItemCaseSensitive(root, "async");
-  if (a) {
-    if (!cJSON_IsBool(a)) {
-      err(code, "invalid_field", msg, msglen, "%s must be true or false", "async");
-      goto fail;
-    }
-    r->async = cJSON_IsTrue(a);
-  }
   rc = 0;
 fail:
   free(cap);

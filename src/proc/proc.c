@@ -122,26 +122,11 @@ static char **child_env(void) {
   return env;
 }
 
-int cap_proc_spawn(uv_loop_t *loop, struct cap_proc *p, const struct cap_proc_spec *spec) {
-  uv_stdio_container_t stdio[5];
-  uv_process_options_t opts;
-  int rc;
-
-  memset(&opts, 0, sizeof(opts));
-  memset(stdio, 0, sizeof(stdio));
-  p->handles_open = 1;
-  p->pid = 0;
-  p->exited = 0;
-  p->exit_status = -1;
-  p->term_signal = 0;
-  p->spawn_error = 0;
-  p->err_total = 0;
-  p->out_max = spec->capture_out;
-  p->out_truncated = 0;
-  cap_buf_init(&p->out_buf);
-  cap_buf_init(&p->prog_line);
-  p->process.data = p;
-
+/* Fills the child's five descriptors: stdin and stdout ignored unless
+ * captured or streamed, stderr always a pipe, fd 3 the input (if any) and
+ * fd 4 the progress pipe.  Each pipe opened counts in handles_open. */
+static void setup_stdio(uv_loop_t *loop, struct cap_proc *p, const struct cap_proc_spec *spec,
+                        uv_stdio_container_t stdio[5]) {
   stdio[0].flags = UV_IGNORE;
   stdio[1].flags = UV_IGNORE;
   stdio[2].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
@@ -169,6 +154,29 @@ int cap_proc_spawn(uv_loop_t *loop, struct cap_proc *p, const struct cap_proc_sp
     stdio[4].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
     stdio[4].data.stream = (uv_stream_t *)&p->prog;
   }
+}
+
+int cap_proc_spawn(uv_loop_t *loop, struct cap_proc *p, const struct cap_proc_spec *spec) {
+  uv_stdio_container_t stdio[5];
+  uv_process_options_t opts;
+  int rc;
+
+  memset(&opts, 0, sizeof(opts));
+  memset(stdio, 0, sizeof(stdio));
+  p->handles_open = 1;
+  p->pid = 0;
+  p->exited = 0;
+  p->exit_status = -1;
+  p->term_signal = 0;
+  p->spawn_error = 0;
+  p->err_total = 0;
+  p->out_max = spec->capture_out;
+  p->out_truncated = 0;
+  cap_buf_init(&p->out_buf);
+  cap_buf_init(&p->prog_line);
+  p->process.data = p;
+
+  setup_stdio(loop, p, spec, stdio);
 
   /* Under the sandbox the child is our own binary in its helper mode,
    * which confines itself and then executes spec->args unchanged. */

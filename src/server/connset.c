@@ -1,12 +1,12 @@
 #include "connset.h"
 
 #include "alloc.h"
+#include "hash.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <uv.h>
 
 /* How many connections one client address holds. */
 struct cap_connset_client {
@@ -31,8 +31,7 @@ void cap_connset_init(struct cap_connset *s, const char *name, size_t max, size_
   s->buckets = xcalloc(s->nbuckets, sizeof(*s->buckets));
   /* A random seed, so that addresses chosen to collide (an IPv6 client has
    * plenty) cannot pile up in one chain. */
-  if (uv_random(NULL, NULL, &s->seed, sizeof(s->seed), 0, NULL) != 0)
-    s->seed = (uint64_t)(uintptr_t)s ^ 0x9e3779b97f4a7c15u;
+  s->seed = cap_hash_seed(s);
 }
 
 void cap_connset_free(struct cap_connset *s) {
@@ -48,13 +47,7 @@ void cap_connset_free(struct cap_connset *s) {
 }
 
 static size_t bucket_of(const struct cap_connset *s, const char *addr) {
-  uint64_t h = 0xcbf29ce484222325u ^ s->seed;
-  for (const unsigned char *p = (const unsigned char *)addr; *p; p++) {
-    h ^= *p;
-    h *= 0x100000001b3u;
-  }
-  h ^= h >> 29;
-  return (size_t)(h & (s->nbuckets - 1));
+  return cap_hash_bucket(cap_hash_str(addr, s->seed), s->nbuckets);
 }
 
 static struct cap_connset_client *find_client(const struct cap_connset *s, const char *addr) {
