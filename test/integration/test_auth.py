@@ -214,7 +214,9 @@ class TestSighupRotation(AuthAssertions, unittest.TestCase):
         elif content is not None:
             write_file(self.path, content, 0o600)
         self.srv.proc.send_signal(signal.SIGHUP)
-        deadline = time.time() + 5
+        # A reload waits for a new ffmpeg probe of the presets, which can
+        # take seconds on a loaded machine.
+        deadline = time.time() + 30
         lines = reloads()
         while len(lines) <= n and time.time() < deadline:
             time.sleep(0.02)

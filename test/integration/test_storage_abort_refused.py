@@ -244,24 +244,25 @@ class AbortRefused(unittest.TestCase):
 
     def test_3_refused_aborts_are_tried_once_and_logged_once(self):
         self.prefix = "refused"
-        # Two orphans the server never saw, old enough for the sweep AGE s
-        # from now.
         orphans = {"old/o403.nut": 403, "old/o405.nut": 405}
-        for key in orphans:
-            BED.create_multipart_upload(BUCKET, "refused/" + key)
-        ups = self.open_uploads()
-        t0 = max(jtime(ups[k]["Initiated"]) for k in orphans)
         jobs = {"out/a403.nut": 403, "out/b405.nut": 405}
         for key, status in list(orphans.items()) + list(jobs.items()):
             self.proxy.respond_request(self.abort_pred(key), status)
         srv = self.start_server("refused", extra=["--orphan-sweep-s", "1",
                                                   "--orphan-age-s", str(AGE)])
-
-        # a403: started now, canceled 20 s after the orphans were made.  Its
-        # refused abort then holds off the sweep until 20 + AGE s, past the
-        # end of this test, though the upload itself is older than AGE s for
-        # the last several sweeps: the sweep must skip it for the refusal.
+        # a403: its upload starts first (so it is older than the orphans,
+        # however slow the machine), and it is canceled 20 s after the
+        # orphans were made.  Its refused abort then holds off the sweep
+        # until 20 + AGE s, past the end of this test, though the upload
+        # itself is older than AGE s for the last several sweeps: the sweep
+        # must skip it for the refusal.
         a = self.start_upload(srv, "small.mp4", "out/a403.nut")
+        # Two orphans the server never saw, old enough for the sweep AGE s
+        # from now.
+        for key in orphans:
+            BED.create_multipart_upload(BUCKET, "refused/" + key)
+        ups = self.open_uploads()
+        t0 = max(jtime(ups[k]["Initiated"]) for k in orphans)
         time.sleep(max(0, t0 + 20 - time.time()))
         self.cancel(srv, a)
         # b405: fails, its ffmpeg killed.
