@@ -1,6 +1,7 @@
 #include "admit.h"
 
 #include "app.h"
+#include "errcode.h"
 #include "exchange.h"
 #include "metrics.h"
 #include "router.h"
@@ -97,7 +98,7 @@ static int limited(struct cap_exchange *x, struct cap_ratelimit *rl, const char 
   cap_metrics_inc(CAP_M_RATE_LIMITED, CAP_LABELS(rl == x->app->rl_client ? "client" : "token"));
   snprintf(v, sizeof(v), "%u", retry);
   cap_exchange_header(x, "Retry-After", v);
-  cap_exchange_set_error(x, 429, "rate_limited", "Rate limit exceeded");
+  cap_exchange_set_error(x, CAP_E_RATE_LIMITED, NULL);
   return 1;
 }
 
@@ -136,23 +137,21 @@ int cap_admit_request(struct cap_exchange *x, const struct sockaddr *peer, uint6
   client_address(x, peer);
   const char *q = cap_request_query(req, &qlen);
   if (q && query_has_credential(app, q, qlen)) {
-    cap_exchange_set_error(x, 400, "token_in_url",
-                           "Credentials must not be sent in the URL; use the "
-                           "Authorization header");
+    cap_exchange_set_error(x, CAP_E_TOKEN_IN_URL, NULL);
     return -1;
   }
   x->route = cap_router_find(cap_request_url(req), req->path_len, req->method, &status, &allow);
   if (x->route == NULL) {
     if (status == 405) {
       cap_exchange_header(x, "Allow", allow);
-      cap_exchange_set_error(x, 405, "method_not_allowed", "Method not allowed");
+      cap_exchange_set_error(x, CAP_E_METHOD_NOT_ALLOWED, NULL);
     } else {
-      cap_exchange_set_error(x, 404, "not_found", "No such route");
+      cap_exchange_set_error(x, CAP_E_NOT_FOUND, NULL);
     }
     return -1;
   }
   if (req->expect_other) {
-    cap_exchange_set_error(x, 417, "expectation_failed", "Only Expect: 100-continue is supported");
+    cap_exchange_set_error(x, CAP_E_EXPECTATION_FAILED, NULL);
     return -1;
   }
   unsigned flags = x->route->flags;
@@ -161,7 +160,7 @@ int cap_admit_request(struct cap_exchange *x, const struct sockaddr *peer, uint6
   if (x->private_listener ? !(flags & CAP_ROUTE_PRIVATE)
                           : (flags & CAP_ROUTE_METRICS) && app->cfg->metrics_listen) {
     x->route = NULL;
-    cap_exchange_set_error(x, 404, "not_found", "No such route");
+    cap_exchange_set_error(x, CAP_E_NOT_FOUND, NULL);
     return -1;
   }
   if ((flags & CAP_ROUTE_RATELIMIT) && limited(x, app->rl_client, x->client, now_ms))
@@ -180,7 +179,7 @@ int cap_admit_request(struct cap_exchange *x, const struct sockaddr *peer, uint6
       if (!(flags & CAP_ROUTE_RATELIMIT) && limited(x, app->rl_client, x->client, now_ms))
         return -1;
       cap_exchange_header(x, "WWW-Authenticate", "Bearer");
-      cap_exchange_set_error(x, 401, "unauthorized", "Unauthorized");
+      cap_exchange_set_error(x, CAP_E_UNAUTHORIZED, NULL);
       return -1;
     }
     if (x->token_name == NULL)
@@ -193,13 +192,12 @@ int cap_admit_request(struct cap_exchange *x, const struct sockaddr *peer, uint6
       return -1;
   }
   if ((flags & CAP_ROUTE_JSON_BODY) && !content_type_is_json(req)) {
-    cap_exchange_set_error(x, 415, "unsupported_media_type",
-                           "Content-Type must be application/json");
+    cap_exchange_set_error(x, CAP_E_UNSUPPORTED_MEDIA_TYPE, NULL);
     return -1;
   }
   size_t max_body = x->route->has_body ? (size_t)app->cfg->max_body_bytes : 0;
   if (req->content_length > max_body) {
-    cap_exchange_set_error(x, 413, "body_too_large", "Request body is too large");
+    cap_exchange_set_error(x, CAP_E_BODY_TOO_LARGE, NULL);
     return -1;
   }
   return 0;

@@ -2,6 +2,7 @@
 
 #include "alloc.h"
 #include "app.h"
+#include "errcode.h"
 #include "exchange.h"
 #include "execreq.h"
 #include "jobjson.h"
@@ -22,6 +23,16 @@
 /* When a class queue is full, clients are told to come back this much later. */
 #define QUEUE_FULL_RETRY_S 10
 
+/* The error of a code string from jobs/.  Temporary: jobs/ still names
+ * errors by string (a job's err_code, cap_execreq_parse's code), so this
+ * boundary looks them up in the error table until jobs/ holds enum
+ * cap_err.  Every string jobs/ produces is in the table; one that is not
+ * would be a bug, answered as such. */
+static enum cap_err job_err(const char *code) {
+  enum cap_err e = cap_err_from_code(code);
+  return e != CAP_E_NONE ? e : CAP_E_INTERNAL;
+}
+
 /* Answers for a job: its result or error when it has ended, else 202 with
  * where to poll. */
 static void reply_job(struct cap_exchange *x, struct cap_job *j, int timed_out) {
@@ -40,9 +51,10 @@ static void reply_job(struct cap_exchange *x, struct cap_job *j, int timed_out) 
     cap_exchange_send(x, 200);
     return;
   }
-  x->code = j->err_code;
+  enum cap_err e = job_err(j->err_code);
+  x->code = cap_err_code(e);
   cap_jobjson_error(j, &x->body);
-  cap_exchange_send(x, j->http_status ? j->http_status : 500);
+  cap_exchange_send(x, cap_err_status(e));
 }
 
 /* The digest that tells whether a retry with the same idempotency key is
@@ -77,60 +89,101 @@ static int prefer_wait(const struct cap_request *req) {
   return -1;
 }
 
-/* Checks what only the server knows: policies, presets, idempotency key
- * header.  Returns 0 or answers the exchange and returns -1. */
-static int check(struct cap_exchange *x, struct cap_execreq *r) {
-  struct cap_app *app = x->app;
+/* Reads the body into r.  Returns 0, or answers the exchange and returns
+ * -1; r is to be freed either way. */
+static int parse(struct cap_exchange *x, struct cap_execreq *r) {
+  const struct cap_request *req = x->req;
+  const char *code;
+  char msg[256];
+
+  if (cap_execreq_parse(r, req->body.data ? req->body.data : "", req->body.len, &code, msg,
+                        sizeof(msg)) == 0)
+    return 0;
+  cap_exchange_fail(x, job_err(code), msg);
+  return -1;
+}
+
+/* The Idempotency-Key header: sane, the same as the body's field if both
+ * are given, and copied into r when only the header is.  Returns 0 or
+ * answers the exchange and returns -1. */
+static int check_idempotency_key(struct cap_exchange *x, struct cap_execreq *r) {
   size_t len;
   const char *idem = cap_request_header(x->req, "idempotency-key", &len);
 
-  if (idem) {
-    if (len == 0 || len > CAP_IDEMPOTENCY_KEY_MAX) {
-      cap_exchange_reply_error(x, 400, "invalid_field", "Idempotency-Key must be 1 to 255 bytes");
-      return -1;
-    }
-    if (r->idempotency_key &&
-        (strlen(r->idempotency_key) != len || memcmp(r->idempotency_key, idem, len) != 0)) {
-      cap_exchange_reply_error(x, 400, "invalid_field",
-                               "Idempotency-Key header and idempotency_key field differ");
-      return -1;
-    }
-    if (r->idempotency_key == NULL)
-      r->idempotency_key = xstrndup(idem, len);
+  if (idem == NULL)
+    return 0;
+  if (len == 0 || len > CAP_IDEMPOTENCY_KEY_MAX) {
+    cap_exchange_fail(x, CAP_E_INVALID_FIELD, "Idempotency-Key must be 1 to 255 bytes");
+    return -1;
   }
+  if (r->idempotency_key &&
+      (strlen(r->idempotency_key) != len || memcmp(r->idempotency_key, idem, len) != 0)) {
+    cap_exchange_fail(x, CAP_E_INVALID_FIELD,
+                      "Idempotency-Key header and idempotency_key field differ");
+    return -1;
+  }
+  if (r->idempotency_key == NULL)
+    r->idempotency_key = xstrndup(idem, len);
+  return 0;
+}
+
+/* The keys against the store's rules and the token's prefixes.  Returns 0
+ * or answers the exchange and returns -1. */
+static int check_keys(struct cap_exchange *x, const struct cap_execreq *r) {
+  struct cap_app *app = x->app;
+
   if (cap_store_key_reserved(r->input_key) ||
       (r->output_key && cap_store_key_reserved(r->output_key))) {
-    cap_exchange_reply_error(x, 400, "invalid_key",
-                             "Keys must not name the store's temp directory");
+    cap_exchange_fail(x, CAP_E_INVALID_KEY, "Keys must not name the store's temp directory");
     return -1;
   }
   if (r->output_key && x->app->storage.kind == CAP_STORAGE_FILE &&
       !cap_store_key_usable(r->output_key)) {
-    cap_exchange_reply_error(x, 400, "invalid_key",
-                             "output_key cannot be stored here (a segment over 255 bytes, or "
-                             "the store's temp directory)");
+    cap_exchange_fail(x, CAP_E_INVALID_KEY,
+                      "output_key cannot be stored here (a segment over 255 bytes, or "
+                      "the store's temp directory)");
     return -1;
   }
   if (!cap_keypolicy_allows(app->keypolicy, x->token_name, 0, r->input_key) ||
       (r->output_key && !cap_keypolicy_allows(app->keypolicy, x->token_name, 1, r->output_key))) {
-    cap_exchange_reply_error(x, 403, "key_forbidden",
-                             "This token may not use that key (see token_prefixes)");
+    cap_exchange_fail(x, CAP_E_KEY_FORBIDDEN, NULL);
     return -1;
   }
-  if (r->capability == CAP_CAP_FFMPEG_RENDER) {
-    const struct cap_preset *p = cap_preset_find(app->jobs.presets, r->preset);
-    char msg[256];
-    if (p == NULL) {
-      snprintf(msg, sizeof(msg), "Unknown preset \"%.64s\"", r->preset);
-      cap_exchange_reply_error(x, 400, "unknown_preset", msg);
-      return -1;
-    }
-    if (!p->available) {
-      snprintf(msg, sizeof(msg), "Preset %s is unavailable here: %s", p->name,
-               p->unavailable_reason ? p->unavailable_reason : "unknown reason");
-      cap_exchange_reply_error(x, 422, "preset_unavailable", msg);
-      return -1;
-    }
+  return 0;
+}
+
+/* A render's preset: known, and able to run here.  Returns 0 or answers
+ * the exchange and returns -1. */
+static int check_preset(struct cap_exchange *x, const struct cap_execreq *r) {
+  char msg[256];
+
+  if (r->capability != CAP_CAP_FFMPEG_RENDER)
+    return 0;
+  const struct cap_preset *p = cap_preset_find(x->app->jobs.presets, r->preset);
+  if (p == NULL) {
+    snprintf(msg, sizeof(msg), "Unknown preset \"%.64s\"", r->preset);
+    cap_exchange_fail(x, CAP_E_UNKNOWN_PRESET, msg);
+    return -1;
+  }
+  if (!p->available) {
+    snprintf(msg, sizeof(msg), "Preset %s is unavailable here: %s", p->name,
+             p->unavailable_reason ? p->unavailable_reason : "unknown reason");
+    cap_exchange_fail(x, CAP_E_PRESET_UNAVAILABLE, msg);
+    return -1;
+  }
+  return 0;
+}
+
+/* Checks what only the server knows: idempotency key header, keys,
+ * presets, and whether it still takes jobs.  Returns 0 or answers the
+ * exchange and returns -1. */
+static int check(struct cap_exchange *x, struct cap_execreq *r) {
+  if (check_idempotency_key(x, r) != 0 || check_keys(x, r) != 0 || check_preset(x, r) != 0)
+    return -1;
+  if (x->app->draining) {
+    cap_exchange_header(x, "Retry-After", "30");
+    cap_exchange_fail(x, CAP_E_DRAINING, NULL);
+    return -1;
   }
   return 0;
 }
@@ -145,83 +198,89 @@ static int wait_seconds(struct cap_exchange *x, const struct cap_execreq *r) {
   return r->async ? 0 : wait;
 }
 
+/* A retry with an idempotency key already used: the same request waits
+ * for the job it made then, a different one is a conflict. */
+static void join_earlier(struct cap_exchange *x, struct cap_job *old, const unsigned char hash[32],
+                         int wait) {
+  if (memcmp(old->body_hash, hash, 32) != 0) {
+    cap_exchange_fail(x, CAP_E_IDEMPOTENCY_CONFLICT, NULL);
+    return;
+  }
+  cap_jobwait_start(x, old, wait, reply_job, x->app->cfg->cancel_on_disconnect);
+}
+
+/* Returns 1 when the file store knows already that r's input is missing.
+ * A missing input is answered then, before a job or a child exists (in
+ * S3 the job's download finds out, still before any child starts). */
+static int input_missing(struct cap_app *app, const struct cap_execreq *r) {
+  int fd, rc = 0;
+  uint64_t size;
+  if (app->storage.kind == CAP_STORAGE_FILE)
+    rc = cap_store_open_input(&app->store, r->input_key, &fd, &size);
+  if (app->storage.kind == CAP_STORAGE_FILE && rc == 0)
+    close(fd);
+  return rc == -ENOENT;
+}
+
+/* Answers 429 queue_full for the job j that its class's queue has no room
+ * for, and frees j. */
+static void reply_queue_full(struct cap_exchange *x, struct cap_job *j) {
+  struct cap_pool_class *c = cap_pool_find(&x->app->jobs.pool, j->cls);
+  char retry[16];
+  snprintf(retry, sizeof(retry), "%d", QUEUE_FULL_RETRY_S);
+  cap_exchange_header(x, "Retry-After", retry);
+  cap_buf_reset(&x->body);
+  x->code = cap_err_code(CAP_E_QUEUE_FULL);
+  cap_buf_printf(&x->body,
+                 "{\"error\":\"The %s queue is full\",\"code\":\"%s\",\"queue_depth\":%zu}", j->cls,
+                 x->code, c ? c->queued : 0);
+  cap_job_free(j);
+  cap_exchange_send(x, cap_err_status(CAP_E_QUEUE_FULL));
+}
+
+/* Hands the new job j to the table and waits for it, or answers why the
+ * table has no room (and frees j). */
+static void submit(struct cap_exchange *x, struct cap_job *j, int wait) {
+  struct cap_app *app = x->app;
+  int rc = cap_jobs_submit(&app->jobs, j);
+  if (rc == -EAGAIN) {
+    reply_queue_full(x, j);
+    return;
+  }
+  if (rc != 0) {
+    cap_job_free(j);
+    cap_exchange_fail(x, CAP_E_TOO_MANY_JOBS, NULL);
+    return;
+  }
+  cap_jobwait_start(x, j, wait, reply_job, app->cfg->cancel_on_disconnect);
+}
+
 void cap_exec_handle(struct cap_exchange *x) {
   struct cap_app *app = x->app;
   struct cap_execreq r;
-  const char *code;
-  char msg[256];
   unsigned char hash[32];
 
-  if (cap_execreq_parse(&r, x->req->body.data ? x->req->body.data : "", x->req->body.len, &code,
-                        msg, sizeof(msg)) != 0) {
+  if (parse(x, &r) != 0 || check(x, &r) != 0) {
     cap_execreq_free(&r);
-    cap_exchange_reply_error(x, 400, code, msg);
-    return;
-  }
-  if (check(x, &r) != 0) {
-    cap_execreq_free(&r);
-    return;
-  }
-  if (app->draining) {
-    cap_execreq_free(&r);
-    cap_exchange_header(x, "Retry-After", "30");
-    cap_exchange_reply_error(x, 503, "draining", "This server is shutting down; retry elsewhere");
     return;
   }
   int wait = wait_seconds(x, &r);
   body_hash(&r, hash);
 
-  if (r.idempotency_key) {
-    struct cap_job *old = cap_jobs_find_idem(&app->jobs, x->token_name, r.idempotency_key);
-    if (old) {
-      cap_execreq_free(&r);
-      if (memcmp(old->body_hash, hash, sizeof(hash)) != 0) {
-        cap_exchange_reply_error(x, 409, "idempotency_conflict",
-                                 "This Idempotency-Key was used with a different request");
-        return;
-      }
-      cap_jobwait_start(x, old, wait, reply_job, app->cfg->cancel_on_disconnect);
-      return;
-    }
-  }
-
-  /* A missing input is answered now, before a job or a child exists (in
-   * S3 the job's download finds out, still before any child starts). */
-  int fd, rc = 0;
-  uint64_t size;
-  if (app->storage.kind == CAP_STORAGE_FILE)
-    rc = cap_store_open_input(&app->store, r.input_key, &fd, &size);
-  if (app->storage.kind == CAP_STORAGE_FILE && rc == 0)
-    close(fd);
-  if (rc == -ENOENT) {
+  struct cap_job *old =
+      r.idempotency_key ? cap_jobs_find_idem(&app->jobs, x->token_name, r.idempotency_key) : NULL;
+  if (old) {
     cap_execreq_free(&r);
-    cap_exchange_reply_error(x, 404, "input_not_found", "The input object does not exist");
+    join_earlier(x, old, hash, wait);
     return;
   }
-
+  if (input_missing(app, &r)) {
+    cap_execreq_free(&r);
+    cap_exchange_fail(x, CAP_E_INPUT_NOT_FOUND, NULL);
+    return;
+  }
   struct cap_job *j = cap_job_new(&app->jobs, &r, x->token_name, x->req_id);
   memcpy(j->body_hash, hash, sizeof(hash));
   cap_execreq_free(&r);
-  rc = cap_jobs_submit(&app->jobs, j);
-  if (rc == -EAGAIN) {
-    struct cap_pool_class *c = cap_pool_find(&app->jobs.pool, j->cls);
-    char retry[16];
-    snprintf(retry, sizeof(retry), "%d", QUEUE_FULL_RETRY_S);
-    cap_exchange_header(x, "Retry-After", retry);
-    cap_buf_reset(&x->body);
-    x->code = "queue_full";
-    cap_buf_printf(&x->body,
-                   "{\"error\":\"The %s queue is full\",\"code\":\"queue_full\","
-                   "\"queue_depth\":%zu}",
-                   j->cls, c ? c->queued : 0);
-    cap_job_free(j);
-    cap_exchange_send(x, 429);
-    return;
-  }
-  if (rc != 0) {
-    cap_job_free(j);
-    cap_exchange_reply_error(x, 503, "too_many_jobs", "Too many unfinished jobs; retry later");
-    return;
-  }
-  cap_jobwait_start(x, j, wait, reply_job, app->cfg->cancel_on_disconnect);
+  submit(x, j, wait);
 }

@@ -42,11 +42,17 @@ void cap_exchange_header(struct cap_exchange *x, const char *name, const char *v
   cap_buf_append(&x->headers, "\r\n", 2);
 }
 
-void cap_exchange_set_error(struct cap_exchange *x, int status, const char *code, const char *msg) {
+/* Both the table's rows and the legacy string form end here. */
+static void set_error(struct cap_exchange *x, int status, const char *code, const char *msg) {
   x->status = status;
   x->code = code;
   cap_buf_reset(&x->body);
   cap_httpresp_error_json(&x->body, msg, code);
+}
+
+void cap_exchange_set_error(struct cap_exchange *x, enum cap_err e, const char *msg) {
+  assert(cap_err_code(e) != NULL);
+  set_error(x, cap_err_status(e), cap_err_code(e), msg ? msg : cap_err_message(e));
 }
 
 static void finish(struct cap_exchange *x) {
@@ -69,8 +75,13 @@ void cap_exchange_send(struct cap_exchange *x, int status) {
   finish(x);
 }
 
+void cap_exchange_fail(struct cap_exchange *x, enum cap_err e, const char *msg) {
+  cap_exchange_set_error(x, e, msg);
+  finish(x);
+}
+
 void cap_exchange_reply_error(struct cap_exchange *x, int status, const char *code,
                               const char *msg) {
-  cap_exchange_set_error(x, status, code, msg);
+  set_error(x, status, code, msg);
   finish(x);
 }

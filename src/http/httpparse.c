@@ -9,9 +9,10 @@
 
 #define PARSER(lp) ((struct cap_httpparse *)((char *)(lp)-offsetof(struct cap_httpparse, parser)))
 
-static int fail(struct cap_httpparse *p, int status, const char *code, const char *msg) {
-  p->err_status = status;
-  p->err_code = code;
+static int fail(struct cap_httpparse *p, enum cap_err e, const char *msg) {
+  p->err = e;
+  p->err_status = cap_err_status(e);
+  p->err_code = cap_err_code(e);
   p->err_msg = msg;
   return HPE_USER;
 }
@@ -43,7 +44,7 @@ static int on_header_field_complete(llhttp_t *lp) {
    * are some, since trailers are not stored. */
   if (p->header_state != HS_FIELD ||
       (!p->in_body && (p->req.nhdr == 0 || p->req.hdr[p->req.nhdr - 1].name_len == 0)))
-    return fail(p, 400, "bad_request", "Header without a name");
+    return fail(p, CAP_E_BAD_REQUEST, "Header without a name");
   p->header_state = HS_VALUE;
   return 0;
 }
@@ -75,16 +76,16 @@ static int on_chunk_ext(llhttp_t *lp, const char *at, size_t n) {
   struct cap_httpparse *p = PARSER(lp);
   p->chunk_ext_bytes += n;
   if (p->chunk_ext_bytes > CHUNK_EXT_MAX)
-    return fail(p, 400, "bad_request", "Chunk extensions are too long");
+    return fail(p, CAP_E_BAD_REQUEST, "Chunk extensions are too long");
   return 0;
 }
 
 static int on_url(llhttp_t *lp, const char *at, size_t n) {
   struct cap_httpparse *p = PARSER(lp);
   if (p->req.url_len + n > p->limits.max_url_bytes)
-    return fail(p, 414, "uri_too_long", "Request URL is too long");
+    return fail(p, CAP_E_URI_TOO_LONG, "Request URL is too long");
   if (head_full(p, n))
-    return fail(p, 431, "headers_too_large", "Request headers are too large");
+    return fail(p, CAP_E_HEADERS_TOO_LARGE, "Request headers are too large");
   cap_buf_append(&p->req.head, at, n);
   p->req.url_len += n;
   return 0;
@@ -104,7 +105,7 @@ static int bad_value_byte(const char *at, size_t n) {
 static int trailer_bytes(struct cap_httpparse *p, size_t n) {
   p->chunk_ext_bytes += n;
   if (p->chunk_ext_bytes > p->limits.max_header_bytes)
-    return fail(p, 431, "headers_too_large", "Request trailers are too large");
+    return fail(p, CAP_E_HEADERS_TOO_LARGE, "Request trailers are too large");
   return 0;
 }
 
@@ -119,11 +120,11 @@ static int on_header_field(llhttp_t *lp, const char *at, size_t n) {
     return trailer_bytes(p, n);
   }
   if (head_full(p, n))
-    return fail(p, 431, "headers_too_large", "Request headers are too large");
+    return fail(p, CAP_E_HEADERS_TOO_LARGE, "Request headers are too large");
   p->header_state = HS_FIELD;
   if (r->nhdr == 0 || p->last_was_value) {
     if (r->nhdr >= p->limits.max_headers)
-      return fail(p, 431, "headers_too_large", "Too many request headers");
+      return fail(p, CAP_E_HEADERS_TOO_LARGE, "Too many request headers");
     if (r->nhdr == r->hdr_cap) {
       r->hdr_cap = r->hdr_cap ? r->hdr_cap * 2 : 16;
       r->hdr = xrealloc(r->hdr, r->hdr_cap * sizeof(*r->hdr));
@@ -145,18 +146,18 @@ static int on_header_value(llhttp_t *lp, const char *at, size_t n) {
   struct cap_request *r = &p->req;
   if (p->in_body) {
     if (p->header_state != HS_VALUE)
-      return fail(p, 400, "bad_request", "Trailer without a name");
+      return fail(p, CAP_E_BAD_REQUEST, "Trailer without a name");
     if (bad_value_byte(at, n))
-      return fail(p, 400, "bad_request", "Invalid character in a trailer value");
+      return fail(p, CAP_E_BAD_REQUEST, "Invalid character in a trailer value");
     return trailer_bytes(p, n);
   }
   /* A value must follow a field name; llhttp lets ": v" through. */
   if (r->nhdr == 0 || p->header_state == HS_DONE || p->header_state == HS_NONE)
-    return fail(p, 400, "bad_request", "Header without a name");
+    return fail(p, CAP_E_BAD_REQUEST, "Header without a name");
   if (head_full(p, n))
-    return fail(p, 431, "headers_too_large", "Request headers are too large");
+    return fail(p, CAP_E_HEADERS_TOO_LARGE, "Request headers are too large");
   if (bad_value_byte(at, n))
-    return fail(p, 400, "bad_request", "Invalid character in a header value");
+    return fail(p, CAP_E_BAD_REQUEST, "Invalid character in a header value");
   struct cap_header *h = &r->hdr[r->nhdr - 1];
   if (!p->last_was_value) {
     h->value_off = (uint32_t)r->head.len;
@@ -189,13 +190,13 @@ static int on_headers_complete(llhttp_t *lp) {
   r->http_major = lp->http_major;
   r->http_minor = lp->http_minor;
   if (r->http_major != 1)
-    return fail(p, 400, "bad_request", "Unsupported HTTP version");
+    return fail(p, CAP_E_BAD_REQUEST, "Unsupported HTTP version");
   if (r->url_len == 0 || url[0] != '/')
-    return fail(p, 400, "bad_request", "Request target must be an absolute path");
+    return fail(p, CAP_E_BAD_REQUEST, "Request target must be an absolute path");
   const char *q = memchr(url, '?', r->url_len);
   r->path_len = q ? (size_t)(q - url) : r->url_len;
   if (memchr(url, '#', r->url_len))
-    return fail(p, 400, "bad_request", "Request target must not hold a fragment");
+    return fail(p, CAP_E_BAD_REQUEST, "Request target must not hold a fragment");
 
   r->chunked = (lp->flags & F_CHUNKED) != 0;
   r->has_content_length = (lp->flags & F_CONTENT_LENGTH) != 0;
@@ -208,7 +209,7 @@ static int on_headers_complete(llhttp_t *lp) {
   lp->upgrade = 0;
   size_t te_count = cap_request_header_count(r, "transfer-encoding");
   if (r->http_minor == 0 && te_count > 0)
-    return fail(p, 400, "bad_request", "Transfer-Encoding in an HTTP/1.0 request");
+    return fail(p, CAP_E_BAD_REQUEST, "Transfer-Encoding in an HTTP/1.0 request");
   /* RFC 9112 6.3: a Transfer-Encoding other than a final chunked makes the
    * length unknowable; llhttp lets an empty one through.  chunked is also
    * the only coding we decode, so one before it (gzip, or identity, which
@@ -220,10 +221,10 @@ static int on_headers_complete(llhttp_t *lp) {
   if (te_count > 0) {
     const char *te = cap_request_header(r, "transfer-encoding", &len);
     if (te_count > 1 || !is_chunked_alone(te, len) || !r->chunked || r->has_content_length)
-      return fail(p, 400, "bad_request", "Transfer-Encoding must be chunked, alone");
+      return fail(p, CAP_E_BAD_REQUEST, "Transfer-Encoding must be chunked, alone");
   }
   if (cap_request_header_count(r, "host") > 1)
-    return fail(p, 400, "bad_request", "More than one Host header");
+    return fail(p, CAP_E_BAD_REQUEST, "More than one Host header");
   const char *expect = cap_request_header(r, "expect", &len);
   if (expect) {
     if (len == 12 && strncasecmp(expect, "100-continue", 12) == 0)
@@ -239,7 +240,7 @@ static int on_headers_complete(llhttp_t *lp) {
 static int on_body(llhttp_t *lp, const char *at, size_t n) {
   struct cap_httpparse *p = PARSER(lp);
   if (p->req.body.len + n > p->max_body)
-    return fail(p, 413, "body_too_large", "Request body is too large");
+    return fail(p, CAP_E_BODY_TOO_LARGE, "Request body is too large");
   cap_buf_append(&p->req.body, at, n);
   return 0;
 }
@@ -367,7 +368,7 @@ enum cap_httpparse_event cap_httpparse_feed(struct cap_httpparse *p, const char 
     if (head || trailers) {
       const char *why = scan_head(p, data + off, used);
       if (why) {
-        fail(p, 400, "bad_request", why);
+        fail(p, CAP_E_BAD_REQUEST, why);
         *consumed = off + used;
         return CAP_HTTPPARSE_ERROR;
       }
@@ -376,7 +377,7 @@ enum cap_httpparse_event cap_httpparse_feed(struct cap_httpparse *p, const char 
     *consumed = off;
     if (err == HPE_OK) {
       if (!p->in_body && p->head_bytes > p->limits.max_header_bytes) {
-        fail(p, 431, "headers_too_large", "Request headers are too large");
+        fail(p, CAP_E_HEADERS_TOO_LARGE, "Request headers are too large");
         return CAP_HTTPPARSE_ERROR;
       }
       continue;
@@ -391,13 +392,13 @@ enum cap_httpparse_event cap_httpparse_feed(struct cap_httpparse *p, const char 
     if (err == HPE_PAUSED_UPGRADE) {
       /* on_headers_complete clears the upgrade flag, so this cannot
        * happen; if it does, the stream is not HTTP we can follow. */
-      fail(p, 400, "bad_request", "Protocol upgrades are not supported");
+      fail(p, CAP_E_BAD_REQUEST, "Protocol upgrades are not supported");
       return CAP_HTTPPARSE_ERROR;
     }
     /* llhttp reports a failing *_complete callback as its own error code,
      * not as ours: a reason one of our callbacks gave is kept. */
-    if (err != HPE_USER && p->err_code == NULL)
-      fail(p, 400, "bad_request", "Malformed request");
+    if (err != HPE_USER && p->err == CAP_E_NONE)
+      fail(p, CAP_E_BAD_REQUEST, "Malformed request");
     return CAP_HTTPPARSE_ERROR;
   }
   *consumed = off;

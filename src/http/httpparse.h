@@ -2,6 +2,7 @@
 #define CAP_HTTPPARSE_H
 
 #include "buf.h"
+#include "errcode.h"
 
 #include <llhttp.h>
 #include <stddef.h>
@@ -54,7 +55,7 @@ enum cap_httpparse_event {
   CAP_HTTPPARSE_MORE,    /* Everything was consumed; feed more bytes. */
   CAP_HTTPPARSE_HEADERS, /* Headers of req are complete; set max_body and feed on. */
   CAP_HTTPPARSE_MESSAGE, /* req is complete; answer it, then cap_httpparse_next. */
-  CAP_HTTPPARSE_ERROR    /* Fatal: answer err_status / err_code and close. */
+  CAP_HTTPPARSE_ERROR    /* Fatal: answer err with err_msg and close. */
 };
 
 struct cap_httpparse {
@@ -71,9 +72,12 @@ struct cap_httpparse {
   int line_state;        /* Before, in or after the request line, for the space check. */
   unsigned char prev[2]; /* The last two raw bytes of head or trailers (line ends). */
   size_t chunk_ext_bytes;
+  enum cap_err err; /* Why parsing failed; CAP_E_NONE until it has. */
+  /* err's status and code as the error table gives them, kept as fields
+   * for readers that print or check them (tests, the fuzzer). */
   int err_status;
   const char *err_code;
-  const char *err_msg;
+  const char *err_msg; /* Static. */
 };
 
 void cap_httpparse_init(struct cap_httpparse *p, const struct cap_httpparse_limits *limits);

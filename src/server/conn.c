@@ -4,6 +4,7 @@
 #include "alloc.h"
 #include "app.h"
 #include "container.h"
+#include "errcode.h"
 #include "httpresp.h"
 #include "log.h"
 #include "metrics.h"
@@ -297,11 +298,11 @@ static int respond(struct cap_conn *c) {
 }
 
 /* Answers a request that cannot be parsed further, then closes. */
-static void fail_connection(struct cap_conn *c, int status, const char *code, const char *msg) {
+static void fail_connection(struct cap_conn *c, enum cap_err e, const char *msg) {
   if (!c->begun)
     begin_exchange(c);
   cap_buf_reset(&c->x.headers);
-  cap_exchange_set_error(&c->x, status, code, msg);
+  cap_exchange_set_error(&c->x, e, msg);
   c->x.close_after = 1;
   respond(c);
   close_after_write(c);
@@ -347,7 +348,7 @@ static void on_body_timer(struct cap_conn *c) {
   if (c->rejected)
     refuse_now(c);
   else
-    fail_connection(c, 408, "request_timeout",
+    fail_connection(c, CAP_E_REQUEST_TIMEOUT,
                     slow ? "Request body arrives too slowly" : "Request body took too long");
 }
 
@@ -392,7 +393,7 @@ static void on_timeout(uv_timer_t *t) {
       cap_conn_close(c); /* Nothing of a request arrived: no one to answer. */
       return;
     }
-    fail_connection(c, 408, "request_timeout", "Request headers took too long");
+    fail_connection(c, CAP_E_REQUEST_TIMEOUT, NULL);
     return;
   case PHASE_BODY:
     on_body_timer(c);
@@ -487,7 +488,7 @@ static void dispatch(struct cap_conn *c) {
   } else if (x->route == NULL || !c->begun) {
     /* A message without its own headers: the parser lost its way. */
     c->in_dispatch = 0;
-    fail_connection(c, 400, "bad_request", "Malformed request");
+    fail_connection(c, CAP_E_BAD_REQUEST, NULL);
     return;
   } else {
     x->route->handler(x);
@@ -519,7 +520,7 @@ static void on_headers(struct cap_conn *c) {
   if (attribute_client(c) != 0) {
     count_shed(c, "client_limit");
     cap_buf_reset(&x->headers);
-    cap_exchange_set_error(x, 503, "too_many_connections",
+    cap_exchange_set_error(x, CAP_E_TOO_MANY_CONNECTIONS,
                            "Too many open connections from this client; retry later");
     x->close_after = 1;
     respond(c);
@@ -591,7 +592,7 @@ static void process(struct cap_conn *c, const char *data, size_t len) {
       dispatch(c);
       break;
     case CAP_HTTPPARSE_ERROR:
-      fail_connection(c, c->parser.err_status, c->parser.err_code, c->parser.err_msg);
+      fail_connection(c, c->parser.err, c->parser.err_msg);
       return;
     }
   }
@@ -701,9 +702,8 @@ struct cap_conn *cap_conn_accept(uv_stream_t *listener, const struct cap_conn_op
   if (refuse) {
     c->refuse = 1;
     begin_exchange(c);
-    fail_connection(c, 503, "too_many_connections",
-                    refuse == 2 ? "Too many open connections from this client; retry later"
-                                : "Too many open connections; retry later");
+    fail_connection(c, CAP_E_TOO_MANY_CONNECTIONS,
+                    refuse == 2 ? "Too many open connections from this client; retry later" : NULL);
     return c;
   }
   arm_timer(c, PHASE_HEAD);
