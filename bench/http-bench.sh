@@ -42,6 +42,9 @@
 #
 # Environment
 #   CAP_SERVER_BIN   cap-server binary            (default: <repo>/build/cap-server)
+#   BASELINE_BIN     another cap-server binary (say, a build of the previous
+#                    commit) to run in the seed stack's place: the "seed"
+#                    columns and the ratio then compare two builds
 #   BENCH_DURATION   seconds per measured wrk run (default: 10; "10s" also accepted)
 #   REPEAT           measured runs per cell; medians are reported (default: 3)
 #   CONNECTIONS      connection counts            (default: "64 256")
@@ -120,7 +123,9 @@ command -v node >/dev/null || apt_install nodejs
 command -v npm >/dev/null || apt_install npm
 if [[ $PIN != 0 ]] && ! command -v taskset >/dev/null; then apt_install util-linux; fi
 
+BASELINE_BIN=${BASELINE_BIN:-}
 # Seed stack dependencies: npm ci from the lock file, once per lock-file content.
+[[ -n $BASELINE_BIN ]] || {
 LOCK_SUM=$(sha256sum "$SEED_DIR/package-lock.json" | cut -d' ' -f1)
 STAMP=$SEED_DIR/node_modules/.http-bench-lock.sha256
 if [[ ! -f $STAMP || $(cat "$STAMP") != "$LOCK_SUM" ]]; then
@@ -129,6 +134,7 @@ if [[ ! -f $STAMP || $(cat "$STAMP") != "$LOCK_SUM" ]]; then
     || die "npm ci failed in $SEED_DIR"
   printf '%s\n' "$LOCK_SUM" >"$STAMP"
 fi
+}
 
 [[ -x $CAP_SERVER_BIN ]] || die "cap-server binary not found or not executable: $CAP_SERVER_BIN (build it, or set CAP_SERVER_BIN)"
 
@@ -184,9 +190,16 @@ wait_ready() { # pid url name
   --port "$CAP_PORT" --host 127.0.0.1 --log-file /dev/null --rate-limit "$RATE_LIMIT" \
   >"$OUT_DIR/cap-server.stdout" 2>"$OUT_DIR/cap-server.stderr" &
 CAP_PID=$!
-(cd "$SEED_DIR" && exec "${ENV_CLEAN[@]}" NODE_ENV=production CAPABILITY_TOKEN="$TOKEN" "${SRV_PIN[@]}" \
-  node capability-server.js --port "$SEED_PORT" --host 127.0.0.1 --rate-limit "$RATE_LIMIT") \
-  >"$OUT_DIR/seed-stack.stdout" 2>"$OUT_DIR/seed-stack.stderr" &
+if [[ -n $BASELINE_BIN ]]; then
+  # Another build of cap-server (an earlier commit) in the seed stack's seat.
+  "${ENV_CLEAN[@]}" CAPABILITY_TOKEN="$TOKEN" "${SRV_PIN[@]}" "$BASELINE_BIN" \
+    --port "$SEED_PORT" --host 127.0.0.1 --log-file /dev/null --rate-limit "$RATE_LIMIT" \
+    >"$OUT_DIR/seed-stack.stdout" 2>"$OUT_DIR/seed-stack.stderr" &
+else
+  (cd "$SEED_DIR" && exec "${ENV_CLEAN[@]}" NODE_ENV=production CAPABILITY_TOKEN="$TOKEN" "${SRV_PIN[@]}" \
+    node capability-server.js --port "$SEED_PORT" --host 127.0.0.1 --rate-limit "$RATE_LIMIT") \
+    >"$OUT_DIR/seed-stack.stdout" 2>"$OUT_DIR/seed-stack.stderr" &
+fi
 SEED_PID=$!
 wait_ready "$CAP_PID" "$CAP_URL" cap-server
 wait_ready "$SEED_PID" "$SEED_URL" seed-stack
@@ -362,7 +375,11 @@ CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/n
 {
   echo "cap-server HTTP benchmark  $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "  cap-server : $CAP_VERSION ($CAP_SERVER_BIN, repo $GIT_REV), --log-file /dev/null"
-  echo "  seed stack : node $(node --version), express $EXPRESS_V, express-rate-limit $ERL_V (bench/seed-stack, NODE_ENV=production, no request log)"
+  if [[ -n $BASELINE_BIN ]]; then
+    echo "  baseline   : $("$BASELINE_BIN" --version 2>/dev/null | head -n 1) ($BASELINE_BIN) in the \"seed\" columns"
+  else
+    echo "  seed stack : node $(node --version), express $EXPRESS_V, express-rate-limit $ERL_V (bench/seed-stack, NODE_ENV=production, no request log)"
+  fi
   echo "  load       : wrk $(wrk --version 2>&1 | awk 'NR == 1 { print $2 }'), $WRK_THREADS threads, ${BENCH_DURATION}s per run, median of $REPEAT runs, warm-up ${WARMUP_DURATION}s, --timeout ${WRK_TIMEOUT}s"
   echo "  machine    : $CPU_MODEL, $NCPU CPUs; pinning: $PIN_DESC"
   echo "  rate limit : /exec limit set to $RATE_LIMIT/min on BOTH servers (cap-server --rate-limit, express-rate-limit limit):"
