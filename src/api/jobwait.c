@@ -2,13 +2,12 @@
 
 #include "alloc.h"
 #include "app.h"
+#include "container.h"
 #include "exchange.h"
 #include "job.h"
 
 #include <stdlib.h>
 #include <uv.h>
-
-#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 struct jobwait {
   struct cap_job_waiter w;

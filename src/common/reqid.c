@@ -28,6 +28,27 @@ void cap_reqid_generate(char *out) {
   out[32] = '\0';
 }
 
+void cap_reqid_generate_job(char *out) {
+  static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  unsigned char r[16];
+  if (RAND_bytes(r, sizeof(r)) != 1)
+    abort(); /* Guessable job ids would let tokens see each other's jobs. */
+  uint32_t acc = 0;
+  int bits = 0;
+  size_t o = 0;
+  for (size_t i = 0; i < sizeof(r); i++) {
+    acc = (acc << 8) | r[i];
+    bits += 8;
+    while (bits >= 6) {
+      out[o++] = b64[(acc >> (bits - 6)) & 63];
+      bits -= 6;
+    }
+  }
+  if (bits > 0)
+    out[o++] = b64[(acc << (6 - bits)) & 63];
+  out[o] = '\0';
+}
+
 int cap_reqid_valid(const char *s, size_t n) {
   if (n == 0 || n > CAP_REQID_MAX)
     return 0;

@@ -2,31 +2,23 @@
 
 #include "alloc.h"
 #include "config.h"
+#include "container.h"
 #include "jobcmd.h"
-#include "jobio.h"
-#include "jobprogress.h"
-#include "jobs.h"
 #include "log.h"
 #include "metrics.h"
 #include "preset.h"
 #include "storage.h"
 #include "store.h"
-#include "upload.h"
 
+#include <assert.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <openssl/rand.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-
-#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
-
-/* What the job's child is doing. */
-enum phase { PHASE_NONE, PHASE_FETCH, PHASE_DURATION, PHASE_FFMPEG, PHASE_PROBE, PHASE_DETECT };
 
 /* Open files a child may hold, and tasks (threads) its user may run. */
 #define CHILD_NOFILE 1024
@@ -43,43 +35,157 @@ const char *cap_job_state_name(enum cap_job_state s) {
   return state_names[s];
 }
 
+/* The stage table: each stage's name, what clients see of it (-1: CLOSED
+ * keeps the outcome), and the stages it may move to. */
+#define TO(s)    (1u << CAP_JOB_S_##s)
+#define ENDINGS  (TO(FAILED) | TO(CANCELED))
+#define KEEP_OUT -1
+static const struct {
+  const char *name;
+  int state;
+  unsigned next;
+} stages[CAP_JOB_S__COUNT] = {
+    [CAP_JOB_S_NEW] = {"new", CAP_JOB_QUEUED, TO(QUEUED)},
+    [CAP_JOB_S_QUEUED] = {"queued", CAP_JOB_QUEUED,
+                          TO(FETCHING) | TO(PROBING) | TO(MEASURING) | ENDINGS},
+    [CAP_JOB_S_FETCHING] = {"fetching", CAP_JOB_RUNNING, TO(PROBING) | TO(MEASURING) | ENDINGS},
+    [CAP_JOB_S_PROBING] = {"probing", CAP_JOB_RUNNING, TO(DETECTING) | TO(SUCCEEDED) | ENDINGS},
+    [CAP_JOB_S_MEASURING] = {"measuring", CAP_JOB_RUNNING, TO(DETECTING) | TO(RENDERING) | ENDINGS},
+    [CAP_JOB_S_DETECTING] = {"detecting", CAP_JOB_RUNNING, ENDINGS},
+    [CAP_JOB_S_RENDERING] = {"rendering", CAP_JOB_RUNNING, TO(STORING) | ENDINGS},
+    [CAP_JOB_S_STORING] = {"storing", CAP_JOB_UPLOADING, TO(SUCCEEDED) | ENDINGS},
+    [CAP_JOB_S_SUCCEEDED] = {"succeeded", CAP_JOB_SUCCEEDED, TO(CLOSED)},
+    [CAP_JOB_S_FAILED] = {"failed", CAP_JOB_FAILED, TO(CLOSED)},
+    [CAP_JOB_S_CANCELED] = {"canceled", CAP_JOB_CANCELED, TO(CLOSED)},
+    [CAP_JOB_S_CLOSED] = {"closed", KEEP_OUT, 0},
+};
+
+const char *cap_job_stage_name(enum cap_job_stage s) {
+  return stages[s].name;
+}
+
+int cap_job_may_move(enum cap_job_stage from, enum cap_job_stage to) {
+  return from < CAP_JOB_S__COUNT && to < CAP_JOB_S__COUNT && (stages[from].next & (1u << to)) != 0;
+}
+
 static int64_t wall_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void make_id(char *out) {
-  static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  unsigned char r[16];
-  if (RAND_bytes(r, sizeof(r)) != 1)
-    abort(); /* Guessable job ids would let tokens see each other's jobs. */
-  uint32_t acc = 0;
-  int bits = 0;
-  size_t o = 0;
-  for (size_t i = 0; i < sizeof(r); i++) {
-    acc = (acc << 8) | r[i];
-    bits += 8;
-    while (bits >= 6) {
-      out[o++] = b64[(acc >> (bits - 6)) & 63];
-      bits -= 6;
-    }
+/* Moves the cap_jobs{state} gauge by d for public state s; it counts the
+ * unfinished jobs of the table only. */
+static void gauge(enum cap_job_state s, double d) {
+  if (s <= CAP_JOB_UPLOADING)
+    cap_metrics_add(CAP_M_JOBS, CAP_LABELS(state_names[s]), d);
+}
+
+static void log_finished(struct cap_job *j) {
+  struct cap_log_rec *r =
+      cap_log_begin(j->state == CAP_JOB_SUCCEEDED ? CAP_LOG_INFO : CAP_LOG_WARN, "job.finished");
+  cap_log_str(r, "job_id", j->id);
+  cap_log_str(r, "req_id", j->req_id);
+  cap_log_str(r, "state", cap_job_state_name(j->state));
+  cap_log_str(r, "capability", cap_execreq_capabilities[j->capability]);
+  if (j->preset)
+    cap_log_str(r, "preset", j->preset);
+  if (j->err_code)
+    cap_log_str(r, "code", j->err_code);
+  if (j->exit_status >= 0)
+    cap_log_int(r, "exit_status", j->exit_status);
+  if (j->term_signal)
+    cap_log_int(r, "signal", j->term_signal);
+  cap_log_int(r, "dur_ms", j->started_at ? j->finished_at - j->started_at : 0);
+  cap_log_int(r, "bytes", (long long)j->bytes);
+  if (j->stderr_tail && j->state == CAP_JOB_FAILED)
+    cap_log_str(r, "stderr_tail", j->stderr_tail);
+  cap_log_end(r);
+}
+
+/* What reaching an outcome means besides the stage: the time, the counts,
+ * the log line, the owner told, and the waiters woken on a later turn. */
+static void note_outcome(struct cap_job *j) {
+  const char *preset = j->preset ? j->preset : "ffprobe";
+  j->finished_at = wall_ms();
+  cap_metrics_inc(CAP_M_JOBS_FINISHED, CAP_LABELS(preset, cap_job_state_name(j->state)));
+  if (j->finished_at >= j->created_at)
+    cap_metrics_observe(CAP_M_JOB_DURATION, CAP_LABELS(preset),
+                        (double)(j->finished_at - j->created_at) / 1000);
+  log_finished(j);
+  j->owner_ops->settled(j->owner_ops, j);
+  j->owner_ops->defer(j->owner_ops, j);
+}
+
+/* The one place a job changes stage (and public state): asserts that the
+ * table allows it, logs it at debug level and keeps the metrics. */
+static void move(struct cap_job *j, enum cap_job_stage to) {
+  enum cap_job_stage from = j->stage;
+  assert(cap_job_may_move(from, to));
+  j->stage = to;
+  struct cap_log_rec *r = cap_log_begin(CAP_LOG_DEBUG, "job.state");
+  cap_log_str(r, "job_id", j->id);
+  cap_log_str(r, "from", stages[from].name);
+  cap_log_str(r, "to", stages[to].name);
+  cap_log_end(r);
+  if (stages[to].state == KEEP_OUT)
+    return;
+  enum cap_job_state was = j->state;
+  j->state = (enum cap_job_state)stages[to].state;
+  if (from == CAP_JOB_S_NEW || was != j->state) {
+    if (from != CAP_JOB_S_NEW)
+      gauge(was, -1);
+    gauge(j->state, 1);
   }
-  if (bits > 0)
-    out[o++] = b64[(acc << (6 - bits)) & 63];
-  out[o] = '\0';
+  if (to >= CAP_JOB_S_SUCCEEDED)
+    note_outcome(j);
 }
 
-static void on_handle_closed(uv_handle_t *h) {
-  struct cap_job *j = h->data;
-  j->handles_open--;
+static void on_input_ready(struct cap_jobio *io, int status, const char *code, int http_status,
+                           const char *msg);
+static void on_output_done(struct cap_jobio *io, int ok, const char *code, const char *msg);
+
+static const struct cap_jobio_ops jobio_ops = {.input_ready = on_input_ready,
+                                               .output_done = on_output_done};
+
+/* Copies the preset's arguments, headers, class and limits into the job. */
+static void take_preset(struct cap_job *j, const struct cap_preset *p) {
+  if (p->threads >= 0)
+    j->limits.threads = p->threads;
+  if (p->nice >= 0)
+    j->limits.nice = p->nice;
+  if (p->memory_mb >= 0)
+    j->limits.memory_mb = p->memory_mb;
+  j->args = xcalloc(p->nargs + 1, sizeof(char *));
+  for (size_t i = 0; i < p->nargs; i++)
+    j->args[i] = xstrdup(p->args[i]);
+  j->format = xstrdup(p->format);
+  j->ext = xstrdup(p->ext);
+  j->content_type = xstrdup(p->content_type);
+  j->cache_control = p->cache_control ? xstrdup(p->cache_control) : NULL;
+  free(j->cls);
+  j->cls = xstrdup(p->cls);
+  j->timeout_s = p->timeout_s;
+  j->streamable = p->streamable;
 }
 
-struct cap_job *cap_job_new(struct cap_jobs *jobs, const struct cap_execreq *r, const char *owner,
-                            const char *req_id) {
+static void init_io(struct cap_job *j) {
+  const struct cap_job_owner *o = j->owner_ops;
+  struct cap_jobio_spec spec = {.storage = o->storage,
+                                .input_max = (uint64_t)o->cfg->input_max_mb * 1024 * 1024,
+                                .parts_in_flight = o->cfg->parts_in_flight,
+                                .input_key = j->input_key,
+                                .output_key = j->output_key,
+                                .content_type = j->content_type,
+                                .cache_control = j->cache_control};
+  cap_jobio_init(&j->io, &jobio_ops, &spec);
+}
+
+struct cap_job *cap_job_create(struct cap_job_owner *o, const struct cap_execreq *r,
+                               const char *owner, const char *req_id) {
   struct cap_job *j = xcalloc(1, sizeof(*j));
-  j->jobs = jobs;
-  make_id(j->id);
+  j->owner_ops = o;
+  cap_reqid_generate_job(j->id);
   snprintf(j->owner, sizeof(j->owner), "%s", owner);
   snprintf(j->req_id, sizeof(j->req_id), "%s", req_id);
   j->capability = r->capability;
@@ -87,6 +193,7 @@ struct cap_job *cap_job_new(struct cap_jobs *jobs, const struct cap_execreq *r, 
   j->output_key = r->output_key ? xstrdup(r->output_key) : NULL;
   j->preset = r->preset ? xstrdup(r->preset) : NULL;
   j->idem_key = r->idempotency_key ? xstrdup(r->idempotency_key) : NULL;
+  j->stage = CAP_JOB_S_NEW;
   j->state = CAP_JOB_QUEUED;
   j->created_at = wall_ms();
   j->in_fd = -1;
@@ -95,40 +202,22 @@ struct cap_job *cap_job_new(struct cap_jobs *jobs, const struct cap_execreq *r, 
   j->pool_item.start = cap_job_start;
   j->cls = xstrdup("cpu");
 
-  const struct cap_preset *p = j->preset ? cap_preset_find(jobs->presets, j->preset) : NULL;
-  const char *formats = jobs->cfg->input_formats;
-  j->limits = cap_climits_get(jobs->climits, p ? p->cls : j->cls);
-  if (p) {
-    if (p->input_formats)
-      formats = p->input_formats;
-    if (p->threads >= 0)
-      j->limits.threads = p->threads;
-    if (p->nice >= 0)
-      j->limits.nice = p->nice;
-    if (p->memory_mb >= 0)
-      j->limits.memory_mb = p->memory_mb;
-    j->args = xcalloc(p->nargs + 1, sizeof(char *));
-    for (size_t i = 0; i < p->nargs; i++)
-      j->args[i] = xstrdup(p->args[i]);
-    j->format = xstrdup(p->format);
-    j->ext = xstrdup(p->ext);
-    j->content_type = xstrdup(p->content_type);
-    j->cache_control = p->cache_control ? xstrdup(p->cache_control) : NULL;
-    free(j->cls);
-    j->cls = xstrdup(p->cls);
-    j->timeout_s = p->timeout_s;
-    j->streamable = p->streamable;
-  }
+  const struct cap_preset *p = j->preset ? cap_preset_find(o->presets, j->preset) : NULL;
+  const char *formats = p && p->input_formats ? p->input_formats : o->cfg->input_formats;
+  j->limits = cap_climits_get(o->climits, p ? p->cls : j->cls);
+  if (p)
+    take_preset(j, p);
   j->input_formats = xstrdup(formats ? formats : CAP_DEFAULT_INPUT_FORMATS);
-  if (j->timeout_s <= 0 || j->timeout_s > jobs->cfg->job_timeout_s)
-    j->timeout_s = jobs->cfg->job_timeout_s;
+  if (j->timeout_s <= 0 || j->timeout_s > o->cfg->job_timeout_s)
+    j->timeout_s = o->cfg->job_timeout_s;
+  init_io(j);
   return j;
 }
 
-void cap_job_attach(struct cap_job *j, uv_loop_t *loop) {
-  uv_timer_init(loop, &j->timeout_timer);
+void cap_job_attach(struct cap_job *j) {
+  uv_timer_init(j->owner_ops->loop, &j->timeout_timer);
   j->timeout_timer.data = j;
-  j->handles_open = 1;
+  move(j, CAP_JOB_S_QUEUED);
 }
 
 void cap_job_free(struct cap_job *j) {
@@ -152,11 +241,11 @@ void cap_job_free(struct cap_job *j) {
 }
 
 int cap_job_done(const struct cap_job *j) {
-  return j->state >= CAP_JOB_SUCCEEDED;
+  return j->stage >= CAP_JOB_S_SUCCEEDED;
 }
 
 int cap_job_quiescent(const struct cap_job *j) {
-  return cap_job_done(j) && !j->proc_live && j->handles_open == 0 && j->pool_item.state == 0;
+  return j->stage == CAP_JOB_S_CLOSED;
 }
 
 void cap_job_add_waiter(struct cap_job *j, struct cap_job_waiter *w) {
@@ -182,63 +271,44 @@ void cap_job_remove_waiter(struct cap_job_waiter *w) {
   w->job = NULL;
 }
 
-static void log_finished(struct cap_job *j) {
-  struct cap_log_rec *r =
-      cap_log_begin(j->state == CAP_JOB_SUCCEEDED ? CAP_LOG_INFO : CAP_LOG_WARN, "job.finished");
-  cap_log_str(r, "job_id", j->id);
-  cap_log_str(r, "req_id", j->req_id);
-  cap_log_str(r, "state", cap_job_state_name(j->state));
-  cap_log_str(r, "capability", cap_execreq_capabilities[j->capability]);
-  if (j->preset)
-    cap_log_str(r, "preset", j->preset);
-  if (j->err_code)
-    cap_log_str(r, "code", j->err_code);
-  if (j->exit_status >= 0)
-    cap_log_int(r, "exit_status", j->exit_status);
-  if (j->term_signal)
-    cap_log_int(r, "signal", j->term_signal);
-  cap_log_int(r, "dur_ms", j->started_at ? j->finished_at - j->started_at : 0);
-  cap_log_int(r, "bytes", (long long)j->bytes);
-  if (j->stderr_tail && j->state == CAP_JOB_FAILED)
-    cap_log_str(r, "stderr_tail", j->stderr_tail);
-  cap_log_end(r);
-}
-
-/* Puts the job in its final state and wakes everyone waiting for it.  The
- * child may still be exiting; cleanup() follows when it has. */
-static void settle(struct cap_job *j, enum cap_job_state state, const char *code, int status,
+/* Gives the job its outcome; the first outcome stands.  Its waiters are
+ * woken and what it holds is let go on a later turn (cap_job_run_deferred):
+ * the caller may be deep inside a child's or an upload's callback. */
+static void settle(struct cap_job *j, enum cap_job_stage outcome, const char *code, int status,
                    const char *msg) {
   if (cap_job_done(j))
     return;
-  j->state = state;
-  j->finished_at = wall_ms();
   if (code) {
     j->err_code = code;
     j->http_status = status;
     free(j->err_msg);
     j->err_msg = xstrdup(msg);
   }
-  cap_jobs_note_done(j->jobs, j);
-  log_finished(j);
-  while (j->waiters) {
-    struct cap_job_waiter *w = j->waiters;
-    cap_job_remove_waiter(w);
-    w->cb(w);
-  }
+  move(j, outcome);
 }
 
-/* Releases what the job holds once no child runs: the slot first, then,
- * once its storage requests are over too, input, temp files and timer. */
-static void cleanup(struct cap_job *j) {
-  if (j->proc_live)
+static void fail(struct cap_job *j, const char *code, int status, const char *msg) {
+  settle(j, CAP_JOB_S_FAILED, code, status, msg);
+}
+
+static void on_timer_closed(uv_handle_t *h) {
+  struct cap_job *j = h->data;
+  move(j, CAP_JOB_S_CLOSED);
+  j->owner_ops->closed(j->owner_ops, j);
+}
+
+/* Lets go of what an ended job holds, as far as it can yet: the slot once
+ * its child has been reaped (the slot bounds the children running at once;
+ * what storage work may go on is the abort of an upload, which holds no
+ * part buffer and need not keep the next queued job waiting), the rest
+ * once its storage requests are over too.  The timer's close callback
+ * makes the job CLOSED. */
+static void release(struct cap_job *j) {
+  struct cap_job_owner *o = j->owner_ops;
+  if (!cap_job_done(j) || j->stage == CAP_JOB_S_CLOSED || j->child_running)
     return;
-  /* The slot bounds the children running at once, so it is free as soon as
-   * the job's child has been reaped.  cleanup() runs only for a job that
-   * has ended: what storage work may still be under way is the abort of
-   * its upload, which holds no part buffer, and need not keep the next
-   * queued job waiting. */
-  cap_pool_release(&j->jobs->pool, &j->pool_item);
-  if (j->io_live)
+  cap_pool_release(o->pool, &j->pool_item);
+  if (j->io.live)
     return;
   if (j->in_fd >= 0) {
     close(j->in_fd);
@@ -249,26 +319,31 @@ static void cleanup(struct cap_job *j) {
     j->out_fd = -1;
   }
   if (j->tmp_name[0]) {
-    cap_store_discard(j->jobs->store, j->tmp_name);
+    cap_store_discard(o->store, j->tmp_name);
     j->tmp_name[0] = '\0';
   }
   if (j->tmp_dir[0]) {
-    cap_store_tmp_rmdir(j->jobs->store, j->tmp_dir);
+    cap_store_tmp_rmdir(o->store, j->tmp_dir);
     j->tmp_dir[0] = '\0';
   }
   if (j->in_tmp[0]) {
-    cap_store_discard(j->jobs->store, j->in_tmp);
+    cap_store_discard(o->store, j->in_tmp);
     j->in_tmp[0] = '\0';
   }
-  cap_jobio_free(j);
-  if (j->handles_open == 1 && !uv_is_closing((uv_handle_t *)&j->timeout_timer))
-    uv_close((uv_handle_t *)&j->timeout_timer, on_handle_closed);
-  cap_jobs_note_quiet(j->jobs);
+  cap_jobio_free(&j->io);
+  if (!uv_is_closing((uv_handle_t *)&j->timeout_timer))
+    uv_close((uv_handle_t *)&j->timeout_timer, on_timer_closed);
 }
 
-static void fail(struct cap_job *j, const char *code, int status, const char *msg) {
-  settle(j, CAP_JOB_FAILED, code, status, msg);
-  cleanup(j);
+void cap_job_run_deferred(struct cap_job *j) {
+  if (!cap_job_done(j))
+    return;
+  while (j->waiters) {
+    struct cap_job_waiter *w = j->waiters;
+    cap_job_remove_waiter(w);
+    w->cb(w);
+  }
+  release(j);
 }
 
 /* Kills the child of a job whose output is thrown away.  SIGTERM would
@@ -278,40 +353,35 @@ static void fail(struct cap_job *j, const char *code, int status, const char *ms
  * the whole process group (the child is its leader), so nothing the child
  * started outlives it. */
 static void kill_child(struct cap_job *j) {
-  if (j->proc_live)
+  if (j->child_running)
     cap_proc_signal(&j->proc, SIGKILL);
 }
 
 void cap_job_cancel(struct cap_job *j, const char *code) {
   int timeout = strcmp(code, "timeout") == 0;
-  if (cap_job_done(j) || j->cancel_requested)
+  if (cap_job_done(j) || j->stage == CAP_JOB_S_NEW)
     return;
-  j->cancel_requested = 1;
-  j->cancel_code = code;
   if (timeout)
-    settle(j, CAP_JOB_FAILED, "timeout", 504, "The job ran past its time limit");
+    settle(j, CAP_JOB_S_FAILED, "timeout", 504, "The job ran past its time limit");
   else
-    settle(j, CAP_JOB_CANCELED, "canceled", 409, "The job was canceled");
-  cap_jobio_abort(j, timeout ? "timeout" : "canceled", j->err_msg);
-  if (j->proc_live) {
-    kill_child(j);
-    return; /* cleanup() runs when the child has been reaped. */
-  }
-  cleanup(j);
+    settle(j, CAP_JOB_S_CANCELED, "canceled", 409, "The job was canceled");
+  cap_jobio_abort(&j->io, timeout ? "timeout" : "canceled", j->err_msg);
+  kill_child(j); /* The slot is let go once the child has been reaped. */
 }
 
 static void on_timeout(uv_timer_t *t) {
   cap_job_cancel(t->data, "timeout");
 }
 
+/* The job's child callbacks reach the job with container_of: proc.data
+ * belongs to jobio, which reads a streamed output through it. */
 static void on_progress(struct cap_proc *p, const char *key, const char *val) {
-  cap_jobprogress_note(p->data, key, val);
+  struct cap_job *j = container_of(p, struct cap_job, proc);
+  cap_jobprogress_note(&j->progress, j->id, j->req_id, uv_now(j->owner_ops->loop), key, val);
 }
 
 static void on_proc_done(struct cap_proc *p);
 
-/* Starts a child for the job's current phase.  Returns 0 or a UV_E* code
- * (on_proc_done still runs). */
 static void child_limits(const struct cap_job *j, struct cap_sandbox_limits *l) {
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
   memset(l, 0, sizeof(*l));
@@ -322,23 +392,52 @@ static void child_limits(const struct cap_job *j, struct cap_sandbox_limits *l) 
    * a child the server no longer watches. */
   long cpu = (long)j->timeout_s * (ncpu > 0 ? ncpu : 1) + 60;
   l->cpu_s = cpu > INT32_MAX ? INT32_MAX : (int)cpu;
-  l->fsize_mb = j->jobs->cfg->output_max_mb;
+  l->fsize_mb = j->owner_ops->cfg->output_max_mb;
   l->nofile = CHILD_NOFILE;
   l->nproc = CHILD_NPROC;
   /* Only the render yields the CPU and the disk: probes are short and on
    * the path of the request that waits for them. */
-  if (j->phase == PHASE_FFMPEG) {
+  if (j->stage == CAP_JOB_S_RENDERING) {
     l->nice = j->limits.nice;
     l->ionice_class = j->limits.ionice_class;
     l->ionice_level = j->limits.ionice_level;
   }
 }
 
+/* The program a child of stage s runs, as logs and metrics name it. */
+static const char *program(enum cap_job_stage s) {
+  return s == CAP_JOB_S_RENDERING ? "ffmpeg" : "ffprobe";
+}
+
+static void log_started(const struct cap_job *j, const char *file, int rc) {
+  struct cap_log_rec *r = cap_log_begin(rc == 0 ? CAP_LOG_INFO : CAP_LOG_ERROR, "job.started");
+  cap_log_str(r, "job_id", j->id);
+  cap_log_str(r, "req_id", j->req_id);
+  cap_log_str(r, "program", file);
+  cap_log_str(r, "phase",
+              j->stage == CAP_JOB_S_MEASURING   ? "probe_duration"
+              : j->stage == CAP_JOB_S_RENDERING ? "render"
+              : j->stage == CAP_JOB_S_DETECTING ? "detect_format"
+                                                : "probe");
+  cap_log_bool(r, "sandbox", cap_sandbox_active(j->owner_ops->sandbox));
+  if (rc == 0)
+    cap_log_int(r, "pid", j->proc.pid);
+  else
+    cap_log_str(r, "error", uv_strerror(rc));
+  if (j->preset)
+    cap_log_str(r, "preset", j->preset);
+  cap_log_str(r, "class", j->cls);
+  cap_log_end(r);
+}
+
+/* Starts the child of the job's current stage.  Returns 0 or a UV_E* code
+ * (on_proc_done runs either way). */
 static int spawn(struct cap_job *j, char **argv, size_t capture, int progress, int stream) {
+  const struct cap_job_owner *o = j->owner_ops;
   char rw[4096];
   /* Only the render writes, and only into the job's own directory. */
-  int writes = j->phase == PHASE_FFMPEG && j->tmp_dir[0] &&
-               cap_store_tmp_path(j->jobs->store, j->tmp_dir, rw, sizeof(rw)) == 0;
+  int writes = j->stage == CAP_JOB_S_RENDERING && j->tmp_dir[0] &&
+               cap_store_tmp_path(o->store, j->tmp_dir, rw, sizeof(rw)) == 0;
   struct cap_sandbox_child child = {.in_fd = j->in_fd >= 0 ? 3 : -1,
                                     .rw_dir = writes ? rw : NULL,
                                     .hardware = strcmp(j->cls, "cpu") != 0};
@@ -349,44 +448,29 @@ static int spawn(struct cap_job *j, char **argv, size_t capture, int progress, i
                                .capture_out = capture,
                                .stream_out = stream,
                                .progress = progress,
-                               .sandbox = j->jobs->sandbox,
+                               .sandbox = o->sandbox,
                                .child = &child};
   memset(&j->proc, 0, sizeof(j->proc));
-  j->proc.data = j;
+  j->proc.data = &j->io;
   j->proc.on_done = on_proc_done;
   j->proc.on_progress = progress ? on_progress : NULL;
-  j->proc_live = 1;
-  int rc = cap_proc_spawn(j->jobs->loop, &j->proc, &spec);
-  struct cap_log_rec *r = cap_log_begin(rc == 0 ? CAP_LOG_INFO : CAP_LOG_ERROR, "job.started");
-  cap_log_str(r, "job_id", j->id);
-  cap_log_str(r, "req_id", j->req_id);
-  cap_log_str(r, "program", argv[0]);
-  cap_log_str(r, "phase",
-              j->phase == PHASE_DURATION ? "probe_duration"
-              : j->phase == PHASE_FFMPEG ? "render"
-              : j->phase == PHASE_DETECT ? "detect_format"
-                                         : "probe");
-  cap_log_bool(r, "sandbox", cap_sandbox_active(j->jobs->sandbox));
-  if (rc == 0)
-    cap_log_int(r, "pid", j->proc.pid);
-  else
-    cap_log_str(r, "error", uv_strerror(rc));
-  if (j->preset)
-    cap_log_str(r, "preset", j->preset);
-  cap_log_str(r, "class", j->cls);
-  cap_log_end(r);
+  j->child_running = 1;
+  j->child_stage = j->stage;
+  int rc = cap_proc_spawn(o->loop, &j->proc, &spec);
+  log_started(j, argv[0], rc);
   return rc;
 }
 
 static int s3_storage(const struct cap_job *j) {
-  return j->jobs->storage && j->jobs->storage->kind == CAP_STORAGE_S3;
+  return j->owner_ops->storage && j->owner_ops->storage->kind == CAP_STORAGE_S3;
 }
 
 /* Makes the job's own temp directory and names the output file in it.
  * Returns 0, or fails the job and returns -1. */
 static int make_tmp_output(struct cap_job *j, char *path, size_t n) {
+  struct cap_store *store = j->owner_ops->store;
   snprintf(j->tmp_dir, sizeof(j->tmp_dir), "%s", j->id);
-  int rc = cap_store_tmp_mkdir(j->jobs->store, j->tmp_dir);
+  int rc = cap_store_tmp_mkdir(store, j->tmp_dir);
   if (rc != 0) {
     char msg[200];
     j->tmp_dir[0] = '\0';
@@ -395,7 +479,7 @@ static int make_tmp_output(struct cap_job *j, char *path, size_t n) {
     return -1;
   }
   snprintf(j->tmp_name, sizeof(j->tmp_name), "%s/out.%s", j->tmp_dir, j->ext);
-  if (cap_store_tmp_path(j->jobs->store, j->tmp_name, path, n) != 0) {
+  if (cap_store_tmp_path(store, j->tmp_name, path, n) != 0) {
     j->tmp_name[0] = '\0';
     fail(j, "storage_error", 502, "The temporary output path is too long");
     return -1;
@@ -405,8 +489,9 @@ static int make_tmp_output(struct cap_job *j, char *path, size_t n) {
 
 /* What the job's command lines are built from. */
 static struct cap_jobcmd jobcmd(const struct cap_job *j) {
-  struct cap_jobcmd c = {.ffmpeg = j->jobs->cfg->ffmpeg,
-                         .ffprobe = j->jobs->cfg->ffprobe,
+  const struct cap_config *cfg = j->owner_ops->cfg;
+  struct cap_jobcmd c = {.ffmpeg = cfg->ffmpeg,
+                         .ffprobe = cfg->ffprobe,
                          .input_formats = j->input_formats,
                          .preset_args = j->args,
                          .format = j->format,
@@ -429,31 +514,36 @@ static void start_render(struct cap_job *j) {
   }
   struct cap_jobcmd c = jobcmd(j);
   char **argv = cap_jobcmd_render(&c, out_arg);
-  j->phase = PHASE_FFMPEG;
+  move(j, CAP_JOB_S_RENDERING);
   if (spawn(j, argv, 0, 1, stream) == 0 && stream)
-    cap_jobio_stream(j);
+    cap_jobio_stream(&j->io, &j->proc);
   free(argv);
 }
 
-static void succeed(struct cap_job *j) {
-  settle(j, CAP_JOB_SUCCEEDED, NULL, 200, NULL);
-  cleanup(j);
-}
-
-/* ffmpeg wrote the temp output of a non-streamable preset: upload it. */
+/* ffmpeg wrote the temp output of a non-streamable preset to S3: upload it. */
 static void upload_tmp(struct cap_job *j) {
-  int64_t size = cap_store_tmp_size(j->jobs->store, j->tmp_name);
-  int fd = size < 0 ? -1 : cap_store_tmp_open(j->jobs->store, j->tmp_name);
+  struct cap_store *store = j->owner_ops->store;
+  int64_t size = cap_store_tmp_size(store, j->tmp_name);
+  int fd = size < 0 ? -1 : cap_store_tmp_open(store, j->tmp_name);
   if (fd < 0) {
     fail(j, "ffmpeg_failed", 502, "ffmpeg exited without writing an output");
     return;
   }
   j->out_fd = fd;
-  j->state = CAP_JOB_UPLOADING;
-  cap_jobio_upload_file(j, fd, (uint64_t)size);
+  move(j, CAP_JOB_S_STORING);
+  cap_jobio_upload_file(&j->io, fd, (uint64_t)size);
 }
 
-void cap_job_output_done(struct cap_job *j, int ok, const char *code, const char *msg) {
+static void on_output_done(struct cap_jobio *io, int ok, const char *code, const char *msg) {
+  struct cap_job *j = container_of(io, struct cap_job, io);
+  if (ok)
+    j->bytes = io->bytes;
+  snprintf(j->etag, sizeof(j->etag), "%s", io->etag);
+  j->parts = io->parts;
+  if (cap_job_done(j)) {
+    j->owner_ops->defer(j->owner_ops, j); /* The abort is over: let go of the rest. */
+    return;
+  }
   if (!ok) {
     char text[400];
     snprintf(text, sizeof(text), "Storing the output failed: %s: %s", code ? code : "error",
@@ -461,26 +551,26 @@ void cap_job_output_done(struct cap_job *j, int ok, const char *code, const char
     int denied =
         code && (strcmp(code, "AccessDenied") == 0 || strcmp(code, "SignatureDoesNotMatch") == 0 ||
                  strcmp(code, "InvalidAccessKeyId") == 0);
-    settle(j, CAP_JOB_FAILED, denied ? "storage_denied" : "storage_error", 502, text);
+    fail(j, denied ? "storage_denied" : "storage_error", 502, text);
     kill_child(j);
-    cleanup(j);
     return;
   }
-  j->upload_ok = 1;
-  /* A streamed upload completes after ffmpeg closed its output; its exit
-   * status may still be on the way. */
-  if (!j->proc_live && (j->ff_ok || j->tmp_name[0]))
-    succeed(j);
+  /* An upload completes only after cap_jobio_finish or cap_jobio_upload_file,
+   * which come after ffmpeg's successful exit. */
+  assert(j->stage == CAP_JOB_S_STORING);
+  settle(j, CAP_JOB_S_SUCCEEDED, NULL, 200, NULL);
 }
 
-static void finish_render(struct cap_job *j) {
-  int64_t size = cap_store_tmp_size(j->jobs->store, j->tmp_name);
+/* ffmpeg wrote the output into the local store's temp file: commit it. */
+static void commit_render(struct cap_job *j) {
+  struct cap_store *store = j->owner_ops->store;
+  int64_t size = cap_store_tmp_size(store, j->tmp_name);
   if (size < 0) {
     fail(j, "ffmpeg_failed", 502, "ffmpeg exited without writing an output");
     return;
   }
-  j->state = CAP_JOB_UPLOADING;
-  int rc = cap_store_commit(j->jobs->store, j->tmp_name, j->output_key);
+  move(j, CAP_JOB_S_STORING);
+  int rc = cap_store_commit(store, j->tmp_name, j->output_key);
   if (rc != 0) {
     char msg[200];
     snprintf(msg, sizeof(msg), "Could not store the output: %s", strerror(-rc));
@@ -489,8 +579,19 @@ static void finish_render(struct cap_job *j) {
   }
   j->tmp_name[0] = '\0';
   j->bytes = (uint64_t)size;
-  settle(j, CAP_JOB_SUCCEEDED, NULL, 200, NULL);
-  cleanup(j);
+  settle(j, CAP_JOB_S_SUCCEEDED, NULL, 200, NULL);
+}
+
+/* ffmpeg exited 0: store what it wrote. */
+static void rendered(struct cap_job *j) {
+  if (!s3_storage(j)) {
+    commit_render(j);
+  } else if (j->tmp_name[0]) {
+    upload_tmp(j);
+  } else {
+    move(j, CAP_JOB_S_STORING);
+    cap_jobio_finish(&j->io);
+  }
 }
 
 /* Parses ffprobe's JSON and prints it again compactly, naming the input
@@ -516,12 +617,24 @@ static char *probe_output(struct cap_job *j, const struct cap_buf *out) {
   return copy;
 }
 
+/* ffprobe printed the probe the client asked for. */
+static void probed(struct cap_job *j, struct cap_proc *p) {
+  if (!p->out_truncated && p->out_buf.data != NULL)
+    j->probe_json = probe_output(j, &p->out_buf);
+  cap_proc_free(p);
+  if (j->probe_json == NULL) {
+    fail(j, "ffmpeg_failed", 502, "ffprobe printed no usable output");
+    return;
+  }
+  settle(j, CAP_JOB_S_SUCCEEDED, NULL, 200, NULL);
+}
+
 /* Runs an ffprobe child of the given kind on the opened input. */
-static void run_probe(struct cap_job *j, enum cap_jobcmd_probe kind, enum phase phase,
+static void run_probe(struct cap_job *j, enum cap_jobcmd_probe kind, enum cap_job_stage stage,
                       size_t capture) {
   struct cap_jobcmd c = jobcmd(j);
   char **argv = cap_jobcmd_probe(&c, kind);
-  j->phase = phase;
+  move(j, stage);
   spawn(j, argv, capture, 0, 0);
   free(argv);
 }
@@ -530,9 +643,9 @@ static void run_probe(struct cap_job *j, enum cap_jobcmd_probe kind, enum phase 
  * duration probe that precedes a render. */
 static void run_tools(struct cap_job *j) {
   if (j->capability == CAP_CAP_FFPROBE)
-    run_probe(j, CAP_JOBCMD_FFPROBE, PHASE_PROBE, PROBE_OUT_MAX);
+    run_probe(j, CAP_JOBCMD_FFPROBE, CAP_JOB_S_PROBING, PROBE_OUT_MAX);
   else
-    run_probe(j, CAP_JOBCMD_DURATION, PHASE_DURATION, 4096);
+    run_probe(j, CAP_JOBCMD_DURATION, CAP_JOB_S_MEASURING, 4096);
 }
 
 /* Returns 1 when the child stopped because the input's format is not on
@@ -565,110 +678,88 @@ static void refuse_format(struct cap_job *j, const struct cap_proc *p) {
 static void count_exit(const struct cap_job *j, const struct cap_proc *p) {
   char status[32];
   if (cap_proc_exit_label(p, status, sizeof(status)) == 0)
-    cap_metrics_inc(CAP_M_CHILD_EXITS,
-                    CAP_LABELS(j->phase == PHASE_FFMPEG ? "ffmpeg" : "ffprobe", status));
+    cap_metrics_inc(CAP_M_CHILD_EXITS, CAP_LABELS(program(j->child_stage), status));
+}
+
+/* The child failed to start, exited non-zero or was killed. */
+static void child_failed(struct cap_job *j, struct cap_proc *p) {
+  char tail[STDERR_TAIL_MAX + 1], msg[200];
+  const char *prog = program(j->child_stage);
+  cap_proc_stderr_tail(p, tail, sizeof(tail));
+  free(j->stderr_tail);
+  j->stderr_tail = xstrdup(tail);
+  if (p->spawn_error)
+    snprintf(msg, sizeof(msg), "Could not start %s: %s", prog, uv_strerror(p->spawn_error));
+  else if (p->term_signal)
+    snprintf(msg, sizeof(msg), "%s was killed by signal %d", prog, p->term_signal);
+  else
+    snprintf(msg, sizeof(msg), "%s exited with status %lld", prog, (long long)p->exit_status);
+  cap_proc_free(p);
+  fail(j, "ffmpeg_failed", 502, msg);
+  cap_jobio_abort(&j->io, "ffmpeg_failed", msg);
 }
 
 static void on_proc_done(struct cap_proc *p) {
-  struct cap_job *j = p->data;
+  struct cap_job *j = container_of(p, struct cap_job, proc);
   int ok = p->spawn_error == 0 && p->exit_status == 0 && p->term_signal == 0;
   count_exit(j, p);
-  j->proc_live = 0;
+  j->child_running = 0;
   j->exit_status = p->spawn_error ? -1 : p->exit_status;
   j->term_signal = p->term_signal;
 
   if (cap_job_done(j)) {
     /* Canceled or timed out while the child ran: it has gone now. */
     cap_proc_free(p);
-    cleanup(j);
+    j->owner_ops->defer(j->owner_ops, j);
     return;
   }
-  if (j->phase == PHASE_DETECT) {
+  if (j->stage == CAP_JOB_S_DETECTING) {
     refuse_format(j, p);
     cap_proc_free(p);
-    return;
-  }
-  if (!ok && (j->phase == PHASE_DURATION || j->phase == PHASE_PROBE) && format_refused(p)) {
+  } else if (!ok && j->stage != CAP_JOB_S_RENDERING && format_refused(p)) {
     cap_proc_free(p);
     /* Ask ffprobe, under the same allow-lists, which format it saw. */
-    run_probe(j, CAP_JOBCMD_DETECT, PHASE_DETECT, 0);
-    return;
-  }
-  if (!ok) {
-    char tail[STDERR_TAIL_MAX + 1], msg[200];
-    cap_proc_stderr_tail(p, tail, sizeof(tail));
-    free(j->stderr_tail);
-    j->stderr_tail = xstrdup(tail);
-    if (p->spawn_error)
-      snprintf(msg, sizeof(msg), "Could not start %s: %s",
-               j->phase == PHASE_FFMPEG ? "ffmpeg" : "ffprobe", uv_strerror(p->spawn_error));
-    else if (p->term_signal)
-      snprintf(msg, sizeof(msg), "%s was killed by signal %d",
-               j->phase == PHASE_FFMPEG ? "ffmpeg" : "ffprobe", p->term_signal);
-    else
-      snprintf(msg, sizeof(msg), "%s exited with status %lld",
-               j->phase == PHASE_FFMPEG ? "ffmpeg" : "ffprobe", (long long)p->exit_status);
-    cap_proc_free(p);
-    settle(j, CAP_JOB_FAILED, "ffmpeg_failed", 502, msg);
-    cap_jobio_abort(j, "ffmpeg_failed", msg);
-    cleanup(j);
-    return;
-  }
-
-  switch (j->phase) {
-  case PHASE_DURATION:
+    run_probe(j, CAP_JOBCMD_DETECT, CAP_JOB_S_DETECTING, 0);
+  } else if (!ok) {
+    child_failed(j, p);
+  } else if (j->stage == CAP_JOB_S_MEASURING) {
     j->progress.input_duration_s = p->out_buf.data ? strtod(p->out_buf.data, NULL) : 0;
     cap_proc_free(p);
     start_render(j);
-    return;
-  case PHASE_FFMPEG:
+  } else if (j->stage == CAP_JOB_S_RENDERING) {
     cap_proc_free(p);
-    if (!s3_storage(j)) {
-      finish_render(j);
-    } else if (j->tmp_name[0]) {
-      upload_tmp(j);
-    } else {
-      j->ff_ok = 1;
-      j->state = CAP_JOB_UPLOADING;
-      cap_jobio_finish(j);
-    }
-    return;
-  case PHASE_PROBE:
-    if (p->out_truncated || p->out_buf.data == NULL) {
-      cap_proc_free(p);
-      fail(j, "ffmpeg_failed", 502, "ffprobe printed no usable output");
-      return;
-    }
-    j->probe_json = probe_output(j, &p->out_buf);
-    cap_proc_free(p);
-    if (j->probe_json == NULL) {
-      fail(j, "ffmpeg_failed", 502, "ffprobe printed no usable output");
-      return;
-    }
-    settle(j, CAP_JOB_SUCCEEDED, NULL, 200, NULL);
-    cleanup(j);
-    return;
-  default:
-    cap_proc_free(p);
-    fail(j, "internal", 500, "Job in an unknown phase");
+    rendered(j);
+  } else {
+    assert(j->stage == CAP_JOB_S_PROBING);
+    probed(j, p);
   }
+}
+
+/* On S3 the input is downloaded into a temp file first. */
+static void start_fetch(struct cap_job *j) {
+  move(j, CAP_JOB_S_FETCHING);
+  snprintf(j->in_tmp, sizeof(j->in_tmp), "%s.in", j->id);
+  int fd = cap_store_tmp_create(j->owner_ops->store, j->in_tmp);
+  if (fd < 0) {
+    j->in_tmp[0] = '\0';
+    fail(j, "storage_error", 502, "Could not create the input's temp file");
+    return;
+  }
+  j->in_fd = fd;
+  cap_jobio_fetch(&j->io, fd);
 }
 
 void cap_job_start(struct cap_pool_item *it) {
   struct cap_job *j = container_of(it, struct cap_job, pool_item);
   uint64_t size = 0;
 
-  j->state = CAP_JOB_RUNNING;
   j->started_at = wall_ms();
-  j->started_mono = uv_now(j->jobs->loop);
   uv_timer_start(&j->timeout_timer, on_timeout, (uint64_t)j->timeout_s * 1000, 0);
-
   if (s3_storage(j)) {
-    j->phase = PHASE_FETCH;
-    cap_jobio_fetch(j);
+    start_fetch(j);
     return;
   }
-  int rc = cap_store_open_input(j->jobs->store, j->input_key, &j->in_fd, &size);
+  int rc = cap_store_open_input(j->owner_ops->store, j->input_key, &j->in_fd, &size);
   if (rc == -ENOENT) {
     fail(j, "input_not_found", 404, "The input object does not exist");
     return;
@@ -682,10 +773,11 @@ void cap_job_start(struct cap_pool_item *it) {
   run_tools(j);
 }
 
-void cap_job_input_ready(struct cap_job *j, int status, const char *code, int http_status,
-                         const char *msg) {
+static void on_input_ready(struct cap_jobio *io, int status, const char *code, int http_status,
+                           const char *msg) {
+  struct cap_job *j = container_of(io, struct cap_job, io);
   if (cap_job_done(j)) {
-    cleanup(j);
+    j->owner_ops->defer(j->owner_ops, j);
     return;
   }
   if (status != 0) {

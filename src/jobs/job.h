@@ -3,18 +3,25 @@
 
 #include "climits.h"
 #include "execreq.h"
+#include "jobio.h"
+#include "jobprogress.h"
 #include "pool.h"
 #include "proc.h"
+#include "reqid.h"
 
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
-struct cap_jobs;
 struct cap_job;
-struct cap_s3_req;
-struct cap_upload;
+struct cap_config;
+struct cap_store;
+struct cap_storage;
+struct cap_sandbox;
+struct cap_presets;
+struct cap_climits;
 
+/* What API clients see of a job (GET /jobs/{id}, the cap_jobs gauge). */
 enum cap_job_state {
   CAP_JOB_QUEUED,
   CAP_JOB_RUNNING,
@@ -24,30 +31,83 @@ enum cap_job_state {
   CAP_JOB_CANCELED,
 };
 
-#define CAP_JOB_ID_LEN 22
+/* A job's life, finer than what clients see.  Only move() in job.c
+ * changes a job's stage, and only along these arrows (the table
+ * cap_job_may_move reads):
+ *
+ *   NEW -> QUEUED -+-(S3)--> FETCHING -+-> PROBING ---------------------------> SUCCEEDED
+ *                  +-(file store)------+     `-refused-> DETECTING                  ^
+ *                  |                   `-> MEASURING -> RENDERING -> STORING -------'
+ *                  |                          `-refused-> DETECTING
+ *   QUEUED ... STORING --error, timeout--> FAILED
+ *   QUEUED ... STORING --cancel----------> CANCELED
+ *   SUCCEEDED, FAILED, CANCELED --child reaped, storage done, timer closed--> CLOSED
+ *
+ *   stage      public      what is going on
+ *   NEW        queued      made, not yet in the table
+ *   QUEUED     queued      in its class's queue
+ *   FETCHING   running     holds a slot; the input downloads from S3/R2
+ *   PROBING    running     ffprobe runs (an ffprobe job)
+ *   MEASURING  running     ffprobe measures the input's duration before a render
+ *   DETECTING  running     ffprobe names the format the allow-list refused
+ *   RENDERING  running     ffmpeg runs (its output may be streaming to S3)
+ *   STORING    uploading   ffmpeg exited 0; the output is being stored
+ *   SUCCEEDED, FAILED, CANCELED: the outcome; a killed child may still be
+ *              exiting and an upload aborting
+ *   CLOSED     (outcome)   no child, no storage request, no slot, no open
+ *              handle: the table may free it */
+enum cap_job_stage {
+  CAP_JOB_S_NEW,
+  CAP_JOB_S_QUEUED,
+  CAP_JOB_S_FETCHING,
+  CAP_JOB_S_PROBING,
+  CAP_JOB_S_MEASURING,
+  CAP_JOB_S_DETECTING,
+  CAP_JOB_S_RENDERING,
+  CAP_JOB_S_STORING,
+  CAP_JOB_S_SUCCEEDED,
+  CAP_JOB_S_FAILED,
+  CAP_JOB_S_CANCELED,
+  CAP_JOB_S_CLOSED,
+  CAP_JOB_S__COUNT
+};
+
+#define CAP_JOB_ID_LEN CAP_REQID_JOB_LEN
 
 /* Someone waiting for a job to end (a request or a long-poll).  The job
- * calls cb once when it ends, after unlinking the waiter. */
+ * calls cb once, on a later loop turn than the one it ended in (never from
+ * inside a child's, an upload's or a client's callback), after unlinking
+ * the waiter. */
 struct cap_job_waiter {
   struct cap_job_waiter *prev, *next;
   struct cap_job *job;
   void (*cb)(struct cap_job_waiter *w);
 };
 
-struct cap_job_progress {
-  double input_duration_s; /* From a probe of the input; 0 when unknown. */
-  int64_t out_time_us;
-  int64_t frame;
-  int64_t total_size;
-  double fps;
-  char speed[16];
+/* What a job needs from the table that owns it.  The table keeps the
+ * pointers current; the job never reaches the table otherwise. */
+struct cap_job_owner {
+  uv_loop_t *loop;
+  const struct cap_config *cfg;
+  struct cap_store *store;
+  struct cap_storage *storage; /* NULL or file: the store holds the objects. */
+  const struct cap_sandbox *sandbox;
+  const struct cap_presets *presets;
+  const struct cap_climits *climits;
+  struct cap_pool *pool;
+  /* Runs cap_job_run_deferred(j) on a later loop turn. */
+  void (*defer)(struct cap_job_owner *o, struct cap_job *j);
+  /* j has reached its outcome (SUCCEEDED, FAILED or CANCELED). */
+  void (*settled)(struct cap_job_owner *o, struct cap_job *j);
+  /* j is CLOSED: it holds nothing any more. */
+  void (*closed)(struct cap_job_owner *o, struct cap_job *j);
 };
 
 /* One run of a capability: its request, the preset's arguments copied at
- * submission (a preset reload never changes a job), its children, timers,
- * progress, and its result or error. */
+ * submission (a preset reload never changes a job), its child, timer,
+ * storage traffic, progress, and its result or error. */
 struct cap_job {
-  struct cap_jobs *jobs;
+  struct cap_job_owner *owner_ops;
   char id[CAP_JOB_ID_LEN + 1];
   char owner[65];  /* The token name that created it. */
   char req_id[65]; /* The request that created it. */
@@ -65,15 +125,16 @@ struct cap_job {
   char *input_formats;      /* The demuxers its input may have. */
   struct cap_climit limits; /* The class's limits with the preset's overrides. */
 
-  enum cap_job_state state;
+  enum cap_job_stage stage; /* Written only by job.c's move(). */
+  enum cap_job_state state; /* The public view of stage; written only by move(). */
   int64_t created_at, started_at, finished_at; /* Wall clock, ms. */
-  uint64_t started_mono;                       /* Loop time, ms. */
   struct cap_job_progress progress;
-  uint64_t last_progress_log;
 
   /* Result. */
   uint64_t bytes;
   char *probe_json;
+  char etag[130]; /* The stored object's, from S3. */
+  int parts;      /* Pieces it was uploaded in (a single PUT is one). */
   /* Draining: the job was unfinished when the drain began, and whether a
    * client has been sent its final state since. */
   int drain_watch;
@@ -87,42 +148,35 @@ struct cap_job {
   char *stderr_tail;
   char detected_format[64]; /* For input_format_refused: what ffmpeg saw. */
 
+  /* What the job holds. */
   struct cap_proc proc;
-  int phase;
-  int proc_live;
-  int in_fd;
-  char tmp_name[64]; /* The output's temp file, "<id>/out.<ext>". */
-  char tmp_dir[32];  /* The job's own temp directory: all its child may write. */
+  int child_running;              /* proc was spawned and its on_done has not run yet. */
+  enum cap_job_stage child_stage; /* The stage proc was spawned in. */
+  int in_fd;                      /* The opened input, or -1. */
+  int out_fd;                     /* The finished temp output being uploaded, or -1. */
+  char tmp_name[64];              /* The output's temp file, "<id>/out.<ext>", or "". */
+  char tmp_dir[32];               /* The job's own temp directory: all its child may write. */
+  char in_tmp[64];                /* The downloaded input's temp file, or "". */
   uv_timer_t timeout_timer;
-  int handles_open;
-  int cancel_requested;
-  const char *cancel_code; /* "canceled" or "timeout". */
   struct cap_pool_item pool_item;
+  struct cap_jobio io; /* Its storage traffic with S3/R2. */
   struct cap_job_waiter *waiters;
 
-  /* Object storage I/O (jobio.c), for S3/R2. */
-  struct cap_s3_req *fetch;  /* Input download under way. */
-  struct cap_upload *upload; /* Output upload. */
-  int io_live;               /* Storage requests of the job still running. */
-  int out_open, out_paused;  /* ffmpeg's stdout, read into the upload. */
-  int ff_ok;                 /* ffmpeg exited 0. */
-  int upload_ok;             /* The upload completed. */
-  char in_tmp[64];           /* The downloaded input's temp file. */
-  int out_fd;                /* The finished temp output being uploaded. */
-  char etag[130];
-  int parts;
-
+  /* The owner's links. */
   struct cap_job *hnext;       /* Hash chain by id. */
   struct cap_job *prev, *next; /* The table's list, oldest first. */
+  struct cap_job *defer_next;  /* The table's deferred queue. */
+  int deferred;                /* On that queue. */
 };
 
-/* Returns a new queued job for r owned by owner (r's strings are copied);
- * the table takes it over through cap_jobs_add. */
-struct cap_job *cap_job_new(struct cap_jobs *jobs, const struct cap_execreq *r, const char *owner,
-                            const char *req_id);
-/* Gives the job its timers on loop; done when the table takes it. */
-void cap_job_attach(struct cap_job *j, uv_loop_t *loop);
-/* Frees a job that was never attached, or has ended with its handles closed. */
+/* Returns a new job (stage NEW) for r made with what o holds (r's strings
+ * are copied); the caller owns it until the table takes it. */
+struct cap_job *cap_job_create(struct cap_job_owner *o, const struct cap_execreq *r,
+                               const char *owner, const char *req_id);
+/* Moves a NEW job to QUEUED and gives it its timer on the owner's loop;
+ * the table calls this when it takes the job. */
+void cap_job_attach(struct cap_job *j);
+/* Frees a job that is NEW or CLOSED. */
 void cap_job_free(struct cap_job *j);
 /* The pool calls this when the job gets a slot. */
 void cap_job_start(struct cap_pool_item *it);
@@ -131,17 +185,21 @@ void cap_job_start(struct cap_pool_item *it);
  * child to finish); the pool slot is released when the child has been
  * reaped.  code is "canceled" or "timeout". */
 void cap_job_cancel(struct cap_job *j, const char *code);
-/* Returns 1 once the job has reached a final state. */
+/* Returns 1 once the job has reached its outcome. */
 int cap_job_done(const struct cap_job *j);
-/* Returns 1 when the job may be freed: ended, no child, no open handle. */
+/* Returns 1 when the job holds nothing and may be freed (CLOSED). */
 int cap_job_quiescent(const struct cap_job *j);
 void cap_job_add_waiter(struct cap_job *j, struct cap_job_waiter *w);
 void cap_job_remove_waiter(struct cap_job_waiter *w);
+/* Returns the public name of s ("queued", ...). */
 const char *cap_job_state_name(enum cap_job_state s);
-/* For jobio.c: the input is downloaded (status 0, j->in_fd set) or not. */
-void cap_job_input_ready(struct cap_job *j, int status, const char *code, int http_status,
-                         const char *msg);
-/* For jobio.c: the output upload has completed (ok) or failed. */
-void cap_job_output_done(struct cap_job *j, int ok, const char *code, const char *msg);
+/* Returns the name of stage s ("rendering", ...), as job.state logs it. */
+const char *cap_job_stage_name(enum cap_job_stage s);
+/* Returns 1 when a job may move from stage from to stage to. */
+int cap_job_may_move(enum cap_job_stage from, enum cap_job_stage to);
+/* The owner's deferred queue calls this on a later loop turn for each
+ * cap_job_owner.defer: tells the waiters of an ended job, and releases
+ * what the job no longer needs. */
+void cap_job_run_deferred(struct cap_job *j);
 
 #endif

@@ -155,7 +155,7 @@ void cap_jobjson_job(const struct cap_job *j, struct cap_buf *b) {
   cap_buf_putc(b, '{');
   key(b, "percent", 1);
   if (g->input_duration_s > 0 || j->state == CAP_JOB_SUCCEEDED)
-    cap_buf_printf(b, "%.1f", cap_jobprogress_percent(j));
+    cap_buf_printf(b, "%.1f", cap_jobprogress_percent(g, j->state == CAP_JOB_SUCCEEDED));
   else
     cap_buf_puts(b, "null");
   key(b, "out_time_us", 0);

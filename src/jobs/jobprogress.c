@@ -1,7 +1,5 @@
 #include "jobprogress.h"
 
-#include "job.h"
-#include "jobs.h"
 #include "log.h"
 
 #include <stdio.h>
@@ -12,8 +10,21 @@
  * a long render, rarely enough not to flood the journal. */
 #define PROGRESS_LOG_MS 10000
 
-void cap_jobprogress_note(struct cap_job *j, const char *key, const char *val) {
-  struct cap_job_progress *g = &j->progress;
+static void log_progress(const struct cap_job_progress *g, const char *job_id, const char *req_id) {
+  struct cap_log_rec *r = cap_log_begin(CAP_LOG_INFO, "job.progress");
+  cap_log_str(r, "job_id", job_id);
+  cap_log_str(r, "req_id", req_id);
+  cap_log_int(r, "out_time_us", g->out_time_us);
+  if (g->input_duration_s > 0)
+    cap_log_double(r, "percent", cap_jobprogress_percent(g, 0));
+  cap_log_double(r, "fps", g->fps);
+  cap_log_str(r, "speed", g->speed);
+  cap_log_int(r, "total_size", g->total_size);
+  cap_log_end(r);
+}
+
+void cap_jobprogress_note(struct cap_job_progress *g, const char *job_id, const char *req_id,
+                          uint64_t now, const char *key, const char *val) {
   if (strcmp(key, "out_time_us") == 0)
     g->out_time_us = strtoll(val, NULL, 10);
   else if (strcmp(key, "frame") == 0)
@@ -24,27 +35,14 @@ void cap_jobprogress_note(struct cap_job *j, const char *key, const char *val) {
     g->fps = strtod(val, NULL);
   else if (strcmp(key, "speed") == 0)
     snprintf(g->speed, sizeof(g->speed), "%s", val);
-  else if (strcmp(key, "progress") == 0) {
-    uint64_t now = uv_now(j->jobs->loop);
-    if (now - j->last_progress_log < PROGRESS_LOG_MS)
-      return;
-    j->last_progress_log = now;
-    struct cap_log_rec *r = cap_log_begin(CAP_LOG_INFO, "job.progress");
-    cap_log_str(r, "job_id", j->id);
-    cap_log_str(r, "req_id", j->req_id);
-    cap_log_int(r, "out_time_us", g->out_time_us);
-    if (g->input_duration_s > 0)
-      cap_log_double(r, "percent", cap_jobprogress_percent(j));
-    cap_log_double(r, "fps", g->fps);
-    cap_log_str(r, "speed", g->speed);
-    cap_log_int(r, "total_size", g->total_size);
-    cap_log_end(r);
+  else if (strcmp(key, "progress") == 0 && now - g->last_log >= PROGRESS_LOG_MS) {
+    g->last_log = now;
+    log_progress(g, job_id, req_id);
   }
 }
 
-double cap_jobprogress_percent(const struct cap_job *j) {
-  const struct cap_job_progress *g = &j->progress;
-  if (j->state == CAP_JOB_SUCCEEDED)
+double cap_jobprogress_percent(const struct cap_job_progress *g, int succeeded) {
+  if (succeeded)
     return 100.0;
   if (g->input_duration_s <= 0 || g->out_time_us <= 0)
     return 0.0;

@@ -2,8 +2,8 @@
 
 #include "alloc.h"
 #include "config.h"
+#include "container.h"
 #include "log.h"
-#include "metrics.h"
 #include "preset.h"
 
 #include <assert.h>
@@ -69,6 +69,87 @@ static void on_sweep(uv_timer_t *timer) {
   sweep(timer->data, 0);
 }
 
+static struct cap_jobs *table_of(struct cap_job_owner *o) {
+  return container_of(o, struct cap_jobs, owner);
+}
+
+/* Runs the deferred work of every job queued for it, those queued meanwhile
+ * included.  It runs from the loop (a check handle), so nothing of the
+ * child, upload or client callback that queued a job is on the stack. */
+static void on_deferred(uv_check_t *h) {
+  struct cap_jobs *t = h->data;
+  struct cap_job *j;
+  while ((j = t->deferred_head) != NULL) {
+    t->deferred_head = j->defer_next;
+    if (t->deferred_head == NULL)
+      t->deferred_tail = NULL;
+    j->defer_next = NULL;
+    j->deferred = 0;
+    cap_job_run_deferred(j);
+  }
+  uv_check_stop(&t->deferred_check);
+  uv_idle_stop(&t->deferred_idle);
+}
+
+/* Does nothing: an active idle handle makes the loop poll without
+ * blocking, so that deferred work queued before the poll runs this turn. */
+static void on_idle_tick(uv_idle_t *h) {}
+
+static void owner_defer(struct cap_job_owner *o, struct cap_job *j) {
+  struct cap_jobs *t = table_of(o);
+  if (j->deferred)
+    return;
+  j->deferred = 1;
+  j->defer_next = NULL;
+  if (t->deferred_tail)
+    t->deferred_tail->defer_next = j;
+  else
+    t->deferred_head = j;
+  t->deferred_tail = j;
+  uv_check_start(&t->deferred_check, on_deferred);
+  uv_idle_start(&t->deferred_idle, on_idle_tick);
+}
+
+static void owner_settled(struct cap_job_owner *o, struct cap_job *j) {
+  struct cap_jobs *t = table_of(o);
+  if (j->state == CAP_JOB_SUCCEEDED)
+    t->succeeded++;
+  else if (j->state == CAP_JOB_FAILED)
+    t->failed++;
+  else
+    t->canceled++;
+}
+
+static void check_quiet(struct cap_jobs *t);
+
+static void owner_closed(struct cap_job_owner *o, struct cap_job *j) {
+  check_quiet(table_of(o));
+}
+
+/* Points the jobs' view of the table at what it holds now: app.c sets
+ * storage, sandbox and limits after cap_jobs_init, presets change on
+ * reload. */
+static void refresh_owner(struct cap_jobs *t) {
+  struct cap_job_owner *o = &t->owner;
+  o->loop = t->loop;
+  o->cfg = t->cfg;
+  o->store = t->store;
+  o->storage = t->storage;
+  o->sandbox = t->sandbox;
+  o->presets = t->presets;
+  o->climits = t->climits;
+  o->pool = &t->pool;
+  o->defer = owner_defer;
+  o->settled = owner_settled;
+  o->closed = owner_closed;
+}
+
+struct cap_job *cap_job_new(struct cap_jobs *t, const struct cap_execreq *r, const char *owner,
+                            const char *req_id) {
+  refresh_owner(t);
+  return cap_job_create(&t->owner, r, owner, req_id);
+}
+
 int cap_jobs_init(struct cap_jobs *t, uv_loop_t *loop, const struct cap_config *cfg,
                   struct cap_store *store) {
   memset(t, 0, sizeof(*t));
@@ -91,6 +172,11 @@ int cap_jobs_init(struct cap_jobs *t, uv_loop_t *loop, const struct cap_config *
   t->sweep.data = t;
   uv_timer_start(&t->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
   uv_unref((uv_handle_t *)&t->sweep);
+  uv_check_init(loop, &t->deferred_check);
+  t->deferred_check.data = t;
+  uv_idle_init(loop, &t->deferred_idle);
+  t->deferred_idle.data = t;
+  refresh_owner(t);
   return 0;
 }
 
@@ -130,7 +216,7 @@ int cap_jobs_submit(struct cap_jobs *t, struct cap_job *j) {
     return rc;
   if (t->n >= (size_t)t->cfg->jobs_max && sweep(t, t->n + 1 - (size_t)t->cfg->jobs_max) == 0)
     return -ENOSPC;
-  cap_job_attach(j, t->loop);
+  cap_job_attach(j);
   size_t slot = hash(j->id) & (t->nslots - 1);
   j->hnext = t->slots[slot];
   t->slots[slot] = j;
@@ -160,26 +246,12 @@ int cap_jobs_submit(struct cap_jobs *t, struct cap_job *j) {
   return 0;
 }
 
-void cap_jobs_note_done(struct cap_jobs *t, struct cap_job *j) {
-  const char *preset = j->preset ? j->preset : "ffprobe";
-  if (j->state == CAP_JOB_SUCCEEDED)
-    t->succeeded++;
-  else if (j->state == CAP_JOB_FAILED)
-    t->failed++;
-  else
-    t->canceled++;
-  cap_metrics_inc(CAP_M_JOBS_FINISHED, CAP_LABELS(preset, cap_job_state_name(j->state)));
-  if (j->finished_at >= j->created_at)
-    cap_metrics_observe(CAP_M_JOB_DURATION, CAP_LABELS(preset),
-                        (double)(j->finished_at - j->created_at) / 1000);
-}
-
-/* Returns 1 when no job has anything running; *undelivered counts the
- * watched jobs whose final state no client has been sent. */
-static int all_quiet(const struct cap_jobs *t, size_t *undelivered) {
+/* Returns 1 when every job is CLOSED; *undelivered counts the watched
+ * jobs whose final state no client has been sent. */
+static int all_closed(const struct cap_jobs *t, size_t *undelivered) {
   *undelivered = 0;
   for (const struct cap_job *j = t->head; j; j = j->next) {
-    if (j->proc_live || j->io_live || !cap_job_done(j))
+    if (!cap_job_quiescent(j))
       return 0;
     if (j->drain_watch && !j->delivered)
       (*undelivered)++;
@@ -187,11 +259,20 @@ static int all_quiet(const struct cap_jobs *t, size_t *undelivered) {
   return 1;
 }
 
-void cap_jobs_note_quiet(struct cap_jobs *t) {
-  size_t undelivered;
-  if (t->on_idle == NULL && (!t->stopping || t->on_quiet == NULL))
+static void close_deferred(struct cap_jobs *t) {
+  if (uv_is_closing((uv_handle_t *)&t->deferred_check))
     return;
-  if (!all_quiet(t, &undelivered))
+  uv_close((uv_handle_t *)&t->deferred_check, NULL);
+  uv_close((uv_handle_t *)&t->deferred_idle, NULL);
+}
+
+/* Calls on_idle while draining, and on_quiet (after closing the table's
+ * handles) when stopping, once no job holds anything. */
+static void check_quiet(struct cap_jobs *t) {
+  size_t undelivered;
+  if (t->on_idle == NULL && !t->stopping)
+    return;
+  if (!all_closed(t, &undelivered) || t->deferred_head)
     return;
   /* Each callback is taken before it runs when it is the last call: it may
    * stop the table, which comes back here. */
@@ -201,10 +282,13 @@ void cap_jobs_note_quiet(struct cap_jobs *t) {
       t->on_idle = NULL;
     cb(t->idle_arg, undelivered);
   }
-  if (t->stopping && t->on_quiet) {
-    void (*cb)(void *) = t->on_quiet;
-    t->on_quiet = NULL;
-    cb(t->quiet_arg);
+  if (t->stopping) {
+    close_deferred(t);
+    if (t->on_quiet) {
+      void (*cb)(void *) = t->on_quiet;
+      t->on_quiet = NULL;
+      cb(t->quiet_arg);
+    }
   }
 }
 
@@ -213,7 +297,7 @@ void cap_jobs_drain(struct cap_jobs *t, void (*cb)(void *arg, size_t undelivered
     j->drain_watch = !cap_job_done(j);
   t->on_idle = cb;
   t->idle_arg = arg;
-  cap_jobs_note_quiet(t);
+  check_quiet(t);
 }
 
 void cap_jobs_note_delivered(struct cap_jobs *t, struct cap_job *j) {
@@ -221,7 +305,7 @@ void cap_jobs_note_delivered(struct cap_jobs *t, struct cap_job *j) {
     return;
   j->delivered = 1;
   if (j->drain_watch && t->on_idle)
-    cap_jobs_note_quiet(t);
+    check_quiet(t);
 }
 
 void cap_jobs_stop(struct cap_jobs *t) {
@@ -230,7 +314,7 @@ void cap_jobs_stop(struct cap_jobs *t) {
   for (struct cap_job *j = t->head; j; j = j->next)
     cap_job_cancel(j, "canceled");
   uv_close((uv_handle_t *)&t->sweep, NULL);
-  cap_jobs_note_quiet(t);
+  check_quiet(t);
 }
 
 void cap_jobs_free(struct cap_jobs *t) {

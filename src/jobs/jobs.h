@@ -18,7 +18,9 @@ struct cap_climits;
 /* Every job the server knows: the running and queued ones and, for a
  * while, the finished ones, so that clients can poll them.  The table is
  * bounded (jobs_max); finished jobs go after job_ttl_s or when room is
- * needed, oldest first.  It owns the process pool. */
+ * needed, oldest first.  It owns the process pool, and the deferred queue
+ * through which a job's waiters are woken and its resources let go on a
+ * later loop turn than the callback that ended it (see docs/DESIGN.md). */
 struct cap_jobs {
   uv_loop_t *loop;
   const struct cap_config *cfg;
@@ -34,7 +36,15 @@ struct cap_jobs {
   struct cap_job *head, *tail; /* Oldest first. */
   uv_timer_t sweep;
   int stopping;
-  /* Called once when stopping and no job has anything running any more. */
+  /* What the jobs see of the table (kept current from the fields above). */
+  struct cap_job_owner owner;
+  /* Jobs with deferred work, oldest first.  The check handle runs it after
+   * the loop's I/O callbacks; the idle handle, active with it, keeps the
+   * loop from blocking in poll meanwhile. */
+  struct cap_job *deferred_head, *deferred_tail;
+  uv_check_t deferred_check;
+  uv_idle_t deferred_idle;
+  /* Called once when stopping and no job holds anything any more. */
   void (*on_quiet)(void *arg);
   void *quiet_arg;
   /* Called while draining whenever every job has finished and released
@@ -53,6 +63,11 @@ int cap_jobs_init(struct cap_jobs *t, uv_loop_t *loop, const struct cap_config *
 /* Replaces the preset set (the table frees the old one; running jobs keep
  * the copy of their preset they were given). */
 void cap_jobs_set_presets(struct cap_jobs *t, struct cap_presets *set);
+/* Returns a new job for r owned by owner (r's strings are copied), made
+ * with the table's presets and limits; the caller owns it until
+ * cap_jobs_submit succeeds (else it frees it with cap_job_free). */
+struct cap_job *cap_job_new(struct cap_jobs *t, const struct cap_execreq *r, const char *owner,
+                            const char *req_id);
 /* Returns the job with id, or NULL. */
 struct cap_job *cap_jobs_find(struct cap_jobs *t, const char *id);
 /* Returns owner's job with idempotency key key, or NULL. */
@@ -62,11 +77,6 @@ struct cap_job *cap_jobs_find_idem(struct cap_jobs *t, const char *owner, const 
  * when the table is full of unfinished jobs, -ENOENT for an unknown class;
  * on error j stays the caller's (free it with cap_job_free). */
 int cap_jobs_submit(struct cap_jobs *t, struct cap_job *j);
-/* Called by a job when it reaches its final state. */
-void cap_jobs_note_done(struct cap_jobs *t, struct cap_job *j);
-/* Called by a job when it has released everything; calls on_quiet when
- * the table is stopping and nothing runs any more. */
-void cap_jobs_note_quiet(struct cap_jobs *t);
 /* Starts watching the jobs unfinished now: cb(arg, undelivered) runs once
  * none is queued, running or uploading (at once when none is), and again
  * as their results are fetched, until all are.  Jobs go on as usual
@@ -74,8 +84,9 @@ void cap_jobs_note_quiet(struct cap_jobs *t);
 void cap_jobs_drain(struct cap_jobs *t, void (*cb)(void *arg, size_t undelivered), void *arg);
 /* Notes that a client has been sent j's final state. */
 void cap_jobs_note_delivered(struct cap_jobs *t, struct cap_job *j);
-/* Cancels every job and stops the sweep; children are signalled and the
- * loop ends once they are reaped. */
+/* Cancels every job and stops the sweep; children are signalled, and once
+ * every job is CLOSED the table closes its handles and calls on_quiet, so
+ * that the loop can end. */
 void cap_jobs_stop(struct cap_jobs *t);
 /* Frees the table after the loop has ended. */
 void cap_jobs_free(struct cap_jobs *t);

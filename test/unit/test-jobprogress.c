@@ -1,8 +1,6 @@
 #include "jobprogress.h"
 
 #include "check.h"
-#include "job.h"
-#include "jobs.h"
 #include "log.h"
 
 #include <stdio.h>
@@ -11,54 +9,57 @@
 #include <unistd.h>
 #include <uv.h>
 
-/* A job as far as progress reports need one: its table's loop and ids. */
-static void make_job(struct cap_job *j, struct cap_jobs *t) {
-  memset(t, 0, sizeof(*t));
+/* A job as far as progress reports need one: its progress and ids. */
+struct job {
+  struct cap_job_progress progress;
+  uv_loop_t *loop;
+};
+
+static void make_job(struct job *j) {
   memset(j, 0, sizeof(*j));
-  t->loop = uv_default_loop();
-  j->jobs = t;
-  snprintf(j->id, sizeof(j->id), "job-1");
-  snprintf(j->req_id, sizeof(j->req_id), "req-1");
+  j->loop = uv_default_loop();
+}
+
+static void note(struct job *j, const char *key, const char *val) {
+  cap_jobprogress_note(&j->progress, "job-1", "req-1", uv_now(j->loop), key, val);
 }
 
 static void test_fields(void) {
-  struct cap_jobs t;
-  struct cap_job j;
-  make_job(&j, &t);
-  cap_jobprogress_note(&j, "frame", "250");
-  cap_jobprogress_note(&j, "fps", "49.5");
-  cap_jobprogress_note(&j, "out_time_us", "5000000");
+  struct job j;
+  make_job(&j);
+  note(&j, "frame", "250");
+  note(&j, "fps", "49.5");
+  note(&j, "out_time_us", "5000000");
   /* out_time_ms is in microseconds too (an ffmpeg quirk); only _us counts. */
-  cap_jobprogress_note(&j, "out_time_ms", "999");
-  cap_jobprogress_note(&j, "total_size", "1048576");
-  cap_jobprogress_note(&j, "speed", "1.98x");
-  cap_jobprogress_note(&j, "unknown_key", "whatever");
+  note(&j, "out_time_ms", "999");
+  note(&j, "total_size", "1048576");
+  note(&j, "speed", "1.98x");
+  note(&j, "unknown_key", "whatever");
   CHECK_EQ_INT(j.progress.frame, 250);
   CHECK(j.progress.fps > 49.4 && j.progress.fps < 49.6);
   CHECK_EQ_INT(j.progress.out_time_us, 5000000);
   CHECK_EQ_INT(j.progress.total_size, 1048576);
   CHECK_EQ_STR(j.progress.speed, "1.98x");
   /* A speed longer than the field is cut, not overflowed. */
-  cap_jobprogress_note(&j, "speed", "123456789012345678901234567890x");
+  note(&j, "speed", "123456789012345678901234567890x");
   CHECK_EQ_INT((long long)strlen(j.progress.speed), (long long)sizeof(j.progress.speed) - 1);
 }
 
 static void test_percent(void) {
-  struct cap_jobs t;
-  struct cap_job j;
-  make_job(&j, &t);
+  struct job j;
+  make_job(&j);
   /* Unknown duration or no output yet: 0. */
-  CHECK(cap_jobprogress_percent(&j) == 0.0);
+  CHECK(cap_jobprogress_percent(&j.progress, 0) == 0.0);
   j.progress.input_duration_s = 10.0;
-  CHECK(cap_jobprogress_percent(&j) == 0.0);
+  CHECK(cap_jobprogress_percent(&j.progress, 0) == 0.0);
   j.progress.out_time_us = 2500000;
-  CHECK(cap_jobprogress_percent(&j) > 24.99 && cap_jobprogress_percent(&j) < 25.01);
+  CHECK(cap_jobprogress_percent(&j.progress, 0) > 24.99 &&
+        cap_jobprogress_percent(&j.progress, 0) < 25.01);
   /* ffmpeg may run past the probed duration: capped. */
   j.progress.out_time_us = 12000000;
-  CHECK(cap_jobprogress_percent(&j) == 100.0);
+  CHECK(cap_jobprogress_percent(&j.progress, 0) == 100.0);
   j.progress.out_time_us = 1;
-  j.state = CAP_JOB_SUCCEEDED;
-  CHECK(cap_jobprogress_percent(&j) == 100.0);
+  CHECK(cap_jobprogress_percent(&j.progress, 1) == 100.0);
 }
 
 /* job.progress is logged at the end of a block, at most every 10 s. */
@@ -68,17 +69,16 @@ static void test_log_rate(void) {
   CHECK(fd >= 0);
   close(fd);
   CHECK_EQ_INT(cap_log_open(path), 0);
-  struct cap_jobs t;
-  struct cap_job j;
-  make_job(&j, &t);
-  uv_update_time(t.loop);
-  j.last_progress_log = 0;
+  struct job j;
+  make_job(&j);
+  uv_update_time(j.loop);
+  j.progress.last_log = 0;
   j.progress.input_duration_s = 4.0;
-  cap_jobprogress_note(&j, "out_time_us", "1000000");
+  note(&j, "out_time_us", "1000000");
   /* The loop's clock starts far above 10 s on a machine that has been up. */
-  j.last_progress_log = uv_now(t.loop) - 20000;
-  cap_jobprogress_note(&j, "progress", "continue");
-  cap_jobprogress_note(&j, "progress", "continue"); /* Too soon: not logged. */
+  j.progress.last_log = uv_now(j.loop) - 20000;
+  note(&j, "progress", "continue");
+  note(&j, "progress", "continue"); /* Too soon: not logged. */
   cap_log_flush();
   cap_log_close();
   FILE *f = fopen(path, "r");
