@@ -2,6 +2,8 @@
 # Installs what is missing, builds cap-server and runs every test:
 #   1. the normal build with warnings as errors: unit and integration tests
 #   2. the same suite built with AddressSanitizer + UndefinedBehaviorSanitizer
+#      and with assert() compiled in (the release flags' -DNDEBUG dropped), so
+#      the job state machine's transition checks run under every test
 #   3. the libFuzzer target on the request path, for a bounded time
 # Environment: CAP_FUZZ_SECONDS (default 60), CAP_SKIP_ASAN=1, CAP_SKIP_FUZZ=1.
 set -euo pipefail
@@ -17,8 +19,9 @@ echo "== tests"
 (cd build && ctest --output-on-failure -j"$jobs") || status=1
 
 if [ "${CAP_SKIP_ASAN:-0}" != 1 ]; then
-  echo "== tests under AddressSanitizer + UndefinedBehaviorSanitizer"
-  scripts/build.sh build-asan -DCAP_WERROR=ON -DCAP_SANITIZE=address,undefined
+  echo "== tests under AddressSanitizer + UndefinedBehaviorSanitizer, asserts on"
+  scripts/build.sh build-asan -DCAP_WERROR=ON -DCAP_SANITIZE=address,undefined \
+    "-DCMAKE_C_FLAGS_RELWITHDEBINFO=-O2 -g"
   (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
      UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
      ctest --output-on-failure -j"$jobs") || status=1
