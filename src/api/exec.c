@@ -18,20 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <unistd.h>
 
 /* When a class queue is full, clients are told to come back this much later. */
 #define QUEUE_FULL_RETRY_S 10
-
-/* The error of a code string from jobs/.  Temporary: jobs/ still names
- * errors by string (a job's err_code, cap_execreq_parse's code), so this
- * boundary looks them up in the error table until jobs/ holds enum
- * cap_err.  Every string jobs/ produces is in the table; one that is not
- * would be a bug, answered as such. */
-static enum cap_err job_err(const char *code) {
-  enum cap_err e = cap_err_from_code(code);
-  return e != CAP_E_NONE ? e : CAP_E_INTERNAL;
-}
 
 /* Answers for a job: its result or error when it has ended, else 202 with
  * where to poll. */
@@ -51,7 +40,9 @@ static void reply_job(struct cap_exchange *x, struct cap_job *j, int timed_out) 
     cap_exchange_send(x, 200);
     return;
   }
-  enum cap_err e = job_err(j->err_code);
+  /* A failed or canceled job always holds its error; a job without one
+   * would be a bug, answered as such. */
+  enum cap_err e = j->err != CAP_E_NONE ? j->err : CAP_E_INTERNAL;
   x->code = cap_err_code(e);
   cap_jobjson_error(j, &x->body);
   cap_exchange_send(x, cap_err_status(e));
@@ -93,13 +84,13 @@ static int prefer_wait(const struct cap_request *req) {
  * -1; r is to be freed either way. */
 static int parse(struct cap_exchange *x, struct cap_execreq *r) {
   const struct cap_request *req = x->req;
-  const char *code;
+  enum cap_err code = CAP_E_NONE;
   char msg[256];
 
   if (cap_execreq_parse(r, req->body.data ? req->body.data : "", req->body.len, &code, msg,
                         sizeof(msg)) == 0)
     return 0;
-  cap_exchange_fail(x, job_err(code), msg);
+  cap_exchange_fail(x, code, msg);
   return -1;
 }
 
@@ -137,8 +128,7 @@ static int check_keys(struct cap_exchange *x, const struct cap_execreq *r) {
     cap_exchange_fail(x, CAP_E_INVALID_KEY, "Keys must not name the store's temp directory");
     return -1;
   }
-  if (r->output_key && x->app->storage.kind == CAP_STORAGE_FILE &&
-      !cap_store_key_usable(r->output_key)) {
+  if (r->output_key && !cap_objstore_output_key_usable(&app->objstore, r->output_key)) {
     cap_exchange_fail(x, CAP_E_INVALID_KEY,
                       "output_key cannot be stored here (a segment over 255 bytes, or "
                       "the store's temp directory)");
@@ -209,17 +199,12 @@ static void join_earlier(struct cap_exchange *x, struct cap_job *old, const unsi
   cap_jobwait_start(x, old, wait, reply_job, x->app->cfg->cancel_on_disconnect);
 }
 
-/* Returns 1 when the file store knows already that r's input is missing.
- * A missing input is answered then, before a job or a child exists (in
- * S3 the job's download finds out, still before any child starts). */
+/* Returns 1 when the store knows already that r's input is missing.  A
+ * missing input is answered then, before a job or a child exists (the
+ * file store looks; in S3 the job's download finds out, still before any
+ * child starts). */
 static int input_missing(struct cap_app *app, const struct cap_execreq *r) {
-  int fd, rc = 0;
-  uint64_t size;
-  if (app->storage.kind == CAP_STORAGE_FILE)
-    rc = cap_store_open_input(&app->store, r->input_key, &fd, &size);
-  if (app->storage.kind == CAP_STORAGE_FILE && rc == 0)
-    close(fd);
-  return rc == -ENOENT;
+  return cap_objstore_precheck(&app->objstore, r->input_key) == CAP_STORAGE_E_NOT_FOUND;
 }
 
 /* Answers 429 queue_full for the job j that its class's queue has no room

@@ -1,6 +1,7 @@
 #include "jobroutes.h"
 
 #include "app.h"
+#include "errcode.h"
 #include "exchange.h"
 #include "jobjson.h"
 #include "jobs.h"
@@ -27,7 +28,7 @@ static struct cap_job *lookup(struct cap_exchange *x) {
   }
   /* Another token's job is answered exactly like a missing one. */
   if (j == NULL || x->token_name == NULL || strcmp(j->owner, x->token_name) != 0) {
-    cap_exchange_reply_error(x, 404, "job_not_found", "No such job");
+    cap_exchange_fail(x, CAP_E_JOB_NOT_FOUND, NULL);
     return NULL;
   }
   return j;
@@ -68,7 +69,7 @@ void cap_jobroutes_get(struct cap_exchange *x) {
     return;
   int wait = query_wait(x);
   if (wait < 0) {
-    cap_exchange_reply_error(x, 400, "invalid_field", "wait must be a whole number of seconds");
+    cap_exchange_fail(x, CAP_E_INVALID_FIELD, "wait must be a whole number of seconds");
     return;
   }
   cap_jobwait_start(x, j, wait, reply_state, 0);
@@ -79,17 +80,19 @@ void cap_jobroutes_delete(struct cap_exchange *x) {
   if (j == NULL)
     return;
   if (cap_job_done(j)) {
-    x->code = "job_finished";
+    /* The answer carries the job as it ended, so it writes its own body;
+     * the code, message and status come from the table. */
+    x->code = cap_err_code(CAP_E_JOB_FINISHED);
     cap_buf_reset(&x->body);
-    cap_buf_puts(&x->body,
-                 "{\"error\":\"The job has already finished\",\"code\":\"job_finished\",\"job\":");
+    cap_buf_printf(&x->body, "{\"error\":\"%s\",\"code\":\"%s\",\"job\":",
+                   cap_err_message(CAP_E_JOB_FINISHED), x->code);
     cap_jobjson_job(j, &x->body);
     cap_jobs_note_delivered(&x->app->jobs, j);
     cap_buf_putc(&x->body, '}');
-    cap_exchange_send(x, 409);
+    cap_exchange_send(x, cap_err_status(CAP_E_JOB_FINISHED));
     return;
   }
-  cap_job_cancel(j, "canceled");
+  cap_job_cancel(j, CAP_E_CANCELED);
   reply_state(x, j, 0);
 }
 

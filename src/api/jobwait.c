@@ -53,7 +53,7 @@ static void on_abort(struct cap_exchange *x) {
   int cancel = jw->cancel_on_abort;
   end(jw);
   if (cancel)
-    cap_job_cancel(j, "canceled");
+    cap_job_cancel(j, CAP_E_CANCELED);
 }
 
 void cap_jobwait_start(struct cap_exchange *x, struct cap_job *j, int seconds, cap_jobwait_fn fn,

@@ -138,10 +138,11 @@ int cap_app_init(struct cap_app *app, const struct cap_config *cfg, uv_loop_t *l
                      app->storage.kind == CAP_STORAGE_FILE ? app->storage.file_root : cfg->data_dir,
                      err, errlen) != 0)
     goto fail;
+  cap_objstore_init(&app->objstore, &app->storage, &app->store);
   app->rl_client = cap_ratelimit_new((unsigned)cfg->rate_limit, (size_t)cfg->rate_limit_clients);
   app->rl_token = cap_ratelimit_new((unsigned)cfg->rate_limit_token, 1024);
   cap_jobs_init(&app->jobs, loop, cfg, &app->store);
-  app->jobs.storage = &app->storage;
+  app->jobs.objstore = &app->objstore;
   app->jobs.sandbox = &app->sandbox;
   app->jobs.climits = &app->climits;
   return 0;
@@ -320,7 +321,7 @@ void cap_app_reload(struct cap_app *app) {
 }
 
 void cap_app_start(struct cap_app *app) {
-  cap_storage_start(&app->storage);
+  cap_objstore_start(&app->objstore);
   if (app->has_registry)
     cap_registry_start(&app->registry);
 }
@@ -342,7 +343,7 @@ static void on_registry_stopped(void *arg) {
 
 static void on_jobs_quiet(void *arg) {
   struct cap_app *app = arg;
-  cap_storage_stop(&app->storage);
+  cap_objstore_stop(&app->objstore);
   app->storage_stopped = 1;
   maybe_close_curl(app);
 }

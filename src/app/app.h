@@ -11,6 +11,7 @@
 #include "ratelimit.h"
 #include "sandbox.h"
 #include "registry.h"
+#include "objstore.h"
 #include "storage.h"
 #include "store.h"
 
@@ -33,6 +34,8 @@ struct cap_app {
   struct cap_curlloop curl;
   int curl_open;
   struct cap_storage storage;
+  /* The jobs' way to objects, over storage and store. */
+  struct cap_objstore objstore;
   struct cap_registry registry;
   int has_registry;
   int storage_stopped;

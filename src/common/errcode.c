@@ -33,14 +33,3 @@ int cap_err_status(enum cap_err e) {
 const char *cap_err_message(enum cap_err e) {
   return row(e)->message;
 }
-
-enum cap_err cap_err_from_code(const char *code) {
-  if (code == NULL)
-    return CAP_E_NONE;
-  /* A linear scan: the table is a few dozen rows and this runs once per
-   * failed job, not per request. */
-  for (int e = CAP_E_NONE + 1; e < CAP_E_COUNT; e++)
-    if (strcmp(rows[e].code, code) == 0)
-      return (enum cap_err)e;
-  return CAP_E_NONE;
-}

@@ -22,10 +22,5 @@ int cap_err_status(enum cap_err e);
 /* Returns e's default message, or NULL for CAP_E_NONE or a value out of
  * range.  The string is static. */
 const char *cap_err_message(enum cap_err e);
-/* Returns the value whose code string is code, or CAP_E_NONE when code is
- * NULL or no code of the table.  Temporary: it exists for the boundary
- * where api/ still receives code strings from jobs/ (a job's err_code);
- * once jobs/ and storage/ hold enum cap_err it goes. */
-enum cap_err cap_err_from_code(const char *code);
 
 #endif

@@ -79,9 +79,3 @@ void cap_exchange_fail(struct cap_exchange *x, enum cap_err e, const char *msg) 
   cap_exchange_set_error(x, e, msg);
   finish(x);
 }
-
-void cap_exchange_reply_error(struct cap_exchange *x, int status, const char *code,
-                              const char *msg) {
-  set_error(x, status, code, msg);
-  finish(x);
-}

@@ -59,12 +59,5 @@ void cap_exchange_set_error(struct cap_exchange *x, enum cap_err e, const char *
 /* Answers with the error e as cap_exchange_set_error does, then hands the
  * exchange back. */
 void cap_exchange_fail(struct cap_exchange *x, enum cap_err e, const char *msg);
-/* Answers {"error":msg,"code":code} with status, taken as given.
- * Temporary: api/jobroutes.c still calls it while another change is under
- * way there; every other answer goes through the error table with
- * cap_exchange_fail, and this goes once jobroutes.c does too.  code must
- * be static (it is kept for the log). */
-void cap_exchange_reply_error(struct cap_exchange *x, int status, const char *code,
-                              const char *msg);
 
 #endif

@@ -20,7 +20,7 @@ const char *const cap_execreq_capabilities[] = {"ffmpeg-render", "ffprobe", NULL
 static const char *const known_fields[] = {"capability", "input_key", "output_key",     "preset",
                                            "wait",       "async",     "idempotency_key"};
 
-__attribute__((format(printf, 5, 6))) static int err(const char **code, const char *c, char *msg,
+__attribute__((format(printf, 5, 6))) static int err(enum cap_err *code, enum cap_err c, char *msg,
                                                      size_t msglen, const char *fmt, ...) {
   va_list ap;
   *code = c;
@@ -58,15 +58,15 @@ static int strings_clean(const char *s, size_t n) {
 /* Copies the string field name into *out if present; checks type and
  * length (maxlen 0: any length, the caller checks). */
 static int get_string(const cJSON *root, const char *name, size_t maxlen, char **out,
-                      const char **code, char *msg, size_t msglen) {
+                      enum cap_err *code, char *msg, size_t msglen) {
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, name);
   if (v == NULL)
     return 0;
   if (!cJSON_IsString(v))
-    return err(code, "invalid_field", msg, msglen, "%s must be a string", name);
+    return err(code, CAP_E_INVALID_FIELD, msg, msglen, "%s must be a string", name);
   size_t n = strlen(v->valuestring);
   if (maxlen && (n == 0 || n > maxlen)) {
-    *code = "invalid_field";
+    *code = CAP_E_INVALID_FIELD;
     snprintf(msg, msglen, "%s must be 1 to %zu bytes long", name, maxlen);
     return -EINVAL;
   }
@@ -74,11 +74,11 @@ static int get_string(const cJSON *root, const char *name, size_t maxlen, char *
   return 0;
 }
 
-static int check_key(const char *key, const char *name, const char **code, char *msg,
+static int check_key(const char *key, const char *name, enum cap_err *code, char *msg,
                      size_t msglen) {
   const char *why;
   if (cap_key_validate(key, strlen(key), &why) != 0) {
-    *code = "invalid_key";
+    *code = CAP_E_INVALID_KEY;
     snprintf(msg, msglen, "%s %s", name, why);
     return -EINVAL;
   }
@@ -88,27 +88,28 @@ static int check_key(const char *key, const char *name, const char **code, char 
 /* Parses the body into *root, a JSON object with nothing after it, and
  * checks what cJSON would otherwise let through silently.  *root may be
  * set on failure too; the caller deletes it. */
-static int parse_object(const char *body, size_t len, cJSON **root, const char **code, char *msg,
+static int parse_object(const char *body, size_t len, cJSON **root, enum cap_err *code, char *msg,
                         size_t msglen) {
   /* cJSON stops at a NUL, so a body with one inside is not the JSON it
    * seems to be. */
   if (len == 0 || memchr(body, '\0', len) != NULL || !cap_jsonw_utf8_valid(body, len))
-    return err(code, "invalid_json", msg, msglen, "%s", "body must be a UTF-8 JSON object");
+    return err(code, CAP_E_INVALID_JSON, msg, msglen, "%s", "body must be a UTF-8 JSON object");
   if (!strings_clean(body, len))
-    return err(code, "invalid_json", msg, msglen, "%s",
+    return err(code, CAP_E_INVALID_JSON, msg, msglen, "%s",
                "strings must not hold control characters or \\u0000");
   const char *end = NULL;
   *root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
   if (!cJSON_IsObject(*root))
-    return err(code, "invalid_json", msg, msglen, "%s", "body must be a JSON object");
+    return err(code, CAP_E_INVALID_JSON, msg, msglen, "%s", "body must be a JSON object");
   for (const char *p = end; p && p < body + len; p++)
     if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n')
-      return err(code, "invalid_json", msg, msglen, "%s", "trailing bytes after the JSON object");
+      return err(code, CAP_E_INVALID_JSON, msg, msglen, "%s",
+                 "trailing bytes after the JSON object");
   return 0;
 }
 
 /* Refuses a field given twice or one this version does not know. */
-static int check_fields(const cJSON *root, const char **code, char *msg, size_t msglen) {
+static int check_fields(const cJSON *root, enum cap_err *code, char *msg, size_t msglen) {
   /* A key given twice means two things: cJSON would take the first, a
    * Worker's JSON.parse (or Python's json) the last, so a check made by
    * one would not hold for the other. */
@@ -116,7 +117,8 @@ static int check_fields(const cJSON *root, const char **code, char *msg, size_t 
   cJSON_ArrayForEach(item, root) {
     for (const cJSON *later = item->next; later; later = later->next)
       if (strcmp(item->string, later->string) == 0)
-        return err(code, "invalid_json", msg, msglen, "duplicate field \"%.64s\"", item->string);
+        return err(code, CAP_E_INVALID_JSON, msg, msglen, "duplicate field \"%.64s\"",
+                   item->string);
   }
   cJSON_ArrayForEach(item, root) {
     size_t i, n = sizeof(known_fields) / sizeof(known_fields[0]);
@@ -124,7 +126,7 @@ static int check_fields(const cJSON *root, const char **code, char *msg, size_t 
       if (strcmp(item->string, known_fields[i]) == 0)
         break;
     if (i == n) {
-      *code = "unknown_field";
+      *code = CAP_E_UNKNOWN_FIELD;
       snprintf(msg, msglen, "unknown field \"%.64s\"", item->string);
       return -EINVAL;
     }
@@ -134,42 +136,42 @@ static int check_fields(const cJSON *root, const char **code, char *msg, size_t 
 
 /* Sets the capability from cap (NULL: ffmpeg-render, the default when a
  * preset is given) and checks the keys and the preset it needs. */
-static int check_capability(struct cap_execreq *r, const char *cap, const char **code, char *msg,
+static int check_capability(struct cap_execreq *r, const char *cap, enum cap_err *code, char *msg,
                             size_t msglen) {
   if (cap == NULL && r->preset == NULL)
-    return err(code, "missing_field", msg, msglen, "%s is required", "capability");
+    return err(code, CAP_E_MISSING_FIELD, msg, msglen, "%s is required", "capability");
   if (cap == NULL || strcmp(cap, "ffmpeg-render") == 0)
     r->capability = CAP_CAP_FFMPEG_RENDER;
   else if (strcmp(cap, "ffprobe") == 0)
     r->capability = CAP_CAP_FFPROBE;
   else
-    return err(code, "unknown_capability", msg, msglen, "unknown capability \"%.64s\"", cap);
+    return err(code, CAP_E_UNKNOWN_CAPABILITY, msg, msglen, "unknown capability \"%.64s\"", cap);
 
   if (r->input_key == NULL)
-    return err(code, "missing_field", msg, msglen, "%s is required", "input_key");
+    return err(code, CAP_E_MISSING_FIELD, msg, msglen, "%s is required", "input_key");
   if (check_key(r->input_key, "input_key", code, msg, msglen))
     return -EINVAL;
   if (r->capability == CAP_CAP_FFMPEG_RENDER) {
     if (r->output_key == NULL || r->preset == NULL)
-      return err(code, "missing_field", msg, msglen, "%s is required",
+      return err(code, CAP_E_MISSING_FIELD, msg, msglen, "%s is required",
                  r->output_key == NULL ? "output_key" : "preset");
     if (check_key(r->output_key, "output_key", code, msg, msglen))
       return -EINVAL;
   } else if (r->output_key || r->preset) {
-    return err(code, "invalid_field", msg, msglen, "%s is not used by ffprobe",
+    return err(code, CAP_E_INVALID_FIELD, msg, msglen, "%s is not used by ffprobe",
                r->output_key ? "output_key" : "preset");
   }
   return 0;
 }
 
 /* Reads the optional "wait" and "async" fields. */
-static int get_wait_async(struct cap_execreq *r, const cJSON *root, const char **code, char *msg,
+static int get_wait_async(struct cap_execreq *r, const cJSON *root, enum cap_err *code, char *msg,
                           size_t msglen) {
   const cJSON *w = cJSON_GetObjectItemCaseSensitive(root, "wait");
   if (w) {
     if (!cJSON_IsNumber(w) || w->valuedouble < 0 || w->valuedouble > WAIT_MAX_S ||
         w->valuedouble != floor(w->valuedouble)) {
-      *code = "invalid_field";
+      *code = CAP_E_INVALID_FIELD;
       snprintf(msg, msglen, "wait must be a whole number of seconds from 0 to %d", WAIT_MAX_S);
       return -EINVAL;
     }
@@ -178,13 +180,13 @@ static int get_wait_async(struct cap_execreq *r, const cJSON *root, const char *
   const cJSON *a = cJSON_GetObjectItemCaseSensitive(root, "async");
   if (a) {
     if (!cJSON_IsBool(a))
-      return err(code, "invalid_field", msg, msglen, "%s must be true or false", "async");
+      return err(code, CAP_E_INVALID_FIELD, msg, msglen, "%s must be true or false", "async");
     r->async = cJSON_IsTrue(a);
   }
   return 0;
 }
 
-int cap_execreq_parse(struct cap_execreq *r, const char *body, size_t len, const char **code,
+int cap_execreq_parse(struct cap_execreq *r, const char *body, size_t len, enum cap_err *code,
                       char *msg, size_t msglen) {
   cJSON *root = NULL;
   char *cap = NULL;

@@ -1,6 +1,8 @@
 #ifndef CAP_EXECREQ_H
 #define CAP_EXECREQ_H
 
+#include "errcode.h"
+
 #include <stddef.h>
 
 /* The JSON body of POST /exec, parsed and validated.  Nothing in it ever
@@ -25,10 +27,10 @@ struct cap_execreq {
   char *idempotency_key; /* NULL when not given. */
 };
 
-/* Parses body into r.  Returns 0, or -EINVAL with a stable error code
- * ("invalid_json", "missing_field", ...) in *code and a message naming the
+/* Parses body into r.  Returns 0, or -EINVAL with the API error in *code
+ * (CAP_E_INVALID_JSON, CAP_E_MISSING_FIELD, ...) and a message naming the
  * field in msg.  r owns its strings either way; free with cap_execreq_free. */
-int cap_execreq_parse(struct cap_execreq *r, const char *body, size_t len, const char **code,
+int cap_execreq_parse(struct cap_execreq *r, const char *body, size_t len, enum cap_err *code,
                       char *msg, size_t msglen);
 void cap_execreq_free(struct cap_execreq *r);
 

@@ -7,7 +7,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "preset.h"
-#include "storage.h"
+#include "storerr.h"
 #include "store.h"
 
 #include <assert.h>
@@ -90,8 +90,8 @@ static void log_finished(struct cap_job *j) {
   cap_log_str(r, "capability", cap_execreq_capabilities[j->capability]);
   if (j->preset)
     cap_log_str(r, "preset", j->preset);
-  if (j->err_code)
-    cap_log_str(r, "code", j->err_code);
+  if (j->err != CAP_E_NONE)
+    cap_log_str(r, "code", cap_err_code(j->err));
   if (j->exit_status >= 0)
     cap_log_int(r, "exit_status", j->exit_status);
   if (j->term_signal)
@@ -141,12 +141,10 @@ static void move(struct cap_job *j, enum cap_job_stage to) {
     note_outcome(j);
 }
 
-static void on_input_ready(struct cap_jobio *io, int status, const char *code, int http_status,
-                           const char *msg);
-static void on_output_done(struct cap_jobio *io, int ok, const char *code, const char *msg);
+static void on_input_ready(struct cap_objin *in, const struct cap_storage_err *err);
+static void on_output_done(struct cap_jobio *io, const struct cap_storage_err *err);
 
-static const struct cap_jobio_ops jobio_ops = {.input_ready = on_input_ready,
-                                               .output_done = on_output_done};
+static const struct cap_jobio_ops jobio_ops = {.output_done = on_output_done};
 
 /* Copies the preset's arguments, headers, class and limits into the job. */
 static void take_preset(struct cap_job *j, const struct cap_preset *p) {
@@ -169,16 +167,19 @@ static void take_preset(struct cap_job *j, const struct cap_preset *p) {
   j->streamable = p->streamable;
 }
 
+/* Readies the job's input and output in the owner's object store; the
+ * input opens when the job gets its slot. */
 static void init_io(struct cap_job *j) {
-  const struct cap_job_owner *o = j->owner_ops;
-  struct cap_jobio_spec spec = {.storage = o->storage,
-                                .input_max = (uint64_t)o->cfg->input_max_mb * 1024 * 1024,
-                                .parts_in_flight = o->cfg->parts_in_flight,
-                                .input_key = j->input_key,
+  struct cap_objstore *os = j->owner_ops->objstore;
+  struct cap_jobio_spec spec = {.objstore = os,
                                 .output_key = j->output_key,
                                 .content_type = j->content_type,
                                 .cache_control = j->cache_control};
   cap_jobio_init(&j->io, &jobio_ops, &spec);
+  snprintf(j->in_tmp, sizeof(j->in_tmp), "%s.in", j->id);
+  cap_objstore_input_init(&j->in, os, j->input_key, j->in_tmp);
+  j->in.on_ready = on_input_ready;
+  j->in.data = j;
 }
 
 struct cap_job *cap_job_create(struct cap_job_owner *o, const struct cap_execreq *r,
@@ -196,8 +197,6 @@ struct cap_job *cap_job_create(struct cap_job_owner *o, const struct cap_execreq
   j->stage = CAP_JOB_S_NEW;
   j->state = CAP_JOB_QUEUED;
   j->created_at = wall_ms();
-  j->in_fd = -1;
-  j->out_fd = -1;
   j->exit_status = -1;
   j->pool_item.start = cap_job_start;
   j->cls = xstrdup("cpu");
@@ -274,21 +273,20 @@ void cap_job_remove_waiter(struct cap_job_waiter *w) {
 /* Gives the job its outcome; the first outcome stands.  Its waiters are
  * woken and what it holds is let go on a later turn (cap_job_run_deferred):
  * the caller may be deep inside a child's or an upload's callback. */
-static void settle(struct cap_job *j, enum cap_job_stage outcome, const char *code, int status,
+static void settle(struct cap_job *j, enum cap_job_stage outcome, enum cap_err err,
                    const char *msg) {
   if (cap_job_done(j))
     return;
-  if (code) {
-    j->err_code = code;
-    j->http_status = status;
+  if (err != CAP_E_NONE) {
+    j->err = err;
     free(j->err_msg);
     j->err_msg = xstrdup(msg);
   }
   move(j, outcome);
 }
 
-static void fail(struct cap_job *j, const char *code, int status, const char *msg) {
-  settle(j, CAP_JOB_S_FAILED, code, status, msg);
+static void fail(struct cap_job *j, enum cap_err err, const char *msg) {
+  settle(j, CAP_JOB_S_FAILED, err, msg);
 }
 
 static void on_timer_closed(uv_handle_t *h) {
@@ -308,16 +306,9 @@ static void release(struct cap_job *j) {
   if (!cap_job_done(j) || j->stage == CAP_JOB_S_CLOSED || j->child_running)
     return;
   cap_pool_release(o->pool, &j->pool_item);
-  if (j->io.live)
+  if (j->io.live || cap_objstore_input_busy(&j->in))
     return;
-  if (j->in_fd >= 0) {
-    close(j->in_fd);
-    j->in_fd = -1;
-  }
-  if (j->out_fd >= 0) {
-    close(j->out_fd);
-    j->out_fd = -1;
-  }
+  cap_objstore_close_input(&j->in);
   if (j->tmp_name[0]) {
     cap_store_discard(o->store, j->tmp_name);
     j->tmp_name[0] = '\0';
@@ -325,10 +316,6 @@ static void release(struct cap_job *j) {
   if (j->tmp_dir[0]) {
     cap_store_tmp_rmdir(o->store, j->tmp_dir);
     j->tmp_dir[0] = '\0';
-  }
-  if (j->in_tmp[0]) {
-    cap_store_discard(o->store, j->in_tmp);
-    j->in_tmp[0] = '\0';
   }
   cap_jobio_free(&j->io);
   if (!uv_is_closing((uv_handle_t *)&j->timeout_timer))
@@ -357,20 +344,23 @@ static void kill_child(struct cap_job *j) {
     cap_proc_signal(&j->proc, SIGKILL);
 }
 
-void cap_job_cancel(struct cap_job *j, const char *code) {
-  int timeout = strcmp(code, "timeout") == 0;
+void cap_job_cancel(struct cap_job *j, enum cap_err why) {
+  int timeout = why == CAP_E_TIMEOUT;
   if (cap_job_done(j) || j->stage == CAP_JOB_S_NEW)
     return;
   if (timeout)
-    settle(j, CAP_JOB_S_FAILED, "timeout", 504, "The job ran past its time limit");
+    settle(j, CAP_JOB_S_FAILED, CAP_E_TIMEOUT, "The job ran past its time limit");
   else
-    settle(j, CAP_JOB_S_CANCELED, "canceled", 409, "The job was canceled");
-  cap_jobio_abort(&j->io, timeout ? "timeout" : "canceled", j->err_msg);
+    settle(j, CAP_JOB_S_CANCELED, CAP_E_CANCELED, "The job was canceled");
+  /* A download under way stops here and its on_ready never runs. */
+  cap_objstore_cancel_input(&j->in);
+  /* The abort's own code keeps the metrics label: canceled, or failed. */
+  cap_jobio_abort(&j->io, timeout ? CAP_STORAGE_E_FAILED : CAP_STORAGE_E_CANCELED, j->err_msg);
   kill_child(j); /* The slot is let go once the child has been reaped. */
 }
 
 static void on_timeout(uv_timer_t *t) {
-  cap_job_cancel(t->data, "timeout");
+  cap_job_cancel(t->data, CAP_E_TIMEOUT);
 }
 
 /* The job's child callbacks reach the job with container_of: proc.data
@@ -438,13 +428,13 @@ static int spawn(struct cap_job *j, char **argv, size_t capture, int progress, i
   /* Only the render writes, and only into the job's own directory. */
   int writes = j->stage == CAP_JOB_S_RENDERING && j->tmp_dir[0] &&
                cap_store_tmp_path(o->store, j->tmp_dir, rw, sizeof(rw)) == 0;
-  struct cap_sandbox_child child = {.in_fd = j->in_fd >= 0 ? 3 : -1,
+  struct cap_sandbox_child child = {.in_fd = j->in.fd >= 0 ? 3 : -1,
                                     .rw_dir = writes ? rw : NULL,
                                     .hardware = strcmp(j->cls, "cpu") != 0};
   child_limits(j, &child.lim);
   struct cap_proc_spec spec = {.file = argv[0],
                                .args = argv,
-                               .in_fd = j->in_fd,
+                               .in_fd = j->in.fd,
                                .capture_out = capture,
                                .stream_out = stream,
                                .progress = progress,
@@ -461,10 +451,6 @@ static int spawn(struct cap_job *j, char **argv, size_t capture, int progress, i
   return rc;
 }
 
-static int s3_storage(const struct cap_job *j) {
-  return j->owner_ops->storage && j->owner_ops->storage->kind == CAP_STORAGE_S3;
-}
-
 /* Makes the job's own temp directory and names the output file in it.
  * Returns 0, or fails the job and returns -1. */
 static int make_tmp_output(struct cap_job *j, char *path, size_t n) {
@@ -475,13 +461,13 @@ static int make_tmp_output(struct cap_job *j, char *path, size_t n) {
     char msg[200];
     j->tmp_dir[0] = '\0';
     snprintf(msg, sizeof(msg), "Could not create the job's temp directory: %s", strerror(-rc));
-    fail(j, "storage_error", 502, msg);
+    fail(j, CAP_E_STORAGE_ERROR, msg);
     return -1;
   }
   snprintf(j->tmp_name, sizeof(j->tmp_name), "%s/out.%s", j->tmp_dir, j->ext);
   if (cap_store_tmp_path(store, j->tmp_name, path, n) != 0) {
     j->tmp_name[0] = '\0';
-    fail(j, "storage_error", 502, "The temporary output path is too long");
+    fail(j, CAP_E_STORAGE_ERROR, "The temporary output path is too long");
     return -1;
   }
   return 0;
@@ -501,9 +487,10 @@ static struct cap_jobcmd jobcmd(const struct cap_job *j) {
 
 static void start_render(struct cap_job *j) {
   char tmp_path[4096], out_arg[4200];
-  /* A streamable output to S3 goes through ffmpeg's stdout straight into
-   * the multipart upload; anything else is written to a temp file first. */
-  int stream = s3_storage(j) && j->streamable;
+  /* A streamable output goes through ffmpeg's stdout straight into the
+   * store when the store takes a stream (S3's multipart upload); anything
+   * else is written to a temp file first. */
+  int stream = cap_objstore_can_stream(j->owner_ops->objstore) && j->streamable;
   if (stream) {
     snprintf(out_arg, sizeof(out_arg), "pipe:1");
   } else {
@@ -520,23 +507,9 @@ static void start_render(struct cap_job *j) {
   free(argv);
 }
 
-/* ffmpeg wrote the temp output of a non-streamable preset to S3: upload it. */
-static void upload_tmp(struct cap_job *j) {
-  struct cap_store *store = j->owner_ops->store;
-  int64_t size = cap_store_tmp_size(store, j->tmp_name);
-  int fd = size < 0 ? -1 : cap_store_tmp_open(store, j->tmp_name);
-  if (fd < 0) {
-    fail(j, "ffmpeg_failed", 502, "ffmpeg exited without writing an output");
-    return;
-  }
-  j->out_fd = fd;
-  move(j, CAP_JOB_S_STORING);
-  cap_jobio_upload_file(&j->io, fd, (uint64_t)size);
-}
-
-static void on_output_done(struct cap_jobio *io, int ok, const char *code, const char *msg) {
+static void on_output_done(struct cap_jobio *io, const struct cap_storage_err *err) {
   struct cap_job *j = container_of(io, struct cap_job, io);
-  if (ok)
+  if (err == NULL)
     j->bytes = io->bytes;
   snprintf(j->etag, sizeof(j->etag), "%s", io->etag);
   j->parts = io->parts;
@@ -544,50 +517,29 @@ static void on_output_done(struct cap_jobio *io, int ok, const char *code, const
     j->owner_ops->defer(j->owner_ops, j); /* The abort is over: let go of the rest. */
     return;
   }
-  if (!ok) {
-    char text[400];
-    snprintf(text, sizeof(text), "Storing the output failed: %s: %s", code ? code : "error",
-             msg ? msg : "");
-    int denied =
-        code && (strcmp(code, "AccessDenied") == 0 || strcmp(code, "SignatureDoesNotMatch") == 0 ||
-                 strcmp(code, "InvalidAccessKeyId") == 0);
-    fail(j, denied ? "storage_denied" : "storage_error", 502, text);
+  if (err) {
+    fail(j, cap_storerr_err(err), err->msg);
     kill_child(j);
     return;
   }
-  /* An upload completes only after cap_jobio_finish or cap_jobio_upload_file,
+  /* An output completes only after cap_jobio_finish or cap_jobio_put_file,
    * which come after ffmpeg's successful exit. */
   assert(j->stage == CAP_JOB_S_STORING);
-  settle(j, CAP_JOB_S_SUCCEEDED, NULL, 200, NULL);
+  settle(j, CAP_JOB_S_SUCCEEDED, CAP_E_NONE, NULL);
 }
 
-/* ffmpeg wrote the output into the local store's temp file: commit it. */
-static void commit_render(struct cap_job *j) {
-  struct cap_store *store = j->owner_ops->store;
-  int64_t size = cap_store_tmp_size(store, j->tmp_name);
-  if (size < 0) {
-    fail(j, "ffmpeg_failed", 502, "ffmpeg exited without writing an output");
-    return;
-  }
-  move(j, CAP_JOB_S_STORING);
-  int rc = cap_store_commit(store, j->tmp_name, j->output_key);
-  if (rc != 0) {
-    char msg[200];
-    snprintf(msg, sizeof(msg), "Could not store the output: %s", strerror(-rc));
-    fail(j, "storage_error", 502, msg);
-    return;
-  }
-  j->tmp_name[0] = '\0';
-  j->bytes = (uint64_t)size;
-  settle(j, CAP_JOB_S_SUCCEEDED, NULL, 200, NULL);
-}
-
-/* ffmpeg exited 0: store what it wrote. */
+/* ffmpeg exited 0: store what it wrote, from its temp file or the rest of
+ * its stream.  The store may finish (and call on_output_done) before this
+ * returns. */
 static void rendered(struct cap_job *j) {
-  if (!s3_storage(j)) {
-    commit_render(j);
-  } else if (j->tmp_name[0]) {
-    upload_tmp(j);
+  if (j->tmp_name[0]) {
+    int64_t size = cap_store_tmp_size(j->owner_ops->store, j->tmp_name);
+    if (size < 0) {
+      fail(j, CAP_E_FFMPEG_FAILED, "ffmpeg exited without writing an output");
+      return;
+    }
+    move(j, CAP_JOB_S_STORING);
+    cap_jobio_put_file(&j->io, j->tmp_name, (uint64_t)size);
   } else {
     move(j, CAP_JOB_S_STORING);
     cap_jobio_finish(&j->io);
@@ -623,10 +575,10 @@ static void probed(struct cap_job *j, struct cap_proc *p) {
     j->probe_json = probe_output(j, &p->out_buf);
   cap_proc_free(p);
   if (j->probe_json == NULL) {
-    fail(j, "ffmpeg_failed", 502, "ffprobe printed no usable output");
+    fail(j, CAP_E_FFMPEG_FAILED, "ffprobe printed no usable output");
     return;
   }
-  settle(j, CAP_JOB_S_SUCCEEDED, NULL, 200, NULL);
+  settle(j, CAP_JOB_S_SUCCEEDED, CAP_E_NONE, NULL);
 }
 
 /* Runs an ffprobe child of the given kind on the opened input. */
@@ -671,7 +623,7 @@ static void refuse_format(struct cap_job *j, const struct cap_proc *p) {
   snprintf(msg, sizeof(msg),
            "The input's format (%s) is not accepted: inputs must be one of %.400s (input_formats)",
            j->detected_format, j->input_formats);
-  fail(j, "input_format_refused", 422, msg);
+  fail(j, CAP_E_INPUT_FORMAT_REFUSED, msg);
 }
 
 /* Counts a child's end by program and exit status or signal name. */
@@ -695,8 +647,8 @@ static void child_failed(struct cap_job *j, struct cap_proc *p) {
   else
     snprintf(msg, sizeof(msg), "%s exited with status %lld", prog, (long long)p->exit_status);
   cap_proc_free(p);
-  fail(j, "ffmpeg_failed", 502, msg);
-  cap_jobio_abort(&j->io, "ffmpeg_failed", msg);
+  fail(j, CAP_E_FFMPEG_FAILED, msg);
+  cap_jobio_abort(&j->io, CAP_STORAGE_E_FAILED, msg);
 }
 
 static void on_proc_done(struct cap_proc *p) {
@@ -735,53 +687,27 @@ static void on_proc_done(struct cap_proc *p) {
   }
 }
 
-/* On S3 the input is downloaded into a temp file first. */
-static void start_fetch(struct cap_job *j) {
-  move(j, CAP_JOB_S_FETCHING);
-  snprintf(j->in_tmp, sizeof(j->in_tmp), "%s.in", j->id);
-  int fd = cap_store_tmp_create(j->owner_ops->store, j->in_tmp);
-  if (fd < 0) {
-    j->in_tmp[0] = '\0';
-    fail(j, "storage_error", 502, "Could not create the input's temp file");
-    return;
-  }
-  j->in_fd = fd;
-  cap_jobio_fetch(&j->io, fd);
-}
-
+/* The job has its slot: open its input.  The file store opens it (and
+ * calls on_input_ready) before cap_objstore_open_input returns; S3
+ * downloads it into a temp file first, and the job waits in FETCHING. */
 void cap_job_start(struct cap_pool_item *it) {
   struct cap_job *j = container_of(it, struct cap_job, pool_item);
-  uint64_t size = 0;
 
   j->started_at = wall_ms();
   uv_timer_start(&j->timeout_timer, on_timeout, (uint64_t)j->timeout_s * 1000, 0);
-  if (s3_storage(j)) {
-    start_fetch(j);
-    return;
-  }
-  int rc = cap_store_open_input(j->owner_ops->store, j->input_key, &j->in_fd, &size);
-  if (rc == -ENOENT) {
-    fail(j, "input_not_found", 404, "The input object does not exist");
-    return;
-  }
-  if (rc != 0) {
-    char msg[200];
-    snprintf(msg, sizeof(msg), "Could not open the input: %s", strerror(-rc));
-    fail(j, "storage_error", 502, msg);
-    return;
-  }
-  run_tools(j);
+  cap_objstore_open_input(&j->in);
+  if (cap_objstore_input_busy(&j->in))
+    move(j, CAP_JOB_S_FETCHING);
 }
 
-static void on_input_ready(struct cap_jobio *io, int status, const char *code, int http_status,
-                           const char *msg) {
-  struct cap_job *j = container_of(io, struct cap_job, io);
+static void on_input_ready(struct cap_objin *in, const struct cap_storage_err *err) {
+  struct cap_job *j = in->data;
   if (cap_job_done(j)) {
     j->owner_ops->defer(j->owner_ops, j);
     return;
   }
-  if (status != 0) {
-    fail(j, code, http_status, msg);
+  if (err) {
+    fail(j, cap_storerr_err(err), err->msg);
     return;
   }
   run_tools(j);

@@ -2,9 +2,11 @@
 #define CAP_JOB_H
 
 #include "climits.h"
+#include "errcode.h"
 #include "execreq.h"
 #include "jobio.h"
 #include "jobprogress.h"
+#include "objstore.h"
 #include "pool.h"
 #include "proc.h"
 #include "reqid.h"
@@ -16,7 +18,6 @@
 struct cap_job;
 struct cap_config;
 struct cap_store;
-struct cap_storage;
 struct cap_sandbox;
 struct cap_presets;
 struct cap_climits;
@@ -90,7 +91,7 @@ struct cap_job_owner {
   uv_loop_t *loop;
   const struct cap_config *cfg;
   struct cap_store *store;
-  struct cap_storage *storage; /* NULL or file: the store holds the objects. */
+  struct cap_objstore *objstore; /* Where inputs and outputs live. */
   const struct cap_sandbox *sandbox;
   const struct cap_presets *presets;
   const struct cap_climits *climits;
@@ -139,10 +140,9 @@ struct cap_job {
    * client has been sent its final state since. */
   int drain_watch;
   int delivered;
-  /* Error. */
-  const char *err_code;
+  /* Error: a row of the error table (CAP_E_NONE while there is none). */
+  enum cap_err err;
   char *err_msg;
-  int http_status;
   int64_t exit_status;
   int term_signal;
   char *stderr_tail;
@@ -152,14 +152,13 @@ struct cap_job {
   struct cap_proc proc;
   int child_running;              /* proc was spawned and its on_done has not run yet. */
   enum cap_job_stage child_stage; /* The stage proc was spawned in. */
-  int in_fd;                      /* The opened input, or -1. */
-  int out_fd;                     /* The finished temp output being uploaded, or -1. */
+  struct cap_objin in;            /* The input: in.fd once opened, else -1. */
+  char in_tmp[64];                /* The name a download's temp file gets, "<id>.in". */
   char tmp_name[64];              /* The output's temp file, "<id>/out.<ext>", or "". */
   char tmp_dir[32];               /* The job's own temp directory: all its child may write. */
-  char in_tmp[64];                /* The downloaded input's temp file, or "". */
   uv_timer_t timeout_timer;
   struct cap_pool_item pool_item;
-  struct cap_jobio io; /* Its storage traffic with S3/R2. */
+  struct cap_jobio io; /* Its output on the way into the store. */
   struct cap_job_waiter *waiters;
 
   /* The owner's links. */
@@ -183,8 +182,8 @@ void cap_job_start(struct cap_pool_item *it);
 /* Cancels the job: takes it out of the queue, or kills its process group
  * at once (SIGKILL: the output is thrown away, so there is nothing for the
  * child to finish); the pool slot is released when the child has been
- * reaped.  code is "canceled" or "timeout". */
-void cap_job_cancel(struct cap_job *j, const char *code);
+ * reaped.  why is CAP_E_CANCELED or CAP_E_TIMEOUT. */
+void cap_job_cancel(struct cap_job *j, enum cap_err why);
 /* Returns 1 once the job has reached its outcome. */
 int cap_job_done(const struct cap_job *j);
 /* Returns 1 when the job holds nothing and may be freed (CLOSED). */

@@ -1,5 +1,6 @@
 #include "jobjson.h"
 
+#include "errcode.h"
 #include "execreq.h"
 #include "job.h"
 #include "jobprogress.h"
@@ -89,7 +90,7 @@ static void error_fields(const struct cap_job *j, struct cap_buf *b, int with_me
   } else {
     key(b, "code", 1);
   }
-  str(b, j->err_code);
+  str(b, cap_err_code(j->err));
   if (!with_message) {
     key(b, "message", 0);
     str(b, j->err_msg);
@@ -175,7 +176,7 @@ void cap_jobjson_job(const struct cap_job *j, struct cap_buf *b) {
   else
     cap_buf_puts(b, "null");
   key(b, "error", 0);
-  if (j->err_code) {
+  if (j->err != CAP_E_NONE) {
     cap_buf_putc(b, '{');
     error_fields(j, b, 0);
     cap_buf_putc(b, '}');

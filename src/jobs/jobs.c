@@ -127,14 +127,14 @@ static void owner_closed(struct cap_job_owner *o, struct cap_job *j) {
 }
 
 /* Points the jobs' view of the table at what it holds now: app.c sets
- * storage, sandbox and limits after cap_jobs_init, presets change on
+ * the object store, sandbox and limits after cap_jobs_init, presets change on
  * reload. */
 static void refresh_owner(struct cap_jobs *t) {
   struct cap_job_owner *o = &t->owner;
   o->loop = t->loop;
   o->cfg = t->cfg;
   o->store = t->store;
-  o->storage = t->storage;
+  o->objstore = t->objstore;
   o->sandbox = t->sandbox;
   o->presets = t->presets;
   o->climits = t->climits;
@@ -156,6 +156,9 @@ int cap_jobs_init(struct cap_jobs *t, uv_loop_t *loop, const struct cap_config *
   t->loop = loop;
   t->cfg = cfg;
   t->store = store;
+  /* Until the app says otherwise, objects live in the local store. */
+  cap_objstore_init_ops(&t->file_os, &cap_objstore_file_ops, NULL, store);
+  t->objstore = &t->file_os;
   t->nslots = 64;
   while (t->nslots < (size_t)cfg->jobs_max)
     t->nslots *= 2;
@@ -312,7 +315,7 @@ void cap_jobs_stop(struct cap_jobs *t) {
   t->stopping = 1;
   t->on_idle = NULL;
   for (struct cap_job *j = t->head; j; j = j->next)
-    cap_job_cancel(j, "canceled");
+    cap_job_cancel(j, CAP_E_CANCELED);
   uv_close((uv_handle_t *)&t->sweep, NULL);
   check_quiet(t);
 }

@@ -10,7 +10,6 @@
 
 struct cap_config;
 struct cap_store;
-struct cap_storage;
 struct cap_presets;
 struct cap_sandbox;
 struct cap_climits;
@@ -25,7 +24,10 @@ struct cap_jobs {
   uv_loop_t *loop;
   const struct cap_config *cfg;
   struct cap_store *store;
-  struct cap_storage *storage; /* Where inputs and outputs live (S3 or the store). */
+  /* Where inputs and outputs live: the app's, or by default file_os, the
+   * file backend over store. */
+  struct cap_objstore *objstore;
+  struct cap_objstore file_os;
   struct cap_presets *presets;
   const struct cap_sandbox *sandbox; /* Every child runs in it. */
   const struct cap_climits *climits; /* Limits per resource class. */

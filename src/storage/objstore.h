@@ -20,8 +20,8 @@
  * Failures are reported as a struct cap_storage_err: a typed code that
  * says what went wrong (not found, denied, unavailable, ...), the message
  * a client may read, and the backend's own detail for the logs.  Storage
- * never picks an HTTP status or an API error code; the API layer maps the
- * typed code (api/storerr.c). */
+ * never picks an HTTP status or an API error code; one function maps the
+ * typed code to the error table (jobs/storerr.c). */
 
 /* What went wrong, whatever the backend. */
 enum cap_storage_errc {

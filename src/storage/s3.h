@@ -98,9 +98,8 @@ struct cap_s3_req {
   void (*on_freed)(struct cap_s3_req *r);
 };
 
-/* Old entry point for jobs/jobio.c's download (cap_s3_req with out_fd):
- * it moves behind cap_objstore_open_input.  The registry client and the
- * storage's own requests keep using the client directly.
+/* The S3 backend (objs3.c), the storage's own requests and the registry
+ * client use the client directly; jobs go through objstore.h.
  * Sets the client up; conf must outlive it.  Returns 0 or -EINVAL. */
 int cap_s3_init(struct cap_s3 *s3, struct cap_curlloop *cl, const struct cap_s3_conf *conf);
 /* Readies r for use with s3 (zeroes it). */

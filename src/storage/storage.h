@@ -16,9 +16,8 @@ struct cap_config;
  * client, the part-buffer pool, the start-up bucket check and the sweep
  * that aborts multipart uploads left behind. */
 
-/* Old entry point for jobs/ and api/: code outside src/storage branches on
- * kind today; once it goes through objstore.h (cap_objstore_init picks the
- * backend from kind) only storage reads it. */
+/* Which backend cap_objstore_init picks; outside src/storage only the
+ * app's set-up reads it (to place the local store). */
 enum cap_storage_kind { CAP_STORAGE_FILE, CAP_STORAGE_S3 };
 
 struct cap_pending_abort {
@@ -70,10 +69,10 @@ struct cap_storage {
 int cap_storage_init(struct cap_storage *st, const struct cap_config *cfg, char **envp,
                      uv_loop_t *loop, struct cap_curlloop *cl, char *err, size_t errlen);
 /* Checks the bucket once (HEAD) and starts the orphan sweep; outcomes are
- * logged.  Old entry point for app/: cap_objstore_start calls it. */
+ * logged.  cap_objstore_start calls it. */
 void cap_storage_start(struct cap_storage *st);
 /* Stops the sweep and every transfer, closing handles (for shutdown).
- * Old entry point for app/: cap_objstore_stop calls it. */
+ * cap_objstore_stop calls it. */
 void cap_storage_stop(struct cap_storage *st);
 /* Releases memory after the loop has ended. */
 void cap_storage_free(struct cap_storage *st);

@@ -29,10 +29,9 @@ int cap_store_key_reserved(const char *key);
 /* Returns 1 when key can name an object here: not inside the temp
  * directory, no segment longer than a file name may be. */
 int cap_store_key_usable(const char *key);
-/* Old entry point for jobs/ and api/ (with cap_store_commit and
- * cap_store_key_usable): objects are to be reached through objstore.h,
- * whose file backend calls these; the temp-file functions stay the
- * scratch space of both backends.
+/* Objects are reached through objstore.h, whose file backend calls
+ * cap_store_open_input, cap_store_commit and cap_store_key_usable; the
+ * temp-file functions are the scratch space of both backends and of jobs.
  * Opens the object key for reading; *fd is the caller's to close.  Returns
  * 0, -ENOENT (missing, or reached through a symlink or non-directory), or
  * another -errno. */

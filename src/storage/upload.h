@@ -14,8 +14,8 @@
  * stops reading ffmpeg's pipe, so ffmpeg blocks): memory is bounded by
  * configuration, not by the size of the output. */
 
-/* Old entry points: jobs/jobio.c drives cap_upload_* directly today.  Once
- * it goes through objstore.h, only the S3 backend (objs3.c) uses them. */
+/* Only the S3 backend (objs3.c) drives an upload; jobs go through
+ * objstore.h. */
 
 struct cap_upload;
 

@@ -41,8 +41,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   static char data_dir[] = "/tmp/cap-fuzz-XXXXXX";
   if (mkdtemp(data_dir) == NULL)
     abort();
-  char *args[] = {"cap-server", "--rate-limit", "1000000000", "--rate-limit-token", "1000000000",
-                  "--max-body-bytes", "4096", "--data-dir", data_dir, NULL};
+  char *args[] = {"cap-server", "--rate-limit",
+                  "1000000000", "--rate-limit-token",
+                  "1000000000", "--max-body-bytes",
+                  "4096",       "--data-dir",
+                  data_dir,     NULL};
   char *envp[] = {"CAPABILITY_TOKEN=fuzz-token-0123456789abcdef", NULL};
   struct cap_presets *presets;
   uv_loop_init(&loop);
@@ -105,7 +108,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
   /* The JSON validation also sees the raw bytes as a body. */
   struct cap_execreq r;
-  const char *code;
+  enum cap_err code;
   char msg[256];
   cap_execreq_parse(&r, buf, size, &code, msg, sizeof(msg));
   cap_execreq_free(&r);

@@ -8,6 +8,7 @@
 #include "errcode.h"
 
 #include "check.h"
+#include "storerr.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -32,6 +33,15 @@ static int valid_code_string(const char *s) {
   return 1;
 }
 
+/* The value whose code string is code, or CAP_E_NONE: the server never
+ * turns a string back into an error, only this test (reading API.md). */
+static enum cap_err from_code(const char *code) {
+  for (int e = CAP_E_NONE + 1; code && e < CAP_E_COUNT; e++)
+    if (strcmp(cap_err_code((enum cap_err)e), code) == 0)
+      return (enum cap_err)e;
+  return CAP_E_NONE;
+}
+
 static void test_lookups(void) {
   CHECK_EQ_STR(cap_err_code(CAP_E_UNAUTHORIZED), "unauthorized");
   CHECK_EQ_INT(cap_err_status(CAP_E_UNAUTHORIZED), 401);
@@ -48,11 +58,11 @@ static void test_lookups(void) {
   CHECK(cap_err_code((enum cap_err) - 1) == NULL);
   CHECK_EQ_INT(cap_err_status((enum cap_err)(CAP_E_COUNT + 5)), 0);
 
-  CHECK_EQ_INT(cap_err_from_code(NULL), CAP_E_NONE);
-  CHECK_EQ_INT(cap_err_from_code(""), CAP_E_NONE);
-  CHECK_EQ_INT(cap_err_from_code("no_such_code"), CAP_E_NONE);
-  CHECK_EQ_INT(cap_err_from_code("Unauthorized"), CAP_E_NONE);
-  CHECK_EQ_INT(cap_err_from_code("unauthorized"), CAP_E_UNAUTHORIZED);
+  CHECK_EQ_INT(from_code(NULL), CAP_E_NONE);
+  CHECK_EQ_INT(from_code(""), CAP_E_NONE);
+  CHECK_EQ_INT(from_code("no_such_code"), CAP_E_NONE);
+  CHECK_EQ_INT(from_code("Unauthorized"), CAP_E_NONE);
+  CHECK_EQ_INT(from_code("unauthorized"), CAP_E_UNAUTHORIZED);
 }
 
 /* Every row: a code of [a-z_], unique, an error status, a message, and the
@@ -64,7 +74,7 @@ static void test_rows(void) {
     int status = cap_err_status((enum cap_err)e);
     const char *msg = cap_err_message((enum cap_err)e);
     if (!valid_code_string(code) || status < 400 || status > 599 || msg == NULL || !msg[0] ||
-        cap_err_from_code(code) != (enum cap_err)e) {
+        from_code(code) != (enum cap_err)e) {
       fprintf(stderr, "errcode.def row %d (%s) is not sane\n", e, code ? code : "NULL");
       bad++;
     }
@@ -72,27 +82,61 @@ static void test_rows(void) {
   CHECK_EQ_INT(bad, 0);
 }
 
-/* api/ looks up the code strings jobs/ still produces (a job's err_code,
- * cap_execreq_parse's code) and answers with the table's status.  Until
- * jobs/ holds enum cap_err, each string it produces must be in the table
- * with the status jobs/ gives it (job.c, jobio.c: http_status; execreq.c:
- * always 400). */
+/* The errors jobs/ gives a job or a parse failure (job.c, execreq.c, and
+ * storerr.c for a storage failure) are rows of the table with the status
+ * clients have always been given for them: api/ answers with the row. */
 static void test_jobs_boundary(void) {
   static const struct {
+    enum cap_err e;
     const char *code;
     int status;
   } produced[] = {
-      {"invalid_json", 400},         {"unknown_field", 400},  {"missing_field", 400},
-      {"invalid_field", 400},        {"invalid_key", 400},    {"unknown_capability", 400},
-      {"input_not_found", 404},      {"canceled", 409},       {"input_too_large", 413},
-      {"input_format_refused", 422}, {"internal", 500},       {"ffmpeg_failed", 502},
-      {"storage_error", 502},        {"storage_denied", 502}, {"timeout", 504},
+      {CAP_E_INVALID_JSON, "invalid_json", 400},
+      {CAP_E_UNKNOWN_FIELD, "unknown_field", 400},
+      {CAP_E_MISSING_FIELD, "missing_field", 400},
+      {CAP_E_INVALID_FIELD, "invalid_field", 400},
+      {CAP_E_INVALID_KEY, "invalid_key", 400},
+      {CAP_E_UNKNOWN_CAPABILITY, "unknown_capability", 400},
+      {CAP_E_INPUT_NOT_FOUND, "input_not_found", 404},
+      {CAP_E_CANCELED, "canceled", 409},
+      {CAP_E_INPUT_TOO_LARGE, "input_too_large", 413},
+      {CAP_E_INPUT_FORMAT_REFUSED, "input_format_refused", 422},
+      {CAP_E_INTERNAL, "internal", 500},
+      {CAP_E_FFMPEG_FAILED, "ffmpeg_failed", 502},
+      {CAP_E_STORAGE_ERROR, "storage_error", 502},
+      {CAP_E_STORAGE_DENIED, "storage_denied", 502},
+      {CAP_E_TIMEOUT, "timeout", 504},
   };
   for (size_t i = 0; i < sizeof(produced) / sizeof(produced[0]); i++) {
-    enum cap_err e = cap_err_from_code(produced[i].code);
-    if (!CHECK(e != CAP_E_NONE))
-      fprintf(stderr, "  jobs/ produces \"%s\", which errcode.def lacks\n", produced[i].code);
-    CHECK_EQ_INT(cap_err_status(e), produced[i].status);
+    if (!CHECK_EQ_STR(cap_err_code(produced[i].e), produced[i].code))
+      fprintf(stderr, "  jobs/ gives %s for \"%s\"\n", cap_err_code(produced[i].e),
+              produced[i].code);
+    CHECK_EQ_INT(cap_err_status(produced[i].e), produced[i].status);
+  }
+
+  /* Every typed storage error, on either side, lands on one of those rows. */
+  static const struct {
+    enum cap_storage_errc code;
+    enum cap_storage_side side;
+    enum cap_err want;
+  } mapped[] = {
+      {CAP_STORAGE_OK, CAP_STORAGE_INPUT, CAP_E_NONE},
+      {CAP_STORAGE_E_NOT_FOUND, CAP_STORAGE_INPUT, CAP_E_INPUT_NOT_FOUND},
+      {CAP_STORAGE_E_NOT_FOUND, CAP_STORAGE_OUTPUT, CAP_E_STORAGE_ERROR},
+      {CAP_STORAGE_E_TOO_LARGE, CAP_STORAGE_INPUT, CAP_E_INPUT_TOO_LARGE},
+      {CAP_STORAGE_E_TOO_LARGE, CAP_STORAGE_OUTPUT, CAP_E_STORAGE_ERROR},
+      {CAP_STORAGE_E_DENIED, CAP_STORAGE_INPUT, CAP_E_STORAGE_DENIED},
+      {CAP_STORAGE_E_DENIED, CAP_STORAGE_OUTPUT, CAP_E_STORAGE_DENIED},
+      {CAP_STORAGE_E_UNAVAILABLE, CAP_STORAGE_INPUT, CAP_E_STORAGE_ERROR},
+      {CAP_STORAGE_E_LOCAL, CAP_STORAGE_OUTPUT, CAP_E_STORAGE_ERROR},
+      {CAP_STORAGE_E_CANCELED, CAP_STORAGE_OUTPUT, CAP_E_CANCELED},
+      {CAP_STORAGE_E_FAILED, CAP_STORAGE_OUTPUT, CAP_E_STORAGE_ERROR},
+  };
+  for (size_t i = 0; i < sizeof(mapped) / sizeof(mapped[0]); i++) {
+    struct cap_storage_err err = {.code = mapped[i].code, .side = mapped[i].side};
+    if (!CHECK_EQ_INT(cap_storerr_err(&err), mapped[i].want))
+      fprintf(stderr, "  storage %s on side %d\n", cap_storage_errc_name(mapped[i].code),
+              (int)mapped[i].side);
   }
 }
 
@@ -210,7 +254,7 @@ static void test_docs_table(const char *doc) {
     if (!CHECK(first == i))
       fprintf(stderr, "  API.md:%d: %s is listed again (first at line %d): a code has one status\n",
               d[i].line, d[i].code, d[first].line);
-    enum cap_err e = cap_err_from_code(d[i].code);
+    enum cap_err e = from_code(d[i].code);
     if (!CHECK(e != CAP_E_NONE))
       fprintf(stderr, "  API.md:%d: %d %s is documented but not in src/common/errcode.def\n",
               d[i].line, d[i].status, d[i].code);
@@ -250,7 +294,7 @@ static void test_docs_mentions(const char *doc) {
     memcpy(code, c, (size_t)(end - c));
     code[end - c] = '\0';
     int status = atoi(s + 1);
-    enum cap_err e = cap_err_from_code(code);
+    enum cap_err e = from_code(code);
     mentions++;
     if (!CHECK(e != CAP_E_NONE && cap_err_status(e) == status))
       fprintf(stderr, "  API.md:%d: `%d %s` is not a row of src/common/errcode.def\n", lineno,

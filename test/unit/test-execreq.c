@@ -11,9 +11,11 @@ static char msg[256];
 static const char *code;
 
 static int parse(struct cap_execreq *r, const char *body, size_t len) {
-  code = NULL;
+  enum cap_err e = CAP_E_NONE;
   msg[0] = '\0';
-  return cap_execreq_parse(r, body, len, &code, msg, sizeof(msg));
+  int rc = cap_execreq_parse(r, body, len, &e, msg, sizeof(msg));
+  code = cap_err_code(e); /* NULL when it parsed. */
+  return rc;
 }
 
 static int parse_str(struct cap_execreq *r, const char *body) {

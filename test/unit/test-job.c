@@ -98,7 +98,7 @@ static void test_probe_succeeds(void) {
   CHECK_EQ_INT(d.linked, 0);
   CHECK_EQ_INT(j->state, CAP_JOB_SUCCEEDED);
   CHECK(j->probe_json != NULL && strstr(j->probe_json, "\"filename\":\"in.mp4\"") != NULL);
-  CHECK(j->err_code == NULL);
+  CHECK_EQ_INT(j->err, CAP_E_NONE);
   CHECK_EQ_INT(x.t.succeeded, 1);
   CHECK_EQ_INT(j->pool_item.state, 0);
   jobtest_free(&x);
@@ -135,8 +135,8 @@ static void test_child_fails(void) {
     return;
   CHECK(jobtest_run_until_closed(&x, j, 10000));
   CHECK_EQ_INT(j->state, CAP_JOB_FAILED);
-  CHECK_EQ_STR(j->err_code, "ffmpeg_failed");
-  CHECK_EQ_INT(j->http_status, 502);
+  CHECK_EQ_STR(cap_err_code(j->err), "ffmpeg_failed");
+  CHECK_EQ_INT(cap_err_status(j->err), 502);
   CHECK_EQ_INT(j->exit_status, 3);
   CHECK(j->stderr_tail && strstr(j->stderr_tail, "probe went wrong"));
   CHECK_EQ_STR(j->err_msg, "ffprobe exited with status 3");
@@ -175,19 +175,19 @@ static void test_cancel(void) {
   /* Queued: canceled at once, its waiter told on a later turn. */
   struct waited d = {.w.cb = on_waited};
   cap_job_add_waiter(b, &d.w);
-  cap_job_cancel(b, "canceled");
+  cap_job_cancel(b, CAP_E_CANCELED);
   CHECK_EQ_INT(b->state, CAP_JOB_CANCELED);
-  CHECK_EQ_STR(b->err_code, "canceled");
-  CHECK_EQ_INT(b->http_status, 409);
+  CHECK_EQ_STR(cap_err_code(b->err), "canceled");
+  CHECK_EQ_INT(cap_err_status(b->err), 409);
   CHECK_EQ_INT(d.calls, 0);
-  cap_job_cancel(b, "timeout"); /* The first outcome stands. */
+  cap_job_cancel(b, CAP_E_TIMEOUT); /* The first outcome stands. */
   CHECK_EQ_INT(b->state, CAP_JOB_CANCELED);
   CHECK(jobtest_run_until_closed(&x, b, 5000));
   CHECK_EQ_INT(d.calls, 1);
   CHECK(gauge("queued") == queued0 + 1);
 
   /* Running: killed; c waits for a's child to be reaped. */
-  cap_job_cancel(a, "canceled");
+  cap_job_cancel(a, CAP_E_CANCELED);
   CHECK_EQ_INT(a->state, CAP_JOB_CANCELED);
   CHECK_EQ_INT(a->stage, CAP_JOB_S_CANCELED);
   CHECK_EQ_INT(a->child_running, 1);
@@ -211,8 +211,8 @@ static void test_timeout(void) {
     return;
   CHECK(jobtest_run_until_closed(&x, j, 5000));
   CHECK_EQ_INT(j->state, CAP_JOB_FAILED);
-  CHECK_EQ_STR(j->err_code, "timeout");
-  CHECK_EQ_INT(j->http_status, 504);
+  CHECK_EQ_STR(cap_err_code(j->err), "timeout");
+  CHECK_EQ_INT(cap_err_status(j->err), 504);
   CHECK_EQ_INT(j->term_signal, 9);
   jobtest_free(&x);
 }
@@ -229,7 +229,7 @@ static void test_missing_input(void) {
   if (!j)
     return;
   CHECK_EQ_INT(j->state, CAP_JOB_FAILED);
-  CHECK_EQ_STR(j->err_code, "input_not_found");
+  CHECK_EQ_STR(cap_err_code(j->err), "input_not_found");
   CHECK_EQ_INT(j->child_running, 0);
   CHECK(!cap_job_quiescent(j)); /* Its slot and timer go on a later turn. */
   CHECK(jobtest_run_until_closed(&x, j, 5000));

@@ -123,10 +123,10 @@ static void test_drain(void) {
   CHECK_EQ_INT(d.calls, 0);
   CHECK_EQ_INT(done->drain_watch, 0);
   CHECK_EQ_INT(a->drain_watch, 1);
-  cap_job_cancel(a, "canceled");
+  cap_job_cancel(a, CAP_E_CANCELED);
   CHECK(jobtest_run_until_closed(&x, a, 5000));
   CHECK_EQ_INT(d.calls, 0); /* b still runs. */
-  cap_job_cancel(b, "canceled");
+  cap_job_cancel(b, CAP_E_CANCELED);
   CHECK(jobtest_run_until_closed(&x, b, 5000));
   CHECK_EQ_INT(d.calls, 1);
   CHECK_EQ_INT((long long)d.last, 2);

@@ -101,9 +101,8 @@ static void test_file_backend(void) {
   CHECK_EQ_INT(s.failed, 1);
   CHECK_EQ_INT(s.err.code, CAP_STORAGE_E_NOT_FOUND);
   CHECK_EQ_STR(s.err.msg, "The input object does not exist");
-  const char *code;
-  CHECK_EQ_INT(cap_storerr_status(&s.err, &code), 404);
-  CHECK_EQ_STR(code, "input_not_found");
+  CHECK_EQ_INT(cap_err_status(cap_storerr_err(&s.err)), 404);
+  CHECK_EQ_STR(cap_err_code(cap_storerr_err(&s.err)), "input_not_found");
   cap_objstore_close_input(&in);
 
   /* A rename that cannot happen (a file where a directory must be). */
@@ -117,8 +116,8 @@ static void test_file_backend(void) {
   CHECK_EQ_INT(s.err.code, CAP_STORAGE_E_LOCAL);
   CHECK_EQ_INT(s.err.side, CAP_STORAGE_OUTPUT);
   CHECK(strncmp(s.err.msg, "Could not store the output: ", 28) == 0);
-  CHECK_EQ_INT(cap_storerr_status(&s.err, &code), 502);
-  CHECK_EQ_STR(code, "storage_error");
+  CHECK_EQ_INT(cap_err_status(cap_storerr_err(&s.err)), 502);
+  CHECK_EQ_STR(cap_err_code(cap_storerr_err(&s.err)), "storage_error");
   cap_objstore_free_output(&out);
   cap_store_discard(&store, "job4");
   cap_store_close(&store);
@@ -196,7 +195,6 @@ static void test_s3_input(void) {
   /* The temp file goes with the input. */
   CHECK_EQ_INT(fstatat(c.store.tmp_fd, "j.in", &sb, 0), -1);
 
-  const char *code;
   open_input(&c, &in, &s, "none");
   CHECK_EQ_INT(s.err.code, CAP_STORAGE_E_NOT_FOUND);
   CHECK_EQ_INT(s.err.status, 404);
@@ -207,15 +205,15 @@ static void test_s3_input(void) {
   open_input(&c, &in, &s, "in.mp4");
   CHECK_EQ_INT(s.err.code, CAP_STORAGE_E_DENIED);
   CHECK_EQ_STR(s.err.msg, "The object store refused the request: AccessDenied: fake 403");
-  CHECK_EQ_INT(cap_storerr_status(&s.err, &code), 502);
-  CHECK_EQ_STR(code, "storage_denied");
+  CHECK_EQ_INT(cap_err_status(cap_storerr_err(&s.err)), 502);
+  CHECK_EQ_STR(cap_err_code(cap_storerr_err(&s.err)), "storage_denied");
   cap_objstore_close_input(&in);
 
   c.os.input_max = 5;
   open_input(&c, &in, &s, "in.mp4");
   CHECK_EQ_INT(s.err.code, CAP_STORAGE_E_TOO_LARGE);
-  CHECK_EQ_INT(cap_storerr_status(&s.err, &code), 413);
-  CHECK_EQ_STR(code, "input_too_large");
+  CHECK_EQ_INT(cap_err_status(cap_storerr_err(&s.err)), 413);
+  CHECK_EQ_STR(cap_err_code(cap_storerr_err(&s.err)), "input_too_large");
   cap_objstore_close_input(&in);
   c.os.input_max = 0;
 
@@ -223,8 +221,8 @@ static void test_s3_input(void) {
   open_input(&c, &in, &s, "in.mp4");
   CHECK_EQ_INT(s.err.code, CAP_STORAGE_E_UNAVAILABLE);
   CHECK_EQ_STR(s.err.msg, "Downloading the input failed: SlowDown: fake 503");
-  CHECK_EQ_INT(cap_storerr_status(&s.err, &code), 502);
-  CHECK_EQ_STR(code, "storage_error");
+  CHECK_EQ_INT(cap_err_status(cap_storerr_err(&s.err)), 502);
+  CHECK_EQ_STR(cap_err_code(cap_storerr_err(&s.err)), "storage_error");
   cap_objstore_close_input(&in);
 
   /* Canceled while the download runs: no callback, the temp file goes. */
@@ -304,9 +302,8 @@ static void test_s3_output(void) {
   CHECK(s3env_run(&c.e, &s.done, 5000));
   CHECK_EQ_INT(s.err.code, CAP_STORAGE_E_DENIED);
   CHECK_EQ_STR(s.err.msg, "Storing the output failed: AccessDenied: fake 403");
-  const char *code;
-  CHECK_EQ_INT(cap_storerr_status(&s.err, &code), 502);
-  CHECK_EQ_STR(code, "storage_denied");
+  CHECK_EQ_INT(cap_err_status(cap_storerr_err(&s.err)), 502);
+  CHECK_EQ_STR(cap_err_code(cap_storerr_err(&s.err)), "storage_denied");
   cap_objstore_free_output(&out);
 
   /* Aborted by the caller mid-stream. */

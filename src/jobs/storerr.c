@@ -1,34 +1,26 @@
 #include "storerr.h"
 
-int cap_storerr_status(const struct cap_storage_err *e, const char **code) {
+enum cap_err cap_storerr_err(const struct cap_storage_err *e) {
   int input = e->side == CAP_STORAGE_INPUT;
   switch (e->code) {
   case CAP_STORAGE_OK:
-    *code = NULL;
-    return 200;
+    return CAP_E_NONE;
   case CAP_STORAGE_E_NOT_FOUND:
-    if (input) {
-      *code = "input_not_found";
-      return 404;
-    }
+    if (input)
+      return CAP_E_INPUT_NOT_FOUND;
     break; /* An output's upload that vanished is the store's failure. */
   case CAP_STORAGE_E_TOO_LARGE:
-    if (input) {
-      *code = "input_too_large";
-      return 413;
-    }
+    if (input)
+      return CAP_E_INPUT_TOO_LARGE;
     break; /* An output past 10000 parts is the configuration's. */
   case CAP_STORAGE_E_DENIED:
-    *code = "storage_denied";
-    return 502;
+    return CAP_E_STORAGE_DENIED;
   case CAP_STORAGE_E_CANCELED:
-    *code = "canceled";
-    return 409;
+    return CAP_E_CANCELED;
   case CAP_STORAGE_E_UNAVAILABLE:
   case CAP_STORAGE_E_LOCAL:
   case CAP_STORAGE_E_FAILED:
     break;
   }
-  *code = "storage_error";
-  return 502;
+  return CAP_E_STORAGE_ERROR;
 }
