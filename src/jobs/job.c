@@ -28,46 +28,6 @@
 #define PROBE_OUT_MAX   (4 * 1024 * 1024)
 #define STDERR_TAIL_MAX 2048
 
-static const char *const state_names[] = {"queued",    "running", "uploading",
-                                          "succeeded", "failed",  "canceled"};
-
-const char *cap_job_state_name(enum cap_job_state s) {
-  return state_names[s];
-}
-
-/* The stage table: each stage's name, what clients see of it (-1: CLOSED
- * keeps the outcome), and the stages it may move to. */
-#define TO(s)    (1u << CAP_JOB_S_##s)
-#define ENDINGS  (TO(FAILED) | TO(CANCELED))
-#define KEEP_OUT -1
-static const struct {
-  const char *name;
-  int state;
-  unsigned next;
-} stages[CAP_JOB_S__COUNT] = {
-    [CAP_JOB_S_NEW] = {"new", CAP_JOB_QUEUED, TO(QUEUED)},
-    [CAP_JOB_S_QUEUED] = {"queued", CAP_JOB_QUEUED,
-                          TO(FETCHING) | TO(PROBING) | TO(MEASURING) | ENDINGS},
-    [CAP_JOB_S_FETCHING] = {"fetching", CAP_JOB_RUNNING, TO(PROBING) | TO(MEASURING) | ENDINGS},
-    [CAP_JOB_S_PROBING] = {"probing", CAP_JOB_RUNNING, TO(DETECTING) | TO(SUCCEEDED) | ENDINGS},
-    [CAP_JOB_S_MEASURING] = {"measuring", CAP_JOB_RUNNING, TO(DETECTING) | TO(RENDERING) | ENDINGS},
-    [CAP_JOB_S_DETECTING] = {"detecting", CAP_JOB_RUNNING, ENDINGS},
-    [CAP_JOB_S_RENDERING] = {"rendering", CAP_JOB_RUNNING, TO(STORING) | ENDINGS},
-    [CAP_JOB_S_STORING] = {"storing", CAP_JOB_UPLOADING, TO(SUCCEEDED) | ENDINGS},
-    [CAP_JOB_S_SUCCEEDED] = {"succeeded", CAP_JOB_SUCCEEDED, TO(CLOSED)},
-    [CAP_JOB_S_FAILED] = {"failed", CAP_JOB_FAILED, TO(CLOSED)},
-    [CAP_JOB_S_CANCELED] = {"canceled", CAP_JOB_CANCELED, TO(CLOSED)},
-    [CAP_JOB_S_CLOSED] = {"closed", KEEP_OUT, 0},
-};
-
-const char *cap_job_stage_name(enum cap_job_stage s) {
-  return stages[s].name;
-}
-
-int cap_job_may_move(enum cap_job_stage from, enum cap_job_stage to) {
-  return from < CAP_JOB_S__COUNT && to < CAP_JOB_S__COUNT && (stages[from].next & (1u << to)) != 0;
-}
-
 static int64_t wall_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -78,7 +38,7 @@ static int64_t wall_ms(void) {
  * unfinished jobs of the table only. */
 static void gauge(enum cap_job_state s, double d) {
   if (s <= CAP_JOB_UPLOADING)
-    cap_metrics_add(CAP_M_JOBS, CAP_LABELS(state_names[s]), d);
+    cap_metrics_add(CAP_M_JOBS, CAP_LABELS(cap_jobstage_state_name(s)), d);
 }
 
 static void log_finished(struct cap_job *j) {
@@ -86,7 +46,7 @@ static void log_finished(struct cap_job *j) {
       cap_log_begin(j->state == CAP_JOB_SUCCEEDED ? CAP_LOG_INFO : CAP_LOG_WARN, "job.finished");
   cap_log_str(r, "job_id", j->id);
   cap_log_str(r, "req_id", j->req_id);
-  cap_log_str(r, "state", cap_job_state_name(j->state));
+  cap_log_str(r, "state", cap_jobstage_state_name(j->state));
   cap_log_str(r, "capability", cap_execreq_capabilities[j->capability]);
   if (j->preset)
     cap_log_str(r, "preset", j->preset);
@@ -108,7 +68,7 @@ static void log_finished(struct cap_job *j) {
 static void note_outcome(struct cap_job *j) {
   const char *preset = j->preset ? j->preset : "ffprobe";
   j->finished_at = wall_ms();
-  cap_metrics_inc(CAP_M_JOBS_FINISHED, CAP_LABELS(preset, cap_job_state_name(j->state)));
+  cap_metrics_inc(CAP_M_JOBS_FINISHED, CAP_LABELS(preset, cap_jobstage_state_name(j->state)));
   if (j->finished_at >= j->created_at)
     cap_metrics_observe(CAP_M_JOB_DURATION, CAP_LABELS(preset),
                         (double)(j->finished_at - j->created_at) / 1000);
@@ -121,17 +81,18 @@ static void note_outcome(struct cap_job *j) {
  * table allows it, logs it at debug level and keeps the metrics. */
 static void move(struct cap_job *j, enum cap_job_stage to) {
   enum cap_job_stage from = j->stage;
-  assert(cap_job_may_move(from, to));
+  assert(cap_jobstage_may_move(from, to));
   j->stage = to;
   struct cap_log_rec *r = cap_log_begin(CAP_LOG_DEBUG, "job.state");
   cap_log_str(r, "job_id", j->id);
-  cap_log_str(r, "from", stages[from].name);
-  cap_log_str(r, "to", stages[to].name);
+  cap_log_str(r, "from", cap_jobstage_name(from));
+  cap_log_str(r, "to", cap_jobstage_name(to));
   cap_log_end(r);
-  if (stages[to].state == KEEP_OUT)
-    return;
+  int seen = cap_jobstage_public(to);
+  if (seen < 0)
+    return; /* CLOSED keeps the outcome clients see. */
   enum cap_job_state was = j->state;
-  j->state = (enum cap_job_state)stages[to].state;
+  j->state = (enum cap_job_state)seen;
   if (from == CAP_JOB_S_NEW || was != j->state) {
     if (from != CAP_JOB_S_NEW)
       gauge(was, -1);

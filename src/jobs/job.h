@@ -4,6 +4,7 @@
 #include "climits.h"
 #include "errcode.h"
 #include "execreq.h"
+#include "jobstage.h"
 #include "jobio.h"
 #include "jobprogress.h"
 #include "objstore.h"
@@ -21,57 +22,6 @@ struct cap_store;
 struct cap_sandbox;
 struct cap_presets;
 struct cap_climits;
-
-/* What API clients see of a job (GET /jobs/{id}, the cap_jobs gauge). */
-enum cap_job_state {
-  CAP_JOB_QUEUED,
-  CAP_JOB_RUNNING,
-  CAP_JOB_UPLOADING,
-  CAP_JOB_SUCCEEDED,
-  CAP_JOB_FAILED,
-  CAP_JOB_CANCELED,
-};
-
-/* A job's life, finer than what clients see.  Only move() in job.c
- * changes a job's stage, and only along these arrows (the table
- * cap_job_may_move reads):
- *
- *   NEW -> QUEUED -+-(S3)--> FETCHING -+-> PROBING ---------------------------> SUCCEEDED
- *                  +-(file store)------+     `-refused-> DETECTING                  ^
- *                  |                   `-> MEASURING -> RENDERING -> STORING -------'
- *                  |                          `-refused-> DETECTING
- *   QUEUED ... STORING --error, timeout--> FAILED
- *   QUEUED ... STORING --cancel----------> CANCELED
- *   SUCCEEDED, FAILED, CANCELED --child reaped, storage done, timer closed--> CLOSED
- *
- *   stage      public      what is going on
- *   NEW        queued      made, not yet in the table
- *   QUEUED     queued      in its class's queue
- *   FETCHING   running     holds a slot; the input downloads from S3/R2
- *   PROBING    running     ffprobe runs (an ffprobe job)
- *   MEASURING  running     ffprobe measures the input's duration before a render
- *   DETECTING  running     ffprobe names the format the allow-list refused
- *   RENDERING  running     ffmpeg runs (its output may be streaming to S3)
- *   STORING    uploading   ffmpeg exited 0; the output is being stored
- *   SUCCEEDED, FAILED, CANCELED: the outcome; a killed child may still be
- *              exiting and an upload aborting
- *   CLOSED     (outcome)   no child, no storage request, no slot, no open
- *              handle: the table may free it */
-enum cap_job_stage {
-  CAP_JOB_S_NEW,
-  CAP_JOB_S_QUEUED,
-  CAP_JOB_S_FETCHING,
-  CAP_JOB_S_PROBING,
-  CAP_JOB_S_MEASURING,
-  CAP_JOB_S_DETECTING,
-  CAP_JOB_S_RENDERING,
-  CAP_JOB_S_STORING,
-  CAP_JOB_S_SUCCEEDED,
-  CAP_JOB_S_FAILED,
-  CAP_JOB_S_CANCELED,
-  CAP_JOB_S_CLOSED,
-  CAP_JOB_S__COUNT
-};
 
 #define CAP_JOB_ID_LEN CAP_REQID_JOB_LEN
 
@@ -190,12 +140,6 @@ int cap_job_done(const struct cap_job *j);
 int cap_job_quiescent(const struct cap_job *j);
 void cap_job_add_waiter(struct cap_job *j, struct cap_job_waiter *w);
 void cap_job_remove_waiter(struct cap_job_waiter *w);
-/* Returns the public name of s ("queued", ...). */
-const char *cap_job_state_name(enum cap_job_state s);
-/* Returns the name of stage s ("rendering", ...), as job.state logs it. */
-const char *cap_job_stage_name(enum cap_job_stage s);
-/* Returns 1 when a job may move from stage from to stage to. */
-int cap_job_may_move(enum cap_job_stage from, enum cap_job_stage to);
 /* The owner's deferred queue calls this on a later loop turn for each
  * cap_job_owner.defer: tells the waiters of an ended job, and releases
  * what the job no longer needs. */

@@ -66,7 +66,7 @@ static void result_fields(const struct cap_job *j, struct cap_buf *b) {
   key(b, "job_id", 0);
   str(b, j->id);
   key(b, "status", 0);
-  str(b, cap_job_state_name(j->state));
+  str(b, cap_jobstage_state_name(j->state));
 }
 
 void cap_jobjson_result(const struct cap_job *j, struct cap_buf *out) {
@@ -119,7 +119,7 @@ void cap_jobjson_error(const struct cap_job *j, struct cap_buf *out) {
   key(out, "job_id", 0);
   str(out, j->id);
   key(out, "status", 0);
-  str(out, cap_job_state_name(j->state));
+  str(out, cap_jobstage_state_name(j->state));
   cap_buf_putc(out, '}');
 }
 
@@ -127,7 +127,7 @@ void cap_jobjson_accepted(const struct cap_job *j, struct cap_buf *out) {
   cap_buf_puts(out, "{\"job_id\":");
   str(out, j->id);
   cap_buf_puts(out, ",\"status\":");
-  str(out, cap_job_state_name(j->state));
+  str(out, cap_jobstage_state_name(j->state));
   cap_buf_printf(out, ",\"status_url\":\"/jobs/%s\"}", j->id);
 }
 
@@ -137,7 +137,7 @@ void cap_jobjson_job(const struct cap_job *j, struct cap_buf *b) {
   key(b, "job_id", 1);
   str(b, j->id);
   key(b, "status", 0);
-  str(b, cap_job_state_name(j->state));
+  str(b, cap_jobstage_state_name(j->state));
   key(b, "capability", 0);
   str(b, cap_execreq_capabilities[j->capability]);
   key(b, "preset", 0);

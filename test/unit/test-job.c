@@ -62,20 +62,20 @@ static void test_transitions(void) {
       {CAP_JOB_S_QUEUED, CAP_JOB_S__COUNT},
   };
   for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]); i++)
-    if (!CHECK(cap_job_may_move(allowed[i].from, allowed[i].to)))
-      fprintf(stderr, "  %s -> %s refused\n", cap_job_stage_name(allowed[i].from),
-              cap_job_stage_name(allowed[i].to));
+    if (!CHECK(cap_jobstage_may_move(allowed[i].from, allowed[i].to)))
+      fprintf(stderr, "  %s -> %s refused\n", cap_jobstage_name(allowed[i].from),
+              cap_jobstage_name(allowed[i].to));
   for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++)
-    if (!CHECK(!cap_job_may_move(refused[i].from, refused[i].to)))
-      fprintf(stderr, "  %s -> %d allowed\n", cap_job_stage_name(refused[i].from),
+    if (!CHECK(!cap_jobstage_may_move(refused[i].from, refused[i].to)))
+      fprintf(stderr, "  %s -> %d allowed\n", cap_jobstage_name(refused[i].from),
               (int)refused[i].to);
   /* Every stage before an outcome may fail or be canceled, but NEW. */
   for (int s = CAP_JOB_S_QUEUED; s < CAP_JOB_S_SUCCEEDED; s++) {
-    CHECK(cap_job_may_move((enum cap_job_stage)s, CAP_JOB_S_FAILED));
-    CHECK(cap_job_may_move((enum cap_job_stage)s, CAP_JOB_S_CANCELED));
+    CHECK(cap_jobstage_may_move((enum cap_job_stage)s, CAP_JOB_S_FAILED));
+    CHECK(cap_jobstage_may_move((enum cap_job_stage)s, CAP_JOB_S_CANCELED));
   }
-  CHECK_EQ_STR(cap_job_stage_name(CAP_JOB_S_MEASURING), "measuring");
-  CHECK_EQ_STR(cap_job_state_name(CAP_JOB_UPLOADING), "uploading");
+  CHECK_EQ_STR(cap_jobstage_name(CAP_JOB_S_MEASURING), "measuring");
+  CHECK_EQ_STR(cap_jobstage_state_name(CAP_JOB_UPLOADING), "uploading");
 }
 
 /* A probe that succeeds: the waiter hears of it on a later loop turn,
