@@ -100,6 +100,9 @@ static const struct family_def defs[] = {
                                       NAMES("reason"), NO_BOUNDS,
                                       "Multipart upload aborts the store refused (403, 405 and "
                                       "other answers a retry cannot change), by reason."},
+    [CAP_M_STORAGE_DELETES] = {"cap_storage_deletes_total", COUNTER, NAMES("result"), NO_BOUNDS,
+                               "Stored objects deleted (ok) or left behind after every retry "
+                               "(failed), by result."},
     [CAP_M_LABEL_OVERFLOW] = {"cap_metrics_label_overflow_total", COUNTER, NO_LABELS, NO_BOUNDS,
                               OVERFLOW_HELP},
 };

@@ -75,6 +75,19 @@ static void file_abort(struct cap_objout *out, enum cap_storage_errc why, const 
   (void)msg;
 }
 
+static void file_delete_object(struct cap_objdel *d) {
+  int rc = cap_store_remove(d->os->local, d->key);
+  /* A missing object is what the caller wants: it is gone. */
+  if (rc == 0 || rc == -ENOENT) {
+    cap_objstore_end_delete(d, NULL);
+    return;
+  }
+  cap_storage_err_set(&d->err, CAP_STORAGE_E_LOCAL, CAP_STORAGE_OUTPUT,
+                      "Could not delete the output: %s", strerror(-rc));
+  d->err.sys_errno = -rc;
+  cap_objstore_end_delete(d, &d->err);
+}
+
 const struct cap_objstore_ops cap_objstore_file_ops = {
     .name = "file",
     .can_stream = 0,
@@ -85,4 +98,5 @@ const struct cap_objstore_ops cap_objstore_file_ops = {
     .close_input = file_close_input,
     .put_file = file_put_file,
     .abort = file_abort,
+    .delete_object = file_delete_object,
 };

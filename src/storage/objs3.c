@@ -196,6 +196,49 @@ static void s3_free_output(struct cap_objout *out) {
   out->fd = -1;
 }
 
+/* What a failed DeleteObject means.  The codes are the other requests'
+ * (upload_error): refused credentials are DENIED, what retries could not
+ * get through is UNAVAILABLE. */
+static void delete_error(struct cap_storage_err *e, const struct cap_s3_req *r) {
+  enum cap_storage_errc c = r->status == 403 || denied(r->err_code) ? CAP_STORAGE_E_DENIED
+                            : cap_s3_transient(r)                   ? CAP_STORAGE_E_UNAVAILABLE
+                                                                    : CAP_STORAGE_E_FAILED;
+  cap_storage_err_set(e, c, CAP_STORAGE_OUTPUT, "Deleting the output failed: %s: %s", r->err_code,
+                      r->err_msg);
+  e->status = r->status;
+  snprintf(e->detail, sizeof(e->detail), "%s", r->err_code);
+  snprintf(e->detail_msg, sizeof(e->detail_msg), "%s", r->err_msg);
+}
+
+static void on_delete_done(struct cap_s3_req *r) {
+  struct cap_objdel *d = r->data;
+  /* S3 answers 204 for a key it does not hold; other stores say 404.
+   * Either way the object is gone. */
+  int gone = cap_s3_ok(r) || r->status == 404;
+  d->req = NULL;
+  if (!gone)
+    delete_error(&d->err, r);
+  cap_s3_req_free(r, free_req);
+  cap_objstore_end_delete(d, gone ? NULL : &d->err);
+}
+
+static void s3_delete_object(struct cap_objdel *d) {
+  struct cap_s3_req *r = xmalloc(sizeof(*r));
+  cap_s3_req_init(r, &d->os->st->s3);
+  r->method = "DELETE";
+  r->key = xstrdup(d->key);
+  r->done = on_delete_done;
+  r->data = d;
+  d->req = r;
+  cap_s3_start(r);
+}
+
+static void s3_cancel_delete(struct cap_objdel *d) {
+  if (d->req)
+    cap_s3_req_cancel(d->req, free_req);
+  d->req = NULL;
+}
+
 static void s3_start(struct cap_objstore *os) {
   cap_storage_start(os->st);
 }
@@ -217,6 +260,8 @@ const struct cap_objstore_ops cap_objstore_s3_ops = {
     .put_file = s3_put_file,
     .abort = s3_abort,
     .free_output = s3_free_output,
+    .delete_object = s3_delete_object,
+    .cancel_delete = s3_cancel_delete,
     .start = s3_start,
     .stop = s3_stop,
 };

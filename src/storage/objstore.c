@@ -1,6 +1,8 @@
 #include "objstore.h"
 
 #include "config.h"
+#include "log.h"
+#include "metrics.h"
 
 #include <assert.h>
 #include <stdarg.h>
@@ -151,4 +153,53 @@ int cap_objstore_output_done(const struct cap_objout *out) {
 void cap_objstore_free_output(struct cap_objout *out) {
   if (out->os && out->os->ops->free_output)
     out->os->ops->free_output(out);
+}
+
+void cap_objstore_delete_init(struct cap_objdel *d, struct cap_objstore *os, const char *key) {
+  memset(d, 0, sizeof(*d));
+  d->os = os;
+  d->key = key;
+}
+
+void cap_objstore_delete(struct cap_objdel *d) {
+  assert(!d->busy && d->on_done);
+  d->busy = 1;
+  d->os->ops->delete_object(d);
+}
+
+void cap_objstore_cancel_delete(struct cap_objdel *d) {
+  if (!d->busy)
+    return;
+  if (d->os->ops->cancel_delete)
+    d->os->ops->cancel_delete(d);
+  d->busy = 0;
+}
+
+int cap_objstore_delete_busy(const struct cap_objdel *d) {
+  return d->busy;
+}
+
+/* One line per object a delete left behind, so that an operator can find
+ * (and remove) what a failed job could not. */
+static void log_delete_failed(const struct cap_objdel *d, const struct cap_storage_err *err) {
+  struct cap_log_rec *l = cap_log_begin(CAP_LOG_WARN, "storage.delete_failed");
+  cap_log_str(l, "backend", d->os->ops->name);
+  cap_log_str(l, "key", d->key);
+  cap_log_str(l, "error", cap_storage_errc_name(err->code));
+  cap_log_int(l, "status", err->status);
+  if (err->detail[0])
+    cap_log_str(l, "code", err->detail);
+  if (err->detail_msg[0])
+    cap_log_str(l, "message", err->detail_msg);
+  if (err->sys_errno)
+    cap_log_int(l, "errno", err->sys_errno);
+  cap_log_end(l);
+}
+
+void cap_objstore_end_delete(struct cap_objdel *d, const struct cap_storage_err *err) {
+  d->busy = 0;
+  cap_metrics_inc(CAP_M_STORAGE_DELETES, CAP_LABELS(err ? "failed" : "ok"));
+  if (err)
+    log_delete_failed(d, err);
+  d->on_done(d, err);
 }

@@ -10,8 +10,9 @@
 /* One interface to where objects live, whatever the backend: the local
  * file store (objfile.c) or an S3-compatible bucket (objs3.c).  A job
  * opens its input, stores its output (streamed, or from a finished local
- * temp file) and aborts, through the functions below; they dispatch to
- * the backend's ops table, so the job holds no backend branches.
+ * temp file), aborts, and deletes what it stored when it fails, through
+ * the functions below; they dispatch to the backend's ops table, so the
+ * job holds no backend branches.
  *
  * Both backends share the local scratch store (struct cap_store): the
  * file backend keeps its objects there, and S3 downloads inputs into its
@@ -59,6 +60,7 @@ void cap_storage_err_set(struct cap_storage_err *e, enum cap_storage_errc code,
 struct cap_objstore;
 struct cap_objin;
 struct cap_objout;
+struct cap_objdel;
 
 /* One backend.  Synchronous backends (the file store) may call on_ready /
  * on_done from inside the call that starts the operation, as its last
@@ -82,6 +84,10 @@ struct cap_objstore_ops {
   void (*put_file)(struct cap_objout *out, const char *tmp_name, uint64_t size);
   void (*abort)(struct cap_objout *out, enum cap_storage_errc why, const char *msg);
   void (*free_output)(struct cap_objout *out);
+  /* Deletes d->key and ends through cap_objstore_end_delete. */
+  void (*delete_object)(struct cap_objdel *d);
+  /* Stops a delete under way, without its end (NULL: never under way). */
+  void (*cancel_delete)(struct cap_objdel *d);
   /* Life of the backend itself: the S3 bucket check and orphan sweep. */
   void (*start)(struct cap_objstore *os);
   void (*stop)(struct cap_objstore *os);
@@ -202,5 +208,38 @@ void cap_objstore_abort(struct cap_objout *out, enum cap_storage_errc why, const
 int cap_objstore_output_done(const struct cap_objout *out);
 /* Releases what out holds; after on_done, or before any start. */
 void cap_objstore_free_output(struct cap_objout *out);
+
+/* A stored object being deleted: the caller owns the struct, fills the
+ * public part and calls cap_objstore_delete; on_done runs once, with err
+ * NULL when the object is gone (an object already missing counts as gone),
+ * or the error after every retry.  Synchronous backends (file) may call
+ * on_done before cap_objstore_delete returns, as its last action.
+ * A job that failed after storing some of its objects (an HLS ladder)
+ * deletes each of them this way; errors are on CAP_STORAGE_OUTPUT. */
+struct cap_objdel {
+  struct cap_objstore *os;
+  const char *key; /* Borrowed until on_done. */
+  void (*on_done)(struct cap_objdel *d, const struct cap_storage_err *err);
+  void *data;
+  struct cap_storage_err err;
+  /* Private. */
+  struct cap_s3_req *req;
+  int busy;
+};
+
+/* Readies d (zeroed) to delete key in os. */
+void cap_objstore_delete_init(struct cap_objdel *d, struct cap_objstore *os, const char *key);
+/* Deletes the object (file store: unlinks it and the directories it
+ * leaves empty, at once; S3: a DeleteObject request, retried like every
+ * request).  d must not be busy. */
+void cap_objstore_delete(struct cap_objdel *d);
+/* Stops a delete under way; on_done will not run. (For shutdown.) */
+void cap_objstore_cancel_delete(struct cap_objdel *d);
+/* 1 while the delete is under way (its on_done not yet run). */
+int cap_objstore_delete_busy(const struct cap_objdel *d);
+/* For the backends only: ends d with err (NULL: gone), counts it in
+ * cap_storage_deletes_total, logs storage.delete_failed on an error, and
+ * calls on_done as its last action. */
+void cap_objstore_end_delete(struct cap_objdel *d, const struct cap_storage_err *err);
 
 #endif

@@ -207,6 +207,75 @@ int cap_store_commit(struct cap_store *s, const char *name, const char *key) {
   return rc;
 }
 
+/* Returns 1 when no segment of key is empty, "." or "..".  The API has
+ * refused such keys already (cap_key_validate); removing checks again
+ * because a bad key here would delete outside the root. */
+static int segments_safe(const char *key) {
+  for (const char *p = key;; p++) {
+    size_t len = strcspn(p, "/");
+    if (len == 0 || (len == 1 && p[0] == '.') || (len == 2 && p[0] == '.' && p[1] == '.'))
+      return 0;
+    p += len;
+    if (*p == '\0')
+      return 1;
+  }
+}
+
+/* Unlinks key when it is a plain file; anything else is no object, so
+ * it is -ENOENT and stays, as cap_store_open_input would not open it. */
+static int unlink_object(struct cap_store *s, const char *key) {
+  char *copy = xstrdup(key);
+  const char *last;
+  struct stat st;
+  int rc, dir = walk(s, key, 0, copy, &last);
+  if (dir < 0) {
+    free(copy);
+    return dir;
+  }
+  if (fstatat(dir, last, &st, AT_SYMLINK_NOFOLLOW) != 0)
+    rc = errno == ENAMETOOLONG ? -ENOENT : -errno;
+  else if (!S_ISREG(st.st_mode))
+    rc = -ENOENT;
+  else
+    rc = unlinkat(dir, last, 0) == 0 ? 0 : -errno;
+  close(dir);
+  free(copy);
+  return rc;
+}
+
+/* Removes the directories on key's path while they are empty, deepest
+ * first: commit created them for objects, and one left without any would
+ * stay behind for good.  The first that is not empty (or not a directory
+ * of ours: walk follows no symlink) ends it. */
+static void prune_parents(struct cap_store *s, const char *key) {
+  char *path = xstrdup(key), *slash;
+  while ((slash = strrchr(path, '/')) != NULL) {
+    *slash = '\0';
+    char *copy = xstrdup(path);
+    const char *last;
+    int dir = walk(s, path, 0, copy, &last);
+    int removed = dir >= 0 && unlinkat(dir, last, AT_REMOVEDIR) == 0;
+    if (dir >= 0)
+      close(dir);
+    free(copy);
+    if (!removed)
+      break;
+  }
+  free(path);
+}
+
+int cap_store_remove(struct cap_store *s, const char *key) {
+  if (!segments_safe(key))
+    return -EINVAL;
+  /* Other jobs' unfinished outputs are nobody's object. */
+  if (cap_store_key_reserved(key))
+    return -ENOENT;
+  int rc = unlink_object(s, key);
+  if (rc == 0)
+    prune_parents(s, key);
+  return rc;
+}
+
 int cap_store_tmp_create(struct cap_store *s, const char *name) {
   int fd = openat(s->tmp_fd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   return fd < 0 ? -errno : fd;

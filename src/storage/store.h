@@ -30,7 +30,8 @@ int cap_store_key_reserved(const char *key);
  * directory, no segment longer than a file name may be. */
 int cap_store_key_usable(const char *key);
 /* Objects are reached through objstore.h, whose file backend calls
- * cap_store_open_input, cap_store_commit and cap_store_key_usable; the
+ * cap_store_open_input, cap_store_commit, cap_store_remove and
+ * cap_store_key_usable; the
  * temp-file functions are the scratch space of both backends and of jobs.
  * Opens the object key for reading; *fd is the caller's to close.  Returns
  * 0, -ENOENT (missing, or reached through a symlink or non-directory), or
@@ -40,6 +41,13 @@ int cap_store_open_input(struct cap_store *s, const char *key, int *fd, uint64_t
 int cap_store_tmp_path(const struct cap_store *s, const char *name, char *out, size_t n);
 /* Moves temp file name to key, creating parent directories.  Returns 0 or -errno. */
 int cap_store_commit(struct cap_store *s, const char *name, const char *key);
+/* Removes the object key and then each parent directory of it that is
+ * left empty, deepest first, as commit creates them.  Only a plain file is
+ * an object: a missing key, one in the temp directory, or one reached
+ * through a symlink or naming anything else is -ENOENT and left alone.
+ * Returns 0, -ENOENT, -EINVAL for an empty, "." or ".." segment, or
+ * another -errno. */
+int cap_store_remove(struct cap_store *s, const char *key);
 /* Creates temp file name (mode 0600, must not exist); returns its fd
  * (read-write, close-on-exec) or -errno. */
 int cap_store_tmp_create(struct cap_store *s, const char *name);

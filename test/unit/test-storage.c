@@ -3,6 +3,8 @@
 #include "alloc.h"
 #include "check.h"
 #include "fakes3.h"
+#include "log.h"
+#include "metrics.h"
 #include "storerr.h"
 
 #include <errno.h>
@@ -120,6 +122,146 @@ static void test_file_backend(void) {
   CHECK_EQ_STR(cap_err_code(cap_storerr_err(&s.err)), "storage_error");
   cap_objstore_free_output(&out);
   cap_store_discard(&store, "job4");
+  cap_store_close(&store);
+  char cmd[128];
+  snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+  CHECK_EQ_INT(system(cmd), 0);
+}
+
+static void on_deleted(struct cap_objdel *d, const struct cap_storage_err *err) {
+  struct seen *s = d->data;
+  s->done++;
+  s->failed = err != NULL;
+  if (err)
+    s->err = *err;
+}
+
+static void start_delete(struct cap_objdel *d, struct cap_objstore *os, struct seen *s,
+                         const char *key) {
+  memset(s, 0, sizeof(*s));
+  cap_objstore_delete_init(d, os, key);
+  d->on_done = on_deleted;
+  d->data = s;
+  cap_objstore_delete(d);
+}
+
+static double deletes(const char *result) {
+  return cap_metrics_value(CAP_M_STORAGE_DELETES, CAP_LABELS(result));
+}
+
+/* Sends the log to a temp file named into path (at least 32 bytes). */
+static void log_capture(char *path) {
+  snprintf(path, 32, "/tmp/test-storage-log-XXXXXX");
+  int fd = mkstemp(path);
+  CHECK(fd >= 0);
+  close(fd);
+  CHECK_EQ_INT(cap_log_open(path), 0);
+}
+
+/* Ends log_capture: returns 1 when a line of the log holds both needles. */
+static int log_has(const char *path, const char *a, const char *b) {
+  char line[2048];
+  int found = 0;
+  cap_log_flush();
+  cap_log_open(NULL);
+  FILE *f = fopen(path, "r");
+  while (f && fgets(line, sizeof(line), f))
+    found |= strstr(line, a) != NULL && strstr(line, b) != NULL;
+  if (f)
+    fclose(f);
+  unlink(path);
+  return found;
+}
+
+static void file_store_object(struct cap_objstore *os, const char *key) {
+  struct seen s;
+  struct cap_objout out;
+  memset(&s, 0, sizeof(s));
+  write_tmp(os->local, "obj", "x", 1);
+  cap_objstore_output_init(&out, os, key);
+  out.on_done = on_done;
+  out.data = &s;
+  cap_objstore_put_file(&out, "obj", 1);
+  CHECK_EQ_INT(s.failed, 0);
+  cap_objstore_free_output(&out);
+}
+
+/* Returns 1 when path (below the store's root) exists. */
+static int exists(const struct cap_store *st, const char *path) {
+  struct stat sb;
+  return fstatat(st->root_fd, path, &sb, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+/* Deletes key from the file store: done at once, without an error. */
+static void file_delete_ok(struct cap_objstore *os, const char *key) {
+  struct cap_objdel d;
+  struct seen s;
+  start_delete(&d, os, &s, key);
+  CHECK_EQ_INT(s.done, 1);
+  CHECK_EQ_INT(s.failed, 0);
+  CHECK_EQ_INT(cap_objstore_delete_busy(&d), 0);
+}
+
+static void test_file_delete(void) {
+  char dir[] = "/tmp/test-storage-XXXXXX", err[256];
+  CHECK(mkdtemp(dir) != NULL);
+  struct cap_store store;
+  CHECK_EQ_INT(cap_store_open(&store, dir, err, sizeof(err)), 0);
+  struct cap_objstore os;
+  cap_objstore_init_ops(&os, &cap_objstore_file_ops, NULL, &store);
+  double ok = deletes("ok"), failed = deletes("failed");
+  file_store_object(&os, "top.mp4");
+  file_store_object(&os, "h/master.m3u8");
+  file_store_object(&os, "h/v1/seg0.ts");
+  file_store_object(&os, "h/v1/seg1.ts");
+
+  file_delete_ok(&os, "top.mp4");
+  CHECK(!exists(&store, "top.mp4"));
+  /* A directory that still holds objects stays... */
+  file_delete_ok(&os, "h/v1/seg0.ts");
+  CHECK(!exists(&store, "h/v1/seg0.ts"));
+  CHECK(exists(&store, "h/v1/seg1.ts"));
+  /* ... and goes with its last object, up to the first that is not empty. */
+  file_delete_ok(&os, "h/v1/seg1.ts");
+  CHECK(!exists(&store, "h/v1"));
+  CHECK(exists(&store, "h/master.m3u8"));
+  file_delete_ok(&os, "h/master.m3u8");
+  CHECK(!exists(&store, "h"));
+  CHECK(exists(&store, CAP_STORE_TMP_DIR));
+  CHECK_EQ_INT(deletes("ok"), ok + 4);
+
+  /* Missing objects, at the top and nested below missing directories, are gone. */
+  file_delete_ok(&os, "top.mp4");
+  file_delete_ok(&os, "h/v1/seg9.ts");
+  file_delete_ok(&os, "no/such/dir/x.ts");
+  /* A directory is no object: it counts as missing and stays. */
+  file_store_object(&os, "d/x.ts");
+  file_delete_ok(&os, "d");
+  CHECK(exists(&store, "d/x.ts"));
+  /* Neither is a temp file: it is left to its job. */
+  write_tmp(&store, "busy", "x", 1);
+  file_delete_ok(&os, CAP_STORE_TMP_DIR "/busy");
+  CHECK(exists(&store, CAP_STORE_TMP_DIR "/busy"));
+  cap_store_discard(&store, "busy");
+  CHECK_EQ_INT(deletes("ok"), ok + 9);
+
+  /* A key that could leave the root fails, typed, counted and logged. */
+  struct cap_objdel d;
+  struct seen s;
+  char log[32];
+  log_capture(log);
+  start_delete(&d, &os, &s, "d/../d/x.ts");
+  CHECK(log_has(log, "\"event\":\"storage.delete_failed\"", "\"key\":\"d/../d/x.ts\""));
+  CHECK_EQ_INT(s.done, 1);
+  CHECK_EQ_INT(s.failed, 1);
+  CHECK_EQ_INT(s.err.code, CAP_STORAGE_E_LOCAL);
+  CHECK_EQ_INT(s.err.side, CAP_STORAGE_OUTPUT);
+  CHECK_EQ_INT(s.err.sys_errno, EINVAL);
+  CHECK(exists(&store, "d/x.ts"));
+  CHECK_EQ_INT(deletes("failed"), failed + 1);
+  /* Nothing is ever under way to cancel. */
+  cap_objstore_cancel_delete(&d);
+  CHECK_EQ_INT(s.done, 1);
   cap_store_close(&store);
   char cmd[128];
   snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
@@ -328,10 +470,121 @@ static void test_s3_output(void) {
   s3case_fini(&c);
 }
 
+/* Starts deleting key and runs the loop until it ends. */
+static void s3_delete(struct s3case *c, struct cap_objdel *d, struct seen *s, const char *key) {
+  start_delete(d, &c->os, s, key);
+  /* S3 answers from a later loop turn. */
+  CHECK_EQ_INT(s->done, 0);
+  CHECK_EQ_INT(cap_objstore_delete_busy(d), 1);
+  CHECK(s3env_run(&c->e, &s->done, 5000));
+  CHECK_EQ_INT(s->done, 1);
+  CHECK_EQ_INT(cap_objstore_delete_busy(d), 0);
+}
+
+static void test_s3_delete(void) {
+  struct s3case c;
+  if (!CHECK_EQ_INT(s3case_init(&c), 0))
+    return;
+  struct cap_objdel d;
+  struct seen s;
+  int *sent = &c.e.fake.count[OP_DELETE];
+  double ok = deletes("ok"), failed = deletes("failed");
+
+  fake_put(&c.e.fake, "h/v1/seg0.ts", "abc", 3);
+  s3_delete(&c, &d, &s, "h/v1/seg0.ts");
+  CHECK_EQ_INT(s.failed, 0);
+  CHECK_EQ_INT(*sent, 1);
+  CHECK(fake_find(&c.e.fake, "h/v1/seg0.ts", 0) == NULL);
+  /* A missing key: S3 says 204, other stores 404; both mean gone. */
+  s3_delete(&c, &d, &s, "h/v1/seg0.ts");
+  CHECK_EQ_INT(s.failed, 0);
+  fake_fail(&c.e.fake, OP_DELETE, 1, 404, "NoSuchKey");
+  s3_delete(&c, &d, &s, "h/v1/seg0.ts");
+  CHECK_EQ_INT(s.failed, 0);
+  CHECK_EQ_INT(*sent, 3);
+  CHECK_EQ_INT(deletes("ok"), ok + 3);
+
+  /* A 503 is retried, and the retry goes through. */
+  fake_put(&c.e.fake, "h/master.m3u8", "m", 1);
+  fake_fail(&c.e.fake, OP_DELETE, 1, 503, "SlowDown");
+  s3_delete(&c, &d, &s, "h/master.m3u8");
+  CHECK_EQ_INT(s.failed, 0);
+  CHECK_EQ_INT(*sent, 5);
+  CHECK(fake_find(&c.e.fake, "h/master.m3u8", 0) == NULL);
+  CHECK_EQ_INT(deletes("ok"), ok + 4);
+
+  /* An outage outlasts the retries (2 here). */
+  fake_fail(&c.e.fake, OP_DELETE, 10, 503, "SlowDown");
+  s3_delete(&c, &d, &s, "h/a.ts");
+  CHECK_EQ_INT(s.err.code, CAP_STORAGE_E_UNAVAILABLE);
+  CHECK_EQ_INT(s.err.status, 503);
+  CHECK_EQ_INT(*sent, 8);
+  CHECK_EQ_INT(deletes("failed"), failed + 1);
+
+  /* A refusal is final after one attempt, typed, counted and logged. */
+  fake_put(&c.e.fake, "h/b.ts", "b", 1);
+  fake_fail(&c.e.fake, OP_DELETE, 1, 403, "AccessDenied");
+  char log[32];
+  log_capture(log);
+  s3_delete(&c, &d, &s, "h/b.ts");
+  CHECK(log_has(log, "\"event\":\"storage.delete_failed\"", "\"code\":\"AccessDenied\""));
+  CHECK_EQ_INT(*sent, 9);
+  CHECK_EQ_INT(s.err.code, CAP_STORAGE_E_DENIED);
+  CHECK_EQ_INT(s.err.side, CAP_STORAGE_OUTPUT);
+  CHECK_EQ_INT(s.err.status, 403);
+  CHECK_EQ_STR(s.err.detail, "AccessDenied");
+  CHECK_EQ_STR(s.err.msg, "Deleting the output failed: AccessDenied: fake 403");
+  CHECK_EQ_STR(cap_err_code(cap_storerr_err(&s.err)), "storage_denied");
+  CHECK(fake_find(&c.e.fake, "h/b.ts", 0) != NULL);
+  CHECK_EQ_INT(deletes("failed"), failed + 2);
+  s3case_fini(&c);
+}
+
+static void test_s3_cancel_delete(void) {
+  struct s3case c;
+  if (!CHECK_EQ_INT(s3case_init(&c), 0))
+    return;
+  struct cap_objdel d;
+  struct seen s;
+  double ok = deletes("ok"), failed = deletes("failed");
+  fake_put(&c.e.fake, "h/c.ts", "c", 1);
+
+  /* Canceled before the request is out. */
+  start_delete(&d, &c.os, &s, "h/c.ts");
+  cap_objstore_cancel_delete(&d);
+  CHECK_EQ_INT(cap_objstore_delete_busy(&d), 0);
+  CHECK(d.req == NULL);
+  s3env_run_for(&c.e, 50);
+  CHECK_EQ_INT(s.done, 0);
+
+  /* Canceled while waiting to retry: the retry is never sent. */
+  c.e.conf.backoff_ms = 200;
+  fake_fail(&c.e.fake, OP_DELETE, 1, 503, "SlowDown");
+  c.e.fake.count[OP_DELETE] = 0;
+  start_delete(&d, &c.os, &s, "h/c.ts");
+  CHECK(s3env_run(&c.e, &c.e.fake.count[OP_DELETE], 5000));
+  for (int i = 0; i < 2000 && !d.req->timer_open; i++)
+    s3env_run_for(&c.e, 1);
+  CHECK(d.req->timer_open);
+  CHECK_EQ_INT(cap_objstore_delete_busy(&d), 1);
+  cap_objstore_cancel_delete(&d);
+  s3env_run_for(&c.e, 400);
+  CHECK_EQ_INT(s.done, 0);
+  CHECK_EQ_INT(c.e.fake.count[OP_DELETE], 1);
+  CHECK(fake_find(&c.e.fake, "h/c.ts", 0) != NULL);
+  /* A cancel is no result: neither counter moves. */
+  CHECK_EQ_INT(deletes("ok"), ok);
+  CHECK_EQ_INT(deletes("failed"), failed);
+  s3case_fini(&c);
+}
+
 int main(void) {
   alarm(60);
   test_file_backend();
   test_s3_input();
   test_s3_output();
+  test_file_delete();
+  test_s3_delete();
+  test_s3_cancel_delete();
   return check_report();
 }
