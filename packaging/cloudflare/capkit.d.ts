@@ -34,7 +34,10 @@ export interface CapKitOptions {
 export interface ExecRequest {
   capability?: "ffmpeg-render" | "ffprobe" | string;
   input_key: string;
+  /** Where a single-output preset's object goes. */
   output_key?: string;
+  /** Where a ladder preset (hls-ladder, hls-ladder-ts, ...) puts its package; a "/" is added when missing. */
+  output_prefix?: string;
   preset?: string;
   /** Seconds to wait before a 202 (0-90); the kit then long-polls. */
   wait?: number;
@@ -42,7 +45,22 @@ export interface ExecRequest {
   [field: string]: unknown;
 }
 
-/** A job's result: a render's `{r2_key, bytes, duration_ms, ...}` or a probe's `{probe, duration_ms, ...}`. */
+/** One rendition of a ladder's package. */
+export interface Rendition {
+  name: string;
+  width?: number;
+  height?: number;
+  /** Peak segment bit rate of this rendition plus the audio's, bits/s (the master's BANDWIDTH). */
+  bandwidth?: number;
+  average_bandwidth?: number;
+  codecs: string;
+  playlist_key: string;
+  segments: number;
+  bytes: number;
+}
+
+/** A job's result: a render's `{r2_key, bytes, duration_ms, ...}`, a ladder's
+ * `{output_prefix, master_key, renditions, ...}` or a probe's `{probe, duration_ms, ...}`. */
 export interface ExecResult {
   job_id: string;
   status: "succeeded";
@@ -53,6 +71,17 @@ export interface ExecResult {
   etag?: string;
   parts?: number;
   probe?: { format: Record<string, unknown>; streams: Record<string, unknown>[] };
+  /** A ladder's: the prefix (with its "/"), the master playlist's key, the video renditions (highest first). */
+  output_prefix?: string;
+  master_key?: string;
+  renditions?: Rendition[];
+  /** The audio rendition, or null for a source without audio. */
+  audio?: Rendition | null;
+  /** Rungs left out because the source is smaller (a ladder never upscales). */
+  dropped?: string[];
+  source?: { width: number; height: number };
+  /** Objects stored under the prefix. */
+  objects?: number;
   [field: string]: unknown;
 }
 

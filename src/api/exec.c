@@ -53,10 +53,11 @@ static void reply_job(struct cap_exchange *x, struct cap_job *j, int timed_out) 
 static void body_hash(const struct cap_execreq *r, unsigned char out[32]) {
   EVP_MD_CTX *ctx = EVP_MD_CTX_new();
   const char *parts[] = {cap_execreq_capabilities[r->capability], r->input_key,
-                         r->output_key ? r->output_key : "", r->preset ? r->preset : ""};
+                         r->output_key ? r->output_key : "", r->preset ? r->preset : "",
+                         r->output_prefix ? r->output_prefix : ""};
   unsigned int len = 32;
   EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
-  for (size_t i = 0; i < 4; i++)
+  for (size_t i = 0; i < 5; i++)
     EVP_DigestUpdate(ctx, parts[i], strlen(parts[i]) + 1); /* NUL separates fields. */
   EVP_DigestFinal_ex(ctx, out, &len);
   EVP_MD_CTX_free(ctx);
@@ -123,19 +124,23 @@ static int check_idempotency_key(struct cap_exchange *x, struct cap_execreq *r) 
 static int check_keys(struct cap_exchange *x, const struct cap_execreq *r) {
   struct cap_app *app = x->app;
 
-  if (cap_store_key_reserved(r->input_key) ||
-      (r->output_key && cap_store_key_reserved(r->output_key))) {
+  const char *out = r->output_key ? r->output_key : r->output_prefix;
+  if (cap_store_key_reserved(r->input_key) || (out && cap_store_key_reserved(out))) {
     cap_exchange_fail(x, CAP_E_INVALID_KEY, "Keys must not name the store's temp directory");
     return -1;
   }
-  if (r->output_key && !cap_objstore_output_key_usable(&app->objstore, r->output_key)) {
+  if (out && !cap_objstore_output_key_usable(&app->objstore, out)) {
     cap_exchange_fail(x, CAP_E_INVALID_KEY,
-                      "output_key cannot be stored here (a segment over 255 bytes, or "
-                      "the store's temp directory)");
+                      r->output_key ? "output_key cannot be stored here (a segment over 255 bytes, "
+                                      "or the store's temp directory)"
+                                    : "output_prefix cannot be used here (a segment over 255 "
+                                      "bytes, or the store's temp directory)");
     return -1;
   }
+  /* Every key of a package starts with its prefix, so a prefix the token
+   * may write under covers them all. */
   if (!cap_keypolicy_allows(app->keypolicy, x->token_name, 0, r->input_key) ||
-      (r->output_key && !cap_keypolicy_allows(app->keypolicy, x->token_name, 1, r->output_key))) {
+      (out && !cap_keypolicy_allows(app->keypolicy, x->token_name, 1, out))) {
     cap_exchange_fail(x, CAP_E_KEY_FORBIDDEN, NULL);
     return -1;
   }
@@ -159,6 +164,19 @@ static int check_preset(struct cap_exchange *x, const struct cap_execreq *r) {
     snprintf(msg, sizeof(msg), "Preset %s is unavailable here: %s", p->name,
              p->unavailable_reason ? p->unavailable_reason : "unknown reason");
     cap_exchange_fail(x, CAP_E_PRESET_UNAVAILABLE, msg);
+    return -1;
+  }
+  if (p->ladder && r->output_key) {
+    snprintf(msg, sizeof(msg),
+             "Preset %s writes a package of many objects: give output_prefix, not output_key",
+             p->name);
+    cap_exchange_fail(x, CAP_E_INVALID_FIELD, msg);
+    return -1;
+  }
+  if (!p->ladder && r->output_prefix) {
+    snprintf(msg, sizeof(msg), "Preset %s writes one object: give output_key, not output_prefix",
+             p->name);
+    cap_exchange_fail(x, CAP_E_INVALID_FIELD, msg);
     return -1;
   }
   return 0;

@@ -146,6 +146,12 @@ static const struct opt opts[] = {
      "\"memory_mb\":N,\"address_space_mb\":N,\"threads\":N}}"},
     {"output_max_mb", OPT_INT, O(output_max_mb), 1, 100000000, "262144", NULL,
      "largest file a child may write, MiB (RLIMIT_FSIZE)"},
+    {"ladder_uploads", OPT_INT, O(ladder_uploads), 1, 32, "4", NULL,
+     "objects a ladder job uploads at once"},
+    {"ladder_backlog_segments", OPT_INT, O(ladder_backlog_segments), 2, 100000, "24", NULL,
+     "finished files a ladder job may hold on local disk before ffmpeg is paused"},
+    {"ladder_backlog_mb", OPT_INT, O(ladder_backlog_mb), 1, 1000000, "512", NULL,
+     "MiB of finished files a ladder job may hold on local disk before ffmpeg is paused"},
     {"token_prefixes", OPT_JSON, O(token_prefixes), 0, 0, NULL, NULL,
      "JSON: {\"token name\":{\"input\":[prefixes],\"output\":[prefixes]}}"},
 };

@@ -67,6 +67,10 @@ struct cap_config {
   char *input_formats;      /* Demuxers inputs may have, comma-separated. */
   char *class_limits; /* JSON text: {"class":{"nice":..,"ionice":..,"memory_mb":..,"threads":..}} */
   int output_max_mb;  /* Largest file a child may write. */
+  /* Ladder jobs: uploads at once, and the local backlog that pauses ffmpeg. */
+  int ladder_uploads;
+  int ladder_backlog_segments;
+  int ladder_backlog_mb;
   /* Storage. */
   char *storage; /* file:///DIR, s3://BUCKET[/PREFIX] or r2://BUCKET[/PREFIX]; NULL: data_dir. */
   int s3_virtual_host;

@@ -103,6 +103,12 @@ static const struct family_def defs[] = {
     [CAP_M_STORAGE_DELETES] = {"cap_storage_deletes_total", COUNTER, NAMES("result"), NO_BOUNDS,
                                "Stored objects deleted (ok) or left behind after every retry "
                                "(failed), by result."},
+    [CAP_M_LADDER_OBJECTS] = {"cap_ladder_objects_stored_total", COUNTER, NO_LABELS, NO_BOUNDS,
+                              "Objects of ladder packages stored (segments, playlists, masters)."},
+    [CAP_M_LADDER_PAUSES] = {"cap_ladder_pauses_total", COUNTER, NO_LABELS, NO_BOUNDS,
+                             "Times a ladder's ffmpeg was paused because uploads fell behind."},
+    [CAP_M_LADDER_DELETES] = {"cap_ladder_cleanup_deletes_total", COUNTER, NO_LABELS, NO_BOUNDS,
+                              "Deletes sent to remove a failed ladder's objects."},
     [CAP_M_LABEL_OVERFLOW] = {"cap_metrics_label_overflow_total", COUNTER, NO_LABELS, NO_BOUNDS,
                               OVERFLOW_HELP},
 };

@@ -52,6 +52,9 @@ enum cap_metric_id {
   CAP_M_STORAGE_MULTIPART_ABORTS, /* cap_storage_multipart_aborts_total{reason} */
   CAP_M_STORAGE_ABORT_REFUSALS,   /* cap_storage_multipart_abort_refusals_total{reason} */
   CAP_M_STORAGE_DELETES,          /* cap_storage_deletes_total{result} */
+  CAP_M_LADDER_OBJECTS,           /* cap_ladder_objects_stored_total */
+  CAP_M_LADDER_PAUSES,            /* cap_ladder_pauses_total */
+  CAP_M_LADDER_DELETES,           /* cap_ladder_cleanup_deletes_total */
   CAP_M_LABEL_OVERFLOW,           /* cap_metrics_label_overflow_total */
   CAP_M__COUNT
 };

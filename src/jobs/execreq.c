@@ -17,8 +17,9 @@ const char *const cap_execreq_capabilities[] = {"ffmpeg-render", "ffprobe", NULL
 /* The longest a client may ask /exec to wait before it answers 202. */
 #define WAIT_MAX_S 90
 
-static const char *const known_fields[] = {"capability", "input_key", "output_key",     "preset",
-                                           "wait",       "async",     "idempotency_key"};
+static const char *const known_fields[] = {"capability", "input_key",      "output_key",
+                                           "preset",     "output_prefix",  "wait",
+                                           "async",      "idempotency_key"};
 
 __attribute__((format(printf, 5, 6))) static int err(enum cap_err *code, enum cap_err c, char *msg,
                                                      size_t msglen, const char *fmt, ...) {
@@ -134,6 +135,39 @@ static int check_fields(const cJSON *root, enum cap_err *code, char *msg, size_t
   return 0;
 }
 
+/* A render names where its output goes: output_key for one object, or
+ * output_prefix for a package of many (which preset takes which is checked
+ * against the preset by the caller).  The prefix gets its trailing '/'. */
+static int check_output(struct cap_execreq *r, enum cap_err *code, char *msg, size_t msglen) {
+  if (r->preset == NULL)
+    return err(code, CAP_E_MISSING_FIELD, msg, msglen, "%s is required", "preset");
+  if (r->output_key && r->output_prefix)
+    return err(code, CAP_E_INVALID_FIELD, msg, msglen, "%s",
+               "give output_key (one object) or output_prefix (a package), not both");
+  if (r->output_key == NULL && r->output_prefix == NULL)
+    return err(code, CAP_E_MISSING_FIELD, msg, msglen, "%s is required",
+               "output_key (or output_prefix for a multi-output preset)");
+  if (r->output_key)
+    return check_key(r->output_key, "output_key", code, msg, msglen);
+  size_t n = strlen(r->output_prefix);
+  if (n == 0)
+    return err(code, CAP_E_INVALID_KEY, msg, msglen, "%s",
+               "output_prefix must not be empty (a package goes under a prefix of its own)");
+  if (r->output_prefix[n - 1] != '/') {
+    r->output_prefix = xrealloc(r->output_prefix, n + 2);
+    memcpy(r->output_prefix + n, "/", 2);
+    n++;
+  }
+  /* The longest name a package puts under it is under 64 bytes. */
+  if (n > CAP_OUTPUT_PREFIX_MAX)
+    return err(code, CAP_E_INVALID_KEY, msg, msglen, "output_prefix must be at most %d bytes",
+               CAP_OUTPUT_PREFIX_MAX);
+  /* Checked as the key of an object under it: the same rules, one name more. */
+  char probe[CAP_OUTPUT_PREFIX_MAX + 16];
+  snprintf(probe, sizeof(probe), "%sx", r->output_prefix);
+  return check_key(probe, "output_prefix", code, msg, msglen);
+}
+
 /* Sets the capability from cap (NULL: ffmpeg-render, the default when a
  * preset is given) and checks the keys and the preset it needs. */
 static int check_capability(struct cap_execreq *r, const char *cap, enum cap_err *code, char *msg,
@@ -151,16 +185,13 @@ static int check_capability(struct cap_execreq *r, const char *cap, enum cap_err
     return err(code, CAP_E_MISSING_FIELD, msg, msglen, "%s is required", "input_key");
   if (check_key(r->input_key, "input_key", code, msg, msglen))
     return -EINVAL;
-  if (r->capability == CAP_CAP_FFMPEG_RENDER) {
-    if (r->output_key == NULL || r->preset == NULL)
-      return err(code, CAP_E_MISSING_FIELD, msg, msglen, "%s is required",
-                 r->output_key == NULL ? "output_key" : "preset");
-    if (check_key(r->output_key, "output_key", code, msg, msglen))
-      return -EINVAL;
-  } else if (r->output_key || r->preset) {
+  if (r->capability == CAP_CAP_FFMPEG_RENDER)
+    return check_output(r, code, msg, msglen);
+  if (r->output_key || r->output_prefix || r->preset)
     return err(code, CAP_E_INVALID_FIELD, msg, msglen, "%s is not used by ffprobe",
-               r->output_key ? "output_key" : "preset");
-  }
+               r->output_key      ? "output_key"
+               : r->output_prefix ? "output_prefix"
+                                  : "preset");
   return 0;
 }
 
@@ -199,6 +230,7 @@ int cap_execreq_parse(struct cap_execreq *r, const char *body, size_t len, enum 
   if (get_string(root, "capability", 64, &cap, code, msg, msglen) ||
       get_string(root, "input_key", 0, &r->input_key, code, msg, msglen) ||
       get_string(root, "output_key", 0, &r->output_key, code, msg, msglen) ||
+      get_string(root, "output_prefix", 0, &r->output_prefix, code, msg, msglen) ||
       get_string(root, "preset", CAP_PRESET_NAME_MAX, &r->preset, code, msg, msglen) ||
       get_string(root, "idempotency_key", CAP_IDEMPOTENCY_KEY_MAX, &r->idempotency_key, code, msg,
                  msglen))
@@ -215,6 +247,7 @@ fail:
 void cap_execreq_free(struct cap_execreq *r) {
   free(r->input_key);
   free(r->output_key);
+  free(r->output_prefix);
   free(r->preset);
   free(r->idempotency_key);
   memset(r, 0, sizeof(*r));

@@ -16,13 +16,15 @@ extern const char *const cap_execreq_capabilities[];
 
 #define CAP_PRESET_NAME_MAX     64
 #define CAP_IDEMPOTENCY_KEY_MAX 255
+#define CAP_OUTPUT_PREFIX_MAX   960
 
 struct cap_execreq {
   enum cap_capability capability;
   char *input_key;
-  char *output_key; /* NULL for ffprobe. */
-  char *preset;     /* NULL for ffprobe. */
-  int wait_s;       /* -1 when not given. */
+  char *output_key;    /* NULL for ffprobe and for a multi-output preset. */
+  char *output_prefix; /* A multi-output preset's prefix, ending in '/'; else NULL. */
+  char *preset;        /* NULL for ffprobe. */
+  int wait_s;          /* -1 when not given. */
   int async;
   char *idempotency_key; /* NULL when not given. */
 };

@@ -126,6 +126,7 @@ static void take_preset(struct cap_job *j, const struct cap_preset *p) {
   j->cls = xstrdup(p->cls);
   j->timeout_s = p->timeout_s;
   j->streamable = p->streamable;
+  j->ladder = p->ladder ? cap_ladderspec_dup(p->ladder) : NULL;
 }
 
 /* Readies the job's input and output in the owner's object store; the
@@ -153,6 +154,7 @@ struct cap_job *cap_job_create(struct cap_job_owner *o, const struct cap_execreq
   j->capability = r->capability;
   j->input_key = xstrdup(r->input_key);
   j->output_key = r->output_key ? xstrdup(r->output_key) : NULL;
+  j->output_prefix = r->output_prefix ? xstrdup(r->output_prefix) : NULL;
   j->preset = r->preset ? xstrdup(r->preset) : NULL;
   j->idem_key = r->idempotency_key ? xstrdup(r->idempotency_key) : NULL;
   j->stage = CAP_JOB_S_NEW;
@@ -183,6 +185,12 @@ void cap_job_attach(struct cap_job *j) {
 void cap_job_free(struct cap_job *j) {
   free(j->input_key);
   free(j->output_key);
+  free(j->output_prefix);
+  cap_ladderspec_free(j->ladder);
+  assert(j->pkg == NULL || !cap_ladder_busy(j->pkg));
+  if (j->pkg)
+    cap_ladder_free(j->pkg);
+  free(j->pkg);
   free(j->preset);
   free(j->idem_key);
   for (size_t i = 0; j->args && j->args[i]; i++)
@@ -244,6 +252,11 @@ static void settle(struct cap_job *j, enum cap_job_stage outcome, enum cap_err e
     j->err_msg = xstrdup(msg);
   }
   move(j, outcome);
+  /* A ladder that will not be finished takes back what it stored. */
+  if (j->pkg && outcome != CAP_JOB_S_SUCCEEDED)
+    cap_ladder_abort(j->pkg,
+                     outcome == CAP_JOB_S_CANCELED ? CAP_STORAGE_E_CANCELED : CAP_STORAGE_E_FAILED,
+                     j->err_msg);
 }
 
 static void fail(struct cap_job *j, enum cap_err err, const char *msg) {
@@ -267,7 +280,7 @@ static void release(struct cap_job *j) {
   if (!cap_job_done(j) || j->stage == CAP_JOB_S_CLOSED || j->child_running)
     return;
   cap_pool_release(o->pool, &j->pool_item);
-  if (j->io.live || cap_objstore_input_busy(&j->in))
+  if (j->io.live || cap_objstore_input_busy(&j->in) || (j->pkg && cap_ladder_busy(j->pkg)))
     return;
   cap_objstore_close_input(&j->in);
   if (j->tmp_name[0]) {
@@ -557,6 +570,8 @@ static void run_probe(struct cap_job *j, enum cap_jobcmd_probe kind, enum cap_jo
 static void run_tools(struct cap_job *j) {
   if (j->capability == CAP_CAP_FFPROBE)
     run_probe(j, CAP_JOBCMD_FFPROBE, CAP_JOB_S_PROBING, PROBE_OUT_MAX);
+  else if (j->ladder)
+    run_probe(j, CAP_JOBCMD_STREAMS, CAP_JOB_S_MEASURING, PROBE_OUT_MAX);
   else
     run_probe(j, CAP_JOBCMD_DURATION, CAP_JOB_S_MEASURING, 4096);
 }
@@ -612,6 +627,115 @@ static void child_failed(struct cap_job *j, struct cap_proc *p) {
   cap_jobio_abort(&j->io, CAP_STORAGE_E_FAILED, msg);
 }
 
+/* --- Ladders ------------------------------------------------------------ */
+
+/* Reads the duration, the first video stream's displayed size (a rotation
+ * of 90 or 270 degrees swaps it) and whether there is audio, from the
+ * CAP_JOBCMD_STREAMS probe.  Fails the job when there is no video. */
+static void measured_streams(struct cap_job *j, const struct cap_proc *p) {
+  cJSON *root = p->out_buf.data && !p->out_truncated
+                    ? cJSON_ParseWithLength(p->out_buf.data, p->out_buf.len)
+                    : NULL;
+  const cJSON *streams = cJSON_GetObjectItemCaseSensitive(root, "streams"), *st;
+  const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(root, "format");
+  const char *dur = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(fmt, "duration"));
+  j->progress.input_duration_s = dur ? strtod(dur, NULL) : 0;
+  cJSON_ArrayForEach(st, streams) {
+    const char *type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(st, "codec_type"));
+    if (type && strcmp(type, "audio") == 0)
+      j->src_audio = 1;
+    if (type == NULL || strcmp(type, "video") != 0 || j->src_height > 0)
+      continue;
+    const cJSON *w = cJSON_GetObjectItemCaseSensitive(st, "width");
+    const cJSON *h = cJSON_GetObjectItemCaseSensitive(st, "height");
+    const cJSON *sd = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(st, "side_data_list"), 0);
+    const cJSON *rot = cJSON_GetObjectItemCaseSensitive(sd, "rotation");
+    int quarter = cJSON_IsNumber(rot) && ((int)rot->valuedouble % 180) != 0;
+    if (cJSON_IsNumber(w) && cJSON_IsNumber(h) && w->valuedouble > 0 && h->valuedouble > 0) {
+      j->src_width = (int)(quarter ? h->valuedouble : w->valuedouble);
+      j->src_height = (int)(quarter ? w->valuedouble : h->valuedouble);
+    }
+  }
+  cJSON_Delete(root);
+  if (j->src_height <= 0)
+    fail(j, CAP_E_INPUT_UNSUITABLE, "The input has no video stream a ladder can be made from");
+}
+
+static void ladder_pause(struct cap_ladder *l, int stop) {
+  struct cap_job *j = l->data;
+  if (j->child_running)
+    cap_proc_signal(&j->proc, stop ? SIGSTOP : SIGCONT);
+}
+
+static void ladder_failed(struct cap_ladder *l, const struct cap_storage_err *err) {
+  struct cap_job *j = l->data;
+  fail(j, cap_storerr_err(err), err->msg);
+  kill_child(j);
+}
+
+static void ladder_done(struct cap_ladder *l, const struct cap_storage_err *err) {
+  struct cap_job *j = l->data;
+  j->bytes = l->bytes;
+  if (cap_job_done(j)) {
+    j->owner_ops->defer(j->owner_ops, j); /* The cleanup is over: let go of the rest. */
+    return;
+  }
+  if (err) {
+    fail(j, cap_storerr_err(err), err->msg);
+    return;
+  }
+  assert(j->stage == CAP_JOB_S_STORING);
+  settle(j, CAP_JOB_S_SUCCEEDED, CAP_E_NONE, NULL);
+}
+
+static const struct cap_ladder_ops ladder_ops = {
+    .pause = ladder_pause, .failed = ladder_failed, .done = ladder_done};
+
+/* Makes the job's temp directory, sets the package up over it and starts
+ * its watches.  Returns 0, or fails the job and returns -1. */
+static int make_ladder(struct cap_job *j, char *path, size_t n) {
+  const struct cap_job_owner *o = j->owner_ops;
+  const struct cap_config *cfg = o->cfg;
+  struct cap_ladder_limits lim = {.uploads = cfg->ladder_uploads,
+                                  .backlog_files = cfg->ladder_backlog_segments,
+                                  .backlog_bytes = (uint64_t)cfg->ladder_backlog_mb << 20};
+  snprintf(j->tmp_dir, sizeof(j->tmp_dir), "%s", j->id);
+  int rc = cap_store_tmp_mkdir(o->store, j->tmp_dir);
+  if (rc == 0)
+    rc = cap_store_tmp_path(o->store, j->tmp_dir, path, n);
+  if (rc != 0) {
+    char msg[200];
+    snprintf(msg, sizeof(msg), "Could not create the job's temp directory: %s", strerror(-rc));
+    fail(j, CAP_E_STORAGE_ERROR, msg);
+    return -1;
+  }
+  cap_ladderspec_pick(j->ladder, j->src_height, &j->pick);
+  j->pkg = xcalloc(1, sizeof(*j->pkg));
+  cap_ladder_init(j->pkg, &ladder_ops, o->objstore, o->store, j->ladder, &j->pick, j->src_audio,
+                  j->id, j->tmp_dir, j->output_prefix, &lim);
+  j->pkg->data = j;
+  rc = cap_ladder_start(o->loop, j->pkg);
+  if (rc != 0) {
+    char msg[200];
+    snprintf(msg, sizeof(msg), "Could not watch the ladder's directories: %s", uv_strerror(rc));
+    fail(j, CAP_E_STORAGE_ERROR, msg);
+    return -1;
+  }
+  return 0;
+}
+
+static void start_ladder(struct cap_job *j) {
+  char dir[4096];
+  if (make_ladder(j, dir, sizeof(dir)) != 0)
+    return;
+  struct cap_jobcmd c = jobcmd(j);
+  char **argv = cap_jobcmd_ladder(&c, j->ladder, &j->pick, j->src_audio, dir);
+  move(j, CAP_JOB_S_RENDERING);
+  spawn(j, argv, 0, 1, 0);
+  free(argv);
+  cap_jobcmd_release(&c);
+}
+
 static void on_proc_done(struct cap_proc *p) {
   struct cap_job *j = container_of(p, struct cap_job, proc);
   int ok = p->spawn_error == 0 && p->exit_status == 0 && p->term_signal == 0;
@@ -635,10 +759,19 @@ static void on_proc_done(struct cap_proc *p) {
     run_probe(j, CAP_JOBCMD_DETECT, CAP_JOB_S_DETECTING, 0);
   } else if (!ok) {
     child_failed(j, p);
+  } else if (j->stage == CAP_JOB_S_MEASURING && j->ladder) {
+    measured_streams(j, p);
+    cap_proc_free(p);
+    if (!cap_job_done(j))
+      start_ladder(j);
   } else if (j->stage == CAP_JOB_S_MEASURING) {
     j->progress.input_duration_s = p->out_buf.data ? strtod(p->out_buf.data, NULL) : 0;
     cap_proc_free(p);
     start_render(j);
+  } else if (j->stage == CAP_JOB_S_RENDERING && j->pkg) {
+    cap_proc_free(p);
+    move(j, CAP_JOB_S_STORING);
+    cap_ladder_finish(j->pkg);
   } else if (j->stage == CAP_JOB_S_RENDERING) {
     cap_proc_free(p);
     rendered(j);

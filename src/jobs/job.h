@@ -6,6 +6,7 @@
 #include "execreq.h"
 #include "jobstage.h"
 #include "jobio.h"
+#include "ladder.h"
 #include "jobprogress.h"
 #include "objstore.h"
 #include "pool.h"
@@ -64,6 +65,7 @@ struct cap_job {
   char req_id[65]; /* The request that created it. */
   enum cap_capability capability;
   char *input_key, *output_key, *preset;
+  char *output_prefix; /* A ladder's, ending in '/'; NULL otherwise. */
   char *idem_key;
   unsigned char body_hash[32];
   /* The preset as it was when the job was created. */
@@ -73,8 +75,9 @@ struct cap_job {
   char *cache_control; /* Its Cache-Control, or NULL. */
   int timeout_s;
   int streamable;
-  char *input_formats;      /* The demuxers its input may have. */
-  struct cap_climit limits; /* The class's limits with the preset's overrides. */
+  char *input_formats;           /* The demuxers its input may have. */
+  struct cap_climit limits;      /* The class's limits with the preset's overrides. */
+  struct cap_ladderspec *ladder; /* A multi-output preset's ladder (the job's copy), or NULL. */
 
   enum cap_job_stage stage; /* Written only by job.c's move(). */
   enum cap_job_state state; /* The public view of stage; written only by move(). */
@@ -109,6 +112,11 @@ struct cap_job {
   uv_timer_t timeout_timer;
   struct cap_pool_item pool_item;
   struct cap_jobio io; /* Its output on the way into the store. */
+  /* A ladder's package on its way into the store (NULL before the render),
+   * what the source is, and the renditions it gets. */
+  struct cap_ladder *pkg;
+  int src_width, src_height, src_audio;
+  struct cap_ladder_pick pick;
   struct cap_job_waiter *waiters;
 
   /* The owner's links. */

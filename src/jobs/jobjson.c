@@ -42,9 +42,75 @@ static long long run_ms(const struct cap_job *j) {
   return j->started_at && j->finished_at ? (long long)(j->finished_at - j->started_at) : 0;
 }
 
+/* Writes the JSON string a + c + d. */
+static void joined(struct cap_buf *b, const char *a, const char *c, const char *d) {
+  struct cap_buf t;
+  cap_buf_init(&t);
+  cap_buf_puts(&t, a);
+  cap_buf_puts(&t, c);
+  cap_buf_puts(&t, d);
+  cap_jsonw_str(b, t.data, t.len);
+  cap_buf_free(&t);
+}
+
+static void rendition(struct cap_buf *b, const struct cap_job *j, const struct cap_ladder_rend *r) {
+  cap_buf_putc(b, '{');
+  key(b, "name", 1);
+  str(b, r->name);
+  if (!r->audio) {
+    cap_buf_printf(b, ",\"width\":%d,\"height\":%d", r->width, r->height);
+    cap_buf_printf(b, ",\"bandwidth\":%llu,\"average_bandwidth\":%llu",
+                   (unsigned long long)r->bandwidth, (unsigned long long)r->average_bandwidth);
+  }
+  key(b, "codecs", 0);
+  str(b, r->codecs);
+  key(b, "playlist_key", 0);
+  joined(b, j->output_prefix, r->name, "/index.m3u8");
+  cap_buf_printf(b, ",\"segments\":%zu,\"bytes\":%llu}", r->segments, (unsigned long long)r->bytes);
+}
+
+/* A ladder's result: where the package is, each rendition, the rungs left
+ * out because the source is smaller, and what was stored. */
+static void ladder_fields(const struct cap_job *j, struct cap_buf *b) {
+  const struct cap_ladder *l = j->pkg;
+  key(b, "output_prefix", 1);
+  str(b, j->output_prefix);
+  key(b, "master_key", 0);
+  joined(b, j->output_prefix, "", "master.m3u8");
+  key(b, "renditions", 0);
+  cap_buf_putc(b, '[');
+  for (size_t i = 0, n = 0; l && i < l->nrends; i++) {
+    if (l->rends[i].audio)
+      continue;
+    if (n++)
+      cap_buf_putc(b, ',');
+    rendition(b, j, &l->rends[i]);
+  }
+  cap_buf_putc(b, ']');
+  key(b, "audio", 0);
+  if (l && l->has_audio)
+    rendition(b, j, &l->rends[l->nrends - 1]);
+  else
+    cap_buf_puts(b, "null");
+  key(b, "dropped", 0);
+  cap_buf_putc(b, '[');
+  for (size_t i = 0; i < j->pick.ndropped; i++) {
+    if (i)
+      cap_buf_putc(b, ',');
+    str(b, j->pick.dropped[i]);
+  }
+  cap_buf_printf(b, "],\"source\":{\"width\":%d,\"height\":%d}", j->src_width, j->src_height);
+  cap_buf_printf(b, ",\"objects\":%zu,\"bytes\":%llu", l ? l->objects : 0,
+                 (unsigned long long)(l ? l->bytes : 0));
+  key(b, "preset", 0);
+  str(b, j->preset);
+}
+
 /* The fields of a result, without braces. */
 static void result_fields(const struct cap_job *j, struct cap_buf *b) {
-  if (j->capability == CAP_CAP_FFPROBE) {
+  if (j->ladder) {
+    ladder_fields(j, b);
+  } else if (j->capability == CAP_CAP_FFPROBE) {
     key(b, "probe", 1);
     cap_buf_puts(b, j->probe_json ? j->probe_json : "null");
   } else {
@@ -131,6 +197,18 @@ void cap_jobjson_accepted(const struct cap_job *j, struct cap_buf *out) {
   cap_buf_printf(out, ",\"status_url\":\"/jobs/%s\"}", j->id);
 }
 
+/* Where a ladder's package is: what is stored, what waits on local disk,
+ * whether ffmpeg is paused, and the cleanup after a failure. */
+static void package_progress(const struct cap_ladder *l, struct cap_buf *b) {
+  cap_buf_printf(b,
+                 ",\"package\":{\"state\":\"%s\",\"segments_uploaded\":%zu,"
+                 "\"objects_stored\":%zu,\"bytes_stored\":%llu,\"backlog_files\":%zu,"
+                 "\"backlog_bytes\":%llu,\"paused\":%s}",
+                 cap_ladder_state_name(l->state), cap_ladder_segments(l), l->objects,
+                 (unsigned long long)l->bytes, l->backlog_files,
+                 (unsigned long long)l->backlog_bytes, l->paused ? "true" : "false");
+}
+
 void cap_jobjson_job(const struct cap_job *j, struct cap_buf *b) {
   const struct cap_job_progress *g = &j->progress;
   cap_buf_putc(b, '{');
@@ -146,6 +224,10 @@ void cap_jobjson_job(const struct cap_job *j, struct cap_buf *b) {
   str(b, j->input_key);
   key(b, "output_key", 0);
   str(b, j->output_key);
+  if (j->ladder) {
+    key(b, "output_prefix", 0);
+    str(b, j->output_prefix);
+  }
   key(b, "created_at", 0);
   timestamp(b, j->created_at);
   key(b, "started_at", 0);
@@ -170,6 +252,8 @@ void cap_jobjson_job(const struct cap_job *j, struct cap_buf *b) {
   key(b, "total_size", 0);
   cap_buf_printf(b, "%lld", (long long)g->total_size);
   cap_buf_putc(b, '}');
+  if (j->pkg)
+    package_progress(j->pkg, b);
   key(b, "result", 0);
   if (j->state == CAP_JOB_SUCCEEDED)
     cap_jobjson_result(j, b);

@@ -2,6 +2,7 @@
 
 #include "alloc.h"
 #include "buf.h"
+#include "ladderspec.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -179,6 +180,7 @@ static void preset_free(struct cap_preset *p) {
   free(p->cache_control);
   free(p->hw_encoder);
   free(p->unavailable_reason);
+  cap_ladderspec_free(p->ladder);
   for (size_t i = 0; p->args && i < p->nargs; i++)
     free(p->args[i]);
   free(p->args);
@@ -196,8 +198,59 @@ void cap_preset_set_free(struct cap_presets *set) {
   free(set);
 }
 
+/* A ladder preset ("package"): the muxer and playlist extension are the
+ * package's, its arguments come from its rungs.  Returns 0 or -EINVAL. */
+static int parse_ladder(const char *name, const cJSON *o, struct cap_preset *p, char *err,
+                        size_t errlen) {
+  char why[300];
+  if (cJSON_GetObjectItemCaseSensitive(o, "args") ||
+      cJSON_GetObjectItemCaseSensitive(o, "format") || cJSON_GetObjectItemCaseSensitive(o, "ext")) {
+    snprintf(err, errlen, "preset %s: a ladder (package) takes rungs, not args, format or ext",
+             name);
+    return -EINVAL;
+  }
+  if (cap_ladderspec_parse(o, &p->ladder, why, sizeof(why)) != 0) {
+    snprintf(err, errlen, "preset %s: %s", name, why);
+    return -EINVAL;
+  }
+  return 0;
+}
+
+/* Fills in what a ladder preset leaves out, so that the rest of the parse
+ * treats it like any other. */
+static cJSON *ladder_defaults(const cJSON *o) {
+  cJSON *c = cJSON_Duplicate(o, 1);
+  if (c == NULL)
+    abort(); /* cJSON fails only when out of memory. */
+  cJSON_AddStringToObject(c, "format", "hls");
+  cJSON_AddStringToObject(c, "ext", "m3u8");
+  cJSON_AddItemToObject(c, "args", cJSON_CreateArray());
+  return c;
+}
+
+static int parse_single(const char *name, const cJSON *o, struct cap_preset *p, char *err,
+                        size_t errlen);
+
 static int parse_one(const char *name, const cJSON *o, struct cap_preset *p, char *err,
                      size_t errlen) {
+  if (!cJSON_IsObject(o) || cJSON_GetObjectItemCaseSensitive(o, "package") == NULL)
+    return parse_single(name, o, p, err, errlen);
+  struct cap_ladderspec *ladder = NULL;
+  memset(p, 0, sizeof(*p));
+  if (parse_ladder(name, o, p, err, errlen) != 0) {
+    p->name = xstrdup(name);
+    return -EINVAL;
+  }
+  ladder = p->ladder;
+  cJSON *full = ladder_defaults(o);
+  int rc = parse_single(name, full, p, err, errlen);
+  cJSON_Delete(full);
+  p->ladder = ladder;
+  return rc;
+}
+
+static int parse_single(const char *name, const cJSON *o, struct cap_preset *p, char *err,
+                        size_t errlen) {
   const char *cls = get_str(o, "class"), *fmt = get_str(o, "format"), *ext = get_str(o, "ext");
   const char *desc = get_str(o, "description"), *hw = get_str(o, "hw_encoder");
   const cJSON *args = cJSON_GetObjectItemCaseSensitive(o, "args");

@@ -3,6 +3,8 @@
 
 #include <stddef.h>
 
+struct cap_ladderspec;
+
 /* Presets are the only way arguments reach ffmpeg: each names an output
  * muxer, the ffmpeg output arguments, the resource class whose pool runs
  * it, whether its output can be streamed to a pipe, and a time limit. */
@@ -33,6 +35,9 @@ struct cap_preset {
   char *content_type;
   /* The stored object's Cache-Control, or NULL to send none. */
   char *cache_control;
+  /* A multi-output preset's ladder (its "package" field), or NULL for a
+   * preset that writes one object. */
+  struct cap_ladderspec *ladder;
 };
 
 struct cap_presets {

@@ -448,6 +448,30 @@ class KitTest(unittest.TestCase):
         self.assertEqual(st, 200, r)
         self.assertEqual(self.exec_statuses((2, 1)), ([(200, None), (200, None)], [(200, None)]))
 
+    def test_ladder_through_the_kit(self):
+        """capkit.exec takes output_prefix and returns the ladder's result."""
+        st, _, r = self.run_job("/render", {"input_key": "uploads/in.mp4",
+                                            "output_prefix": "vod/kit", "preset": "hls-ladder"})
+        self.assertEqual(st, 200, r)
+        self.assertEqual((r["status"], r["output_prefix"], r["master_key"]),
+                         ("succeeded", "vod/kit/", "vod/kit/master.m3u8"))
+        # A 320x240 source: every rung is above it, so one rendition at its height.
+        self.assertEqual([x["name"] for x in r["renditions"]], ["240p"], r)
+        self.assertEqual(r["dropped"], ["1080p", "720p", "480p", "360p"])
+        self.assertEqual(r["audio"]["playlist_key"], "vod/kit/audio/index.m3u8")
+        root = os.path.join(mt.data_dir(self.a), "vod", "kit")
+        with open(os.path.join(root, "master.m3u8")) as f:
+            master = f.read()
+        self.assertIn("RESOLUTION=320x240", master)
+        self.assertIn("240p/index.m3u8", master)
+        files = [os.path.join(d, n) for d, _, ns in os.walk(root) for n in ns]
+        self.assertEqual(len(files), r["objects"], files)
+        self.assertEqual(sum(os.path.getsize(p) for p in files), r["bytes"])
+        # A ladder preset with output_key is the caller's mistake: passed on, not retried.
+        st, _, r = self.run_job("/render", {"input_key": "uploads/in.mp4",
+                                            "output_key": "vod/kit.m3u8", "preset": "hls-ladder"})
+        self.assertEqual((st, r["code"]), (400, "invalid_field"), r)
+
     def test_accepted_then_long_poll(self):
         for n, (path, body) in enumerate( (("/probe", {"input_key": "uploads/in.mp4", "wait": 0}),
                            ("/render", {"input_key": "uploads/in.mp4", "output_key": "renders/p.mp4",

@@ -30,6 +30,19 @@ static void test_capability_names(void) {
 
 static void test_valid(void) {
   struct cap_execreq r;
+  /* A package: the prefix gets its trailing slash. */
+  CHECK_EQ_INT(parse_str(&r, "{\"input_key\":\"in.mp4\",\"output_prefix\":\"vod/abc\","
+                             "\"preset\":\"hls-ladder\"}"),
+               0);
+  CHECK_EQ_STR(r.output_prefix, "vod/abc/");
+  CHECK(r.output_key == NULL);
+  cap_execreq_free(&r);
+  CHECK_EQ_INT(parse_str(&r, "{\"input_key\":\"in.mp4\",\"output_prefix\":\"vod/abc/\","
+                             "\"preset\":\"hls-ladder\"}"),
+               0);
+  CHECK_EQ_STR(r.output_prefix, "vod/abc/");
+  cap_execreq_free(&r);
+
   /* The seed's body: no capability, a preset means ffmpeg-render. */
   CHECK_EQ_INT(parse_str(&r, "{\"input_key\":\"in/clip.mp4\",\"output_key\":\"out/clip.webm\","
                              "\"preset\":\"webm-720p\"}"),
@@ -230,6 +243,22 @@ static void test_errors(void) {
        "output_key"},
       {"{\"input_key\":\"a\",\"output_key\":\"b/./c\",\"preset\":\"p\"}", 0, "invalid_key",
        "output_key"},
+      /* A package's prefix: the key rules, not both outputs, not for ffprobe. */
+      {"{\"input_key\":\"a\",\"output_prefix\":\"../b/\",\"preset\":\"p\"}", 0, "invalid_key",
+       "output_prefix"},
+      {"{\"input_key\":\"a\",\"output_prefix\":\"/b/\",\"preset\":\"p\"}", 0, "invalid_key",
+       "output_prefix"},
+      {"{\"input_key\":\"a\",\"output_prefix\":\"b//\",\"preset\":\"p\"}", 0, "invalid_key",
+       "output_prefix"},
+      {"{\"input_key\":\"a\",\"output_prefix\":\"\",\"preset\":\"p\"}", 0, "invalid_key",
+       "output_prefix"},
+      {"{\"input_key\":\"a\",\"output_prefix\":[],\"preset\":\"p\"}", 0, "invalid_field",
+       "output_prefix"},
+      {"{\"input_key\":\"a\",\"output_prefix\":\"v/\",\"output_key\":\"k\",\"preset\":\"p\"}", 0,
+       "invalid_field", "not both"},
+      {"{\"capability\":\"ffprobe\",\"input_key\":\"a\",\"output_prefix\":\"v/\"}", 0,
+       "invalid_field", "output_prefix"},
+      {"{\"input_key\":\"a\",\"preset\":\"p\"}", 0, "missing_field", "output_prefix"},
   };
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     const struct err_case *e = &cases[i];

@@ -1,6 +1,7 @@
 #include "jobcmd.h"
 
 #include "check.h"
+#include "ladderspec.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -115,8 +116,71 @@ static void test_logs(void) {
   CHECK_EQ_STR(small, "mat");
 }
 
+/* A ladder: one input, one filter graph splitting into each rung, per-rung
+ * rates, the shared encoder arguments, keyframes at the segment length,
+ * the audio once, and ffmpeg's hls muxer writing under the job's dir. */
+static void test_ladder(void) {
+  char *v[] = {"-c:v", "libx264", NULL}, *a[] = {"-c:a", "aac", NULL}, *d[] = {NULL};
+  struct cap_ladderspec s = {.segtype = CAP_LADDER_FMP4,
+                             .segment_s = 4,
+                             .scale = "scale",
+                             .decode_args = d,
+                             .video_args = v,
+                             .audio_args = a};
+  struct cap_ladder_pick pick = {.nrungs = 2};
+  pick.rungs[0] = (struct cap_ladder_rung){"720p", 720, "2800k", "3000k", "4200k"};
+  pick.rungs[1] = (struct cap_ladder_rung){"360p", 360, "800k", "856k", "1200k"};
+  char *preset[] = {NULL};
+  struct cap_jobcmd c = {.ffmpeg = "ffmpeg", .input_formats = "mov", .preset_args = preset};
+  char **argv = cap_jobcmd_ladder(&c, &s, &pick, 1, "/tmp/j/abc");
+  check_input(argv, "mov");
+  int fc = at(argv, "-filter_complex");
+  CHECK(fc > at(argv, "-i"));
+  if (fc > 0)
+    CHECK_EQ_STR(argv[fc + 1], "[0:v:0]split=2[s0][s1];[s0]scale=-2:720[v0];[s1]scale=-2:360[v1]");
+  CHECK(at(argv, "[v0]") > 0 && at(argv, "[v1]") > at(argv, "[v0]"));
+  int b1 = at(argv, "-maxrate:v:1");
+  CHECK(b1 > 0);
+  if (b1 > 0)
+    CHECK_EQ_STR(argv[b1 + 1], "856k");
+  int k = at(argv, "-force_key_frames:v");
+  CHECK(k > 0);
+  if (k > 0)
+    CHECK_EQ_STR(argv[k + 1], "expr:gte(t,n_forced*4)");
+  CHECK(at(argv, "0:a:0") > 0 && at(argv, "aac") > at(argv, "0:a:0"));
+  int m = at(argv, "-var_stream_map");
+  CHECK(m > 0);
+  if (m > 0)
+    CHECK_EQ_STR(argv[m + 1],
+                 "v:0,agroup:aud,name:720p v:1,agroup:aud,name:360p a:0,agroup:aud,name:audio");
+  int f = at(argv, "-f");
+  CHECK(f > 0 && strcmp(argv[f + 1], "hls") == 0);
+  int fl = at(argv, "-hls_flags");
+  CHECK(fl > 0 && strcmp(argv[fl + 1], "independent_segments+temp_file") == 0);
+  CHECK(at(argv, "event") > 0 && at(argv, "fmp4") > 0 && at(argv, "init.mp4") > 0);
+  int sf = at(argv, "-hls_segment_filename");
+  CHECK(sf > 0 && strcmp(argv[sf + 1], "/tmp/j/abc/%v/seg_%05d.m4s") == 0);
+  CHECK_EQ_STR(argv[count(argv) - 1], "/tmp/j/abc/%v/index.m3u8");
+  free(argv);
+  cap_jobcmd_release(&c);
+  /* One rung, no audio, MPEG-TS: no split, no audio group, no init file. */
+  s.segtype = CAP_LADDER_TS;
+  pick.nrungs = 1;
+  argv = cap_jobcmd_ladder(&c, &s, &pick, 0, "/d");
+  fc = at(argv, "-filter_complex");
+  CHECK(fc > 0 && strcmp(argv[fc + 1], "[0:v:0]scale=-2:720[v0]") == 0);
+  m = at(argv, "-var_stream_map");
+  CHECK(m > 0 && strcmp(argv[m + 1], "v:0,name:720p") == 0);
+  CHECK(at(argv, "0:a:0") < 0 && at(argv, "init.mp4") < 0 && at(argv, "mpegts") > 0);
+  sf = at(argv, "-hls_segment_filename");
+  CHECK(sf > 0 && strcmp(argv[sf + 1], "/d/%v/seg_%05d.ts") == 0);
+  free(argv);
+  cap_jobcmd_release(&c);
+}
+
 int main(void) {
   test_probes();
+  test_ladder();
   test_render();
   test_logs();
   return check_report();

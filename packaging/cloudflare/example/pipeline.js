@@ -1,7 +1,7 @@
 // Example pipeline Worker: one step of a media pipeline that hands the
 // heavy work to whichever cap-server the registry says is least loaded.
 //
-//   POST /render {"input_key","output_key","preset"[,"wait","idempotency_key"]}
+//   POST /render {"input_key","output_key"|"output_prefix","preset"[,"wait","idempotency_key"]}
 //   POST /probe  {"input_key"[,"wait","idempotency_key"]}
 //
 // Both answer the job's result JSON ({r2_key, bytes, duration_ms, ...} or
@@ -69,7 +69,9 @@ export default {
     } catch {
       return json(400, { error: "The body is not JSON", code: "invalid_json" });
     }
-    const fields = capability === "ffprobe" ? ["input_key", "wait"] : ["input_key", "output_key", "preset", "wait"];
+    // output_key for a preset that writes one object, output_prefix for a
+    // ladder (hls-ladder, ...) that writes a package of many.
+    const fields = capability === "ffprobe" ? ["input_key", "wait"] : ["input_key", "output_key", "output_prefix", "preset", "wait"];
     const job = { capability, ...pick(body ?? {}, fields) };
     try {
       // A caller that may retry this request sends its own idempotency
