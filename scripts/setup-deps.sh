@@ -8,7 +8,9 @@
 #          jq and openssl (scripts/install.sh), systemd-analyze, dpkg-deb,
 #          man and groff (packaging checks), Caddy (the TLS front), Node.js
 #          and npm (workerd, the Worker runtime, from packaging/cloudflare),
-#          slowhttptest (slow-client attacks on the connection budget)
+#          slowhttptest (slow-client attacks on the connection budget),
+#          Chromium and a font for it (the HLS player test drives hls.js in
+#          headless Chromium through playwright-core, from test/player)
 #   bench  wrk, hyperfine, Node.js and npm for the comparison stack
 set -euo pipefail
 
@@ -18,15 +20,16 @@ run_pkgs=(ffmpeg curl)
 test_pkgs=(ffmpeg curl python3 clang libclang-rt-14-dev procps
            swift swift-proxy swift-account swift-container swift-object python3-swift memcached
            awscli attr jq openssl systemd util-linux man-db groff-base caddy nodejs npm
-           slowhttptest)
+           slowhttptest chromium fonts-liberation)
 bench_pkgs=(wrk hyperfine nodejs npm procps curl)
 
 want=("${build_pkgs[@]}" "${run_pkgs[@]}")
 want_workerd=0
+want_player=0
 for set in "$@"; do
   case "$set" in
     build) ;;
-    test) want+=("${test_pkgs[@]}"); want_workerd=1 ;;
+    test) want+=("${test_pkgs[@]}"); want_workerd=1; want_player=1 ;;
     bench) want+=("${bench_pkgs[@]}"); want_workerd=1 ;;
     *) echo "setup-deps: unknown set '$set' (build, test, bench)" >&2; exit 2 ;;
   esac
@@ -63,4 +66,9 @@ install_missing
 # run on, comes from npm, pinned by packaging/cloudflare/package-lock.json.
 if [ "$want_workerd" = 1 ]; then
   "$(dirname "$0")/../packaging/cloudflare/setup.sh"
+fi
+# hls.js and playwright-core (no browser download: it drives the Debian
+# chromium above), pinned by test/player/package-lock.json.
+if [ "$want_player" = 1 ]; then
+  "$(dirname "$0")/../test/player/setup.sh"
 fi

@@ -1,0 +1,152 @@
+"""What the ladder tests share (test_ladder.py, test_ladder_streaming.py):
+the S3 bed with one bucket, a server on it with the sources uploaded, and
+the package checks (hlscheck.py) every ladder result goes through."""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import hlscheck  # noqa: E402
+import mediatools as mt  # noqa: E402
+import storagetools as st  # noqa: E402
+from s3bed import S3Bed  # noqa: E402
+
+BUCKET = "media"
+PREFIX = "pre"  # The server's own prefix inside the bucket.
+BED = None
+TMP = None
+
+CONTENT_TYPES = {"m3u8": "application/vnd.apple.mpegurl", "m4s": "video/iso.segment",
+                 "mp4": "video/mp4", "ts": "video/mp2t"}
+SEGMENT_CACHE = "public, max-age=31536000, immutable"
+PLAYLIST_CACHE = "public, max-age=60"
+
+
+def setup_module():
+    """Starts the bed (once per test module) and makes the bucket."""
+    global BED, TMP
+    if not st.have_bed():
+        raise unittest.SkipTest("S3 bed not installed: scripts/s3-testbed.sh install")
+    TMP = tempfile.mkdtemp(prefix="capsrv-ladder-")
+    BED = S3Bed().start()
+    BED.make_bucket(BUCKET)
+
+
+def teardown_module():
+    if BED is not None:
+        BED.stop()
+    if TMP:
+        shutil.rmtree(TMP, True)
+
+
+def bucket_objects(prefix):
+    """{key relative to prefix: size} of what the bucket holds under prefix."""
+    full = "%s/%s" % (PREFIX, prefix)
+    return {o["Key"][len(full):]: o["Size"] for o in BED.list_objects(BUCKET, full)}
+
+
+def full(prefix):
+    """The bucket key of a job's prefix (the server's own prefix first)."""
+    return "%s/%s" % (PREFIX, prefix)
+
+
+def bed_url(key):
+    """The bed's URL of a job's key; play.js signs its requests to it."""
+    return "%s/%s/%s" % (BED.endpoint, BUCKET, full(key))
+
+
+
+class LadderCase(unittest.TestCase):
+    """A server on the bed with the sources uploaded, and the checks both
+    ladder test modules share."""
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = st.start_s3(BED, BUCKET, PREFIX, ["--log-level", "debug"])
+        ev = st.storage_event(cls.srv)
+        if ev.get("event") != "storage.ready":
+            raise AssertionError("start-up bucket check failed: %r" % ev)
+        cls.src720 = mt.clip(12.0, "1280x720", rate=30)
+        cls.src240 = mt.clip(6.0, "320x240", rate=25)
+        cls.silent = mt.clip(6.0, "640x360", rate=25, audio=False)
+        # The streaming and failure tests need a job that runs for a while
+        # more than they need many rungs: 60 s at 360p (one rung + audio).
+        cls.long = mt.clip(60.0, "640x360", rate=25)
+        for key, path in (("in/720.mp4", cls.src720), ("in/240.mp4", cls.src240),
+                          ("in/silent.mp4", cls.silent), ("in/long.mp4", cls.long)):
+            BED.put_object(BUCKET, "%s/%s" % (PREFIX, key), path=path)
+        audio = os.path.join(TMP, "audio.m4a")
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
+                        "sine=frequency=440:duration=3", "-c:a", "aac", audio], check=True)
+        BED.put_object(BUCKET, "%s/in/audio.m4a" % PREFIX, path=audio)
+
+    @classmethod
+    def tearDownClass(cls):
+        mt.stop(cls.srv)
+
+    def tearDown(self):
+        st.assert_clean(self, self.srv, BED, (BUCKET,))
+
+    def ladder(self, prefix, preset="hls-ladder", key="in/720.mp4", timeout=180, srv=None):
+        status, _, j = mt.exec_(srv or self.srv, {"input_key": key, "output_prefix": prefix,
+                                                  "preset": preset, "wait": 90}, timeout=timeout)
+        if status == 202:
+            j = mt.poll_job(srv or self.srv, j["job_id"], timeout=timeout)["result"]
+            status = 200
+        self.assertEqual(status, 200, j)
+        self.assertEqual(j.get("status"), "succeeded", j)
+        return j
+
+    def check_package(self, prefix, result, segext, source=12.0, play=False):
+        get = hlscheck.s3_getter(BED, BUCKET)
+        names = [r["name"] for r in result["renditions"]]
+        summary = hlscheck.check_package(get, full(prefix), source_duration=source,
+                                         expect_renditions=names)
+        listed = bucket_objects(prefix)
+        self.assertEqual({full(prefix) + k for k in listed}, set(summary["keys"]),
+                         "the bucket holds exactly what the playlists name")
+        self.assertEqual(result["objects"], len(listed), result)
+        self.assertEqual(result["bytes"], sum(listed.values()), result)
+        self.assertEqual(result["master_key"], prefix + "master.m3u8")
+        by_name = {r["name"]: r for r in summary["renditions"]}
+        for r in result["renditions"]:
+            s = by_name[r["name"]]
+            self.assertEqual((r["width"], r["height"]), (s["width"], s["height"]), r)
+            self.assertEqual(r["bandwidth"], s["bandwidth"], r)
+            self.assertEqual(r["codecs"], ",".join(s["codecs"]), r)
+            self.assertEqual(r["playlist_key"], "%s%s/index.m3u8" % (prefix, r["name"]))
+            self.assertEqual(r["segments"], s["segments"], r)
+        for key in listed:
+            ext = key.rsplit(".", 1)[1]
+            h = BED.head_object(BUCKET, "%s/%s%s" % (PREFIX, prefix, key))
+            self.assertEqual(h.get("ContentType"), CONTENT_TYPES[ext], key)
+            want = PLAYLIST_CACHE if ext == "m3u8" else SEGMENT_CACHE
+            self.assertEqual(h.get("CacheControl"), want, key)
+            if ext != "m3u8":
+                self.assertEqual(ext, "mp4" if "init" in key else segext, key)
+        # ffmpeg cannot sign requests: it reads the bucket through a plain
+        # HTTP server over the same signed GETs.
+        with hlscheck.serve(get) as srv:
+            hlscheck.decode_all(srv.url(full(prefix) + "master.m3u8"))
+        if play:
+            self.play(prefix, len(names))
+        return summary
+
+    def play(self, prefix, levels):
+        """hls.js in Chromium plays the master from the bed to its end,
+        switching rendition when forced."""
+        ok, why = hlscheck.have_player()
+        if not ok:
+            self.fail("the player test cannot run: %s (scripts/setup-deps.sh test)" % why)
+        force = 0 if levels > 1 else None
+        r = hlscheck.play_in_browser(bed_url(prefix + "master.m3u8"), force_level=force,
+                                     env=BED.env(), timeout=120)
+        self.assertTrue(r.get("ok"), r)
+        self.assertEqual(len(r.get("levels", [])), levels, r)
+        if force is not None:
+            self.assertTrue(r.get("level_switched"), r)
+

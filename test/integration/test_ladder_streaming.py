@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Integration tests (issue 13): ladder jobs, streaming into the bucket
+and failures, against the S3 bed (Swift + s3api) with real ffmpeg.
+
+- the first segment is in the bucket long before ffmpeg exits;
+- the bed stopped mid-job: ffmpeg is paused (process state T), the local
+  backlog stays within its bound, and on the bed's restart the job
+  completes with a valid package;
+- cancel, and ffmpeg killed, mid-ladder: no object under the prefix, no
+  open upload, no temp file, no child.
+"""
+import os
+import signal
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import captools  # noqa: E402
+import laddertools as lt  # noqa: E402
+import mediatools as mt  # noqa: E402
+import storagetools as st  # noqa: E402
+from laddertools import LadderCase, bucket_objects  # noqa: E402
+
+
+def setUpModule():
+    lt.setup_module()
+
+
+def tearDownModule():
+    lt.teardown_module()
+
+
+class LadderStreaming(LadderCase):
+    # --- streaming --------------------------------------------------------
+
+    def test_first_segment_long_before_ffmpeg_exits(self):
+        """The first segment is in the bucket while the job still renders."""
+        t0 = time.time()
+        status, _, j = mt.exec_(self.srv, {"input_key": "in/long.mp4", "output_prefix": "vod/early/",
+                                           "preset": "hls-ladder", "async": True})
+        self.assertEqual(status, 202, j)
+        first = None
+        while time.time() - t0 < 120:
+            keys = bucket_objects("vod/early/")
+            if any(k.endswith(".m4s") for k in keys):
+                first = time.time() - t0
+                _, _, job = mt.get_job(self.srv, j["job_id"])
+                break
+            time.sleep(0.1)
+        self.assertIsNotNone(first, "no segment reached the bucket")
+        self.assertEqual(job["status"], "running", "the segment must arrive while ffmpeg runs")
+        self.assertGreater(job["package"]["segments_uploaded"], 0, job)
+        done = mt.poll_job(self.srv, j["job_id"], timeout=180)
+        total = time.time() - t0
+        self.assertEqual(done["status"], "succeeded", done)
+        print("time to first segment %.2f s of %.2f s" % (first, total), file=sys.stderr)
+        self.assertLess(first, total / 2, "first segment %.2f s, job %.2f s" % (first, total))
+        self.check_package("vod/early/", done["result"], "m4s", source=60.0)
+
+    def test_bed_stopped_pauses_ffmpeg_within_backlog(self):
+        """With the bed stopped, ffmpeg is stopped (state T) once the backlog
+        reaches its bound, the backlog never passes it, and the job completes
+        after the bed's restart."""
+        srv = st.start_s3(lt.BED, lt.BUCKET, lt.PREFIX, ["--ladder-backlog-segments", "4",
+                                                "--ladder-uploads", "2", "--storage-retries", "14",
+                                                "--storage-backoff-ms", "20"])
+        try:
+            self.assertEqual(st.storage_event(srv).get("event"), "storage.ready")
+            status, _, j = mt.exec_(srv, {"input_key": "in/long.mp4", "output_prefix": "vod/pause/",
+                                          "preset": "hls-ladder", "async": True})
+            self.assertEqual(status, 202, j)
+            pid = mt.wait_ffmpeg_pid(srv, j["job_id"])
+            self.wait_some_segments(j["job_id"], n=1, srv=srv)
+            lt.BED.stop(keep_dir=True)
+            try:
+                ev = captools.wait_for(srv, lambda l: l.get("event") == "ladder.paused", timeout=60)
+                self.assertLessEqual(ev["backlog_files"], 4 + 2, ev)
+                state = None
+                for _ in range(50):
+                    st_ = mt._stat(pid)
+                    state = st_[1] if st_ else None
+                    if state == "T":
+                        break
+                    time.sleep(0.1)
+                self.assertEqual(state, "T", "ffmpeg is not stopped while uploads cannot go on")
+                peak = 0
+                for _ in range(10):
+                    _, _, job = mt.get_job(srv, j["job_id"])
+                    peak = max(peak, job["package"]["backlog_files"])
+                    self.assertTrue(job["package"]["paused"], job)
+                    time.sleep(0.1)
+                # Bounded: the limit, plus what ffmpeg finished for each
+                # rendition (360p and audio) between the bound being passed
+                # and the stop.
+                self.assertLessEqual(peak, 4 + 2, "backlog %d over its bound" % peak)
+            finally:
+                lt.BED.start()
+            done = mt.poll_job(srv, j["job_id"], timeout=240)
+            self.assertEqual(done["status"], "succeeded", done)
+            self.assertTrue(st.log_events(srv, "ladder.resumed"), "ffmpeg was never let go on")
+            self.check_package("vod/pause/", done["result"], "m4s", source=60.0)
+        finally:
+            mt.stop(srv)
+
+    # --- failures leave nothing -------------------------------------------
+
+    def wait_some_segments(self, job_id, n=2, timeout=60, srv=None):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            _, _, job = mt.get_job(srv or self.srv, job_id)
+            if job.get("package", {}).get("segments_uploaded", 0) >= n:
+                return job
+            self.assertEqual(job["status"], "running", job)
+            time.sleep(0.05)
+        self.fail("no segments were stored")
+
+    def wait_removed(self, job_id, timeout=60):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            _, _, job = mt.get_job(self.srv, job_id)
+            if job["package"]["state"] == "removed":
+                return job
+            time.sleep(0.05)
+        self.fail("cleanup did not finish: %r" % job)
+
+    def test_cancel_mid_ladder_leaves_nothing(self):
+        status, _, j = mt.exec_(self.srv, {"input_key": "in/long.mp4", "output_prefix": "vod/cancel/",
+                                           "preset": "hls-ladder", "async": True})
+        self.assertEqual(status, 202, j)
+        self.wait_some_segments(j["job_id"])
+        self.assertTrue(bucket_objects("vod/cancel/"), "segments were stored")
+        status, _, c = mt.delete_job(self.srv, j["job_id"])
+        self.assertEqual(c["status"], "canceled", c)
+        job = self.wait_removed(j["job_id"])
+        self.assertEqual(bucket_objects("vod/cancel/"), {}, job)
+
+    def test_ffmpeg_killed_mid_ladder_leaves_nothing(self):
+        status, _, j = mt.exec_(self.srv, {"input_key": "in/long.mp4", "output_prefix": "vod/kill/",
+                                           "preset": "hls-ladder", "async": True})
+        self.assertEqual(status, 202, j)
+        pid = mt.wait_ffmpeg_pid(self.srv, j["job_id"])
+        self.wait_some_segments(j["job_id"])
+        os.kill(pid, signal.SIGKILL)
+        done = mt.poll_job(self.srv, j["job_id"])
+        self.assertEqual(done["status"], "failed", done)
+        self.assertEqual(done["error"]["code"], "ffmpeg_failed", done)
+        self.wait_removed(j["job_id"])
+        self.assertEqual(bucket_objects("vod/kill/"), {})
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
