@@ -277,6 +277,20 @@ void cap_exec_handle(struct cap_exchange *x) {
     join_earlier(x, old, hash, wait);
     return;
   }
+  /* Two packages under one prefix would overwrite each other's segments,
+   * and a failed one would delete the other's.  A retry with the same
+   * idempotency key has joined its job above. */
+  struct cap_job *holder =
+      r.output_prefix ? cap_jobs_prefix_holder(&app->jobs, r.output_prefix) : NULL;
+  if (holder) {
+    char msg[300];
+    snprintf(msg, sizeof(msg),
+             "Job %s is writing under %.200s; wait for it to end or use another prefix", holder->id,
+             holder->output_prefix);
+    cap_execreq_free(&r);
+    cap_exchange_fail(x, CAP_E_PREFIX_BUSY, msg);
+    return;
+  }
   if (input_missing(app, &r)) {
     cap_execreq_free(&r);
     cap_exchange_fail(x, CAP_E_INPUT_NOT_FOUND, NULL);

@@ -213,6 +213,18 @@ struct cap_job *cap_jobs_find_idem(struct cap_jobs *t, const char *owner, const 
   return NULL;
 }
 
+struct cap_job *cap_jobs_prefix_holder(struct cap_jobs *t, const char *prefix) {
+  size_t n = strlen(prefix);
+  for (struct cap_job *j = t->head; j; j = j->next) {
+    if (j->output_prefix == NULL || (cap_job_done(j) && !(j->pkg && cap_ladder_live(j->pkg))))
+      continue;
+    size_t m = strlen(j->output_prefix);
+    if (strncmp(j->output_prefix, prefix, n < m ? n : m) == 0)
+      return j;
+  }
+  return NULL;
+}
+
 int cap_jobs_submit(struct cap_jobs *t, struct cap_job *j) {
   int rc = cap_pool_can_take(&t->pool, j->cls);
   if (rc != 0)

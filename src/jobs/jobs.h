@@ -78,6 +78,12 @@ struct cap_job *cap_jobs_find_idem(struct cap_jobs *t, const char *owner, const 
  * returns).  Returns 0, or -EAGAIN when the class queue is full, -ENOSPC
  * when the table is full of unfinished jobs, -ENOENT for an unknown class;
  * on error j stays the caller's (free it with cap_job_free). */
+/* Returns the ladder job whose output prefix overlaps prefix (one is the
+ * start of the other) and that may still write or delete under it, or
+ * NULL.  A job counts while it is unfinished, and after that while its
+ * package is still being stored or deleted: a failed ladder deletes its
+ * objects after it settles. */
+struct cap_job *cap_jobs_prefix_holder(struct cap_jobs *t, const char *prefix);
 int cap_jobs_submit(struct cap_jobs *t, struct cap_job *j);
 /* Starts watching the jobs unfinished now: cb(arg, undelivered) runs once
  * none is queued, running or uploading (at once when none is), and again

@@ -728,6 +728,10 @@ static void finish_if_quiet(struct cap_ladder *l) {
   l->ops->done(l, l->state == CAP_LADDER_STORED ? NULL : &l->err);
 }
 
+int cap_ladder_live(const struct cap_ladder *l) {
+  return l->state != CAP_LADDER_IDLE && !ended(l);
+}
+
 int cap_ladder_busy(const struct cap_ladder *l) {
   return l->handles_open > 0 || l->in_flight > 0;
 }

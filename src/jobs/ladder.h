@@ -149,6 +149,9 @@ void cap_ladder_finish(struct cap_ladder *l);
  * been stored, then ops->done with an error of code why and msg.  Does
  * nothing once the ladder has ended. */
 void cap_ladder_abort(struct cap_ladder *l, enum cap_storage_errc why, const char *msg);
+/* 1 from the start until everything is stored or, after a failure,
+ * deleted: while the ladder may still write or delete under its prefix. */
+int cap_ladder_live(const struct cap_ladder *l);
 /* 1 while uploads, deletes or handles are still open. */
 int cap_ladder_busy(const struct cap_ladder *l);
 /* Releases what l holds; only when not busy. */

@@ -120,8 +120,10 @@ class LadderStreaming(LadderCase):
         deadline = time.time() + timeout
         while time.time() < deadline:
             _, _, job = mt.get_job(self.srv, job_id)
-            if job["package"]["state"] == "removed":
+            if job.get("package", {}).get("state") == "removed":
                 return job
+            if "package" not in job and job["status"] in mt.TERMINAL:
+                return job  # Ended before its ffmpeg started: nothing was stored.
             time.sleep(0.05)
         self.fail("cleanup did not finish: %r" % job)
 
@@ -135,6 +137,30 @@ class LadderStreaming(LadderCase):
         self.assertEqual(c["status"], "canceled", c)
         job = self.wait_removed(j["job_id"])
         self.assertEqual(bucket_objects("vod/cancel/"), {}, job)
+
+    def test_prefix_busy_while_a_ladder_writes_or_cleans_up(self):
+        """Two packages under one prefix would overwrite, and a failed one
+        delete, each other's objects: 409 prefix_busy until the first has
+        let go of it; a retry with the same idempotency key still joins."""
+        body = {"input_key": "in/long.mp4", "output_prefix": "vod/busy/", "preset": "hls-ladder",
+                "async": True, "idempotency_key": "busy-1"}
+        status, _, j = mt.exec_(self.srv, body)
+        self.assertEqual(status, 202, j)
+        for prefix in ("vod/busy/", "vod/busy/inner/", "vod/"):
+            other = {k: v for k, v in body.items() if k != "idempotency_key"}
+            s, _, e = mt.exec_(self.srv, dict(other, output_prefix=prefix))
+            self.assertEqual((s, e.get("code")), (409, "prefix_busy"), e)
+            self.assertIn(j["job_id"], e["error"])
+        s, _, again = mt.exec_(self.srv, body)
+        self.assertEqual((s, again.get("job_id")), (202, j["job_id"]), again)
+        self.wait_some_segments(j["job_id"], n=1)
+        mt.delete_job(self.srv, j["job_id"])
+        self.wait_removed(j["job_id"])
+        s, _, k = mt.exec_(self.srv, dict(body, idempotency_key="busy-2"))
+        self.assertEqual(s, 202, k)
+        self.assertEqual(mt.delete_job(self.srv, k["job_id"])[0], 200)
+        self.wait_removed(k["job_id"])
+        self.assertEqual(bucket_objects("vod/busy/"), {})
 
     def test_ffmpeg_killed_mid_ladder_leaves_nothing(self):
         status, _, j = mt.exec_(self.srv, {"input_key": "in/long.mp4", "output_prefix": "vod/kill/",
