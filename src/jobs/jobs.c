@@ -5,6 +5,7 @@
 #include "container.h"
 #include "log.h"
 #include "preset.h"
+#include "store.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -150,6 +151,33 @@ struct cap_job *cap_job_new(struct cap_jobs *t, const struct cap_execreq *r, con
   return cap_job_create(&t->owner, r, owner, req_id);
 }
 
+/* Ladder jobs watch their directories with inotify, and libuv keeps one
+ * inotify descriptor per loop, opened at the first watch and held until
+ * the loop closes.  Opening it here, with a watch started and closed at
+ * once, makes it part of the server's steady state (descriptor counts do
+ * not change after the first ladder) and says at start-up, not at the
+ * first ladder, when the kernel refuses one (fs.inotify.max_user_instances). */
+static void on_probe_event(uv_fs_event_t *h, const char *name, int events, int status) {
+  (void)h, (void)name, (void)events, (void)status;
+}
+
+static void open_inotify(struct cap_jobs *t) {
+  char path[4096];
+  int rc = uv_fs_event_init(t->loop, &t->inotify_probe);
+  if (rc == 0) {
+    rc = cap_store_tmp_path(t->store, ".", path, sizeof(path));
+    if (rc == 0)
+      rc = uv_fs_event_start(&t->inotify_probe, on_probe_event, path, 0);
+    uv_close((uv_handle_t *)&t->inotify_probe, NULL);
+  }
+  if (rc != 0) {
+    struct cap_log_rec *r = cap_log_begin(CAP_LOG_WARN, "jobs.inotify_unavailable");
+    cap_log_str(r, "error", uv_strerror(rc));
+    cap_log_str(r, "effect", "ladder jobs fail until the kernel allows another inotify instance");
+    cap_log_end(r);
+  }
+}
+
 int cap_jobs_init(struct cap_jobs *t, uv_loop_t *loop, const struct cap_config *cfg,
                   struct cap_store *store) {
   memset(t, 0, sizeof(*t));
@@ -179,6 +207,7 @@ int cap_jobs_init(struct cap_jobs *t, uv_loop_t *loop, const struct cap_config *
   t->deferred_check.data = t;
   uv_idle_init(loop, &t->deferred_idle);
   t->deferred_idle.data = t;
+  open_inotify(t);
   refresh_owner(t);
   return 0;
 }

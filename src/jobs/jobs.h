@@ -37,6 +37,8 @@ struct cap_jobs {
   size_t n;
   struct cap_job *head, *tail; /* Oldest first. */
   uv_timer_t sweep;
+  /* Opens the loop's inotify descriptor at start-up (see open_inotify). */
+  uv_fs_event_t inotify_probe;
   int stopping;
   /* What the jobs see of the table (kept current from the fields above). */
   struct cap_job_owner owner;

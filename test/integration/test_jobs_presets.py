@@ -17,8 +17,9 @@ import mediatools as mt  # noqa: E402
 from capsrv import TOKEN  # noqa: E402
 
 IN_W, IN_H = 426, 240          # odd aspect (71:40): scaled widths must be rounded to even
-CPU_PRESETS = ["1080p", "720p", "4k-h265", "audio-aac", "thumbnail-jpg", "remux-mp4"]
-NVENC_PRESETS = ["1080p-nvenc", "4k-h265-nvenc"]
+CPU_PRESETS = ["1080p", "720p", "4k-h265", "audio-aac", "thumbnail-jpg", "remux-mp4",
+               "hls-ladder", "hls-ladder-ts"]
+NVENC_PRESETS = ["1080p-nvenc", "4k-h265-nvenc", "hls-ladder-nvenc"]
 
 # What each built-in preset must produce.
 EXPECT = {
@@ -31,6 +32,9 @@ EXPECT = {
                           layout="jpeg"),
     "remux-mp4": dict(ext="mp4", height=IN_H, video="h264", audio="aac", duration=True,
                       layout="faststart"),
+    # Ladders: a package under a prefix (test_ladder.py checks packages in depth).
+    "hls-ladder": dict(ladder="m4s"),
+    "hls-ladder-ts": dict(ladder="ts"),
 }
 
 
@@ -162,6 +166,32 @@ class BuiltinPresets(mt.CleanCheckMixin, unittest.TestCase):
 
     def test_15_remux_mp4(self):
         self.check_render("remux-mp4")
+
+    def check_ladder(self, name):
+        """A ladder of the small clip: every rung is above it, so one
+        rendition at its own height, with audio, and the master last."""
+        seg = EXPECT[name]["ladder"]
+        prefix = "packages/%s/" % name
+        st, h, j = mt.exec_(self.srv, {"input_key": "uploads/clip.mp4", "output_prefix": prefix,
+                                       "preset": name, "wait": 90}, timeout=150)
+        self.assertEqual(st, 200, "preset %s: %r" % (name, j))
+        self.assertEqual((j["status"], j["preset"], j["master_key"]),
+                         ("succeeded", name, prefix + "master.m3u8"), j)
+        self.assertEqual([(r["height"], r["name"]) for r in j["renditions"]],
+                         [(IN_H, "%dp" % IN_H)], j)
+        root = os.path.join(mt.data_dir(self.srv), prefix)
+        files = sorted(os.path.relpath(os.path.join(d, n), root)
+                       for d, _, ns in os.walk(root) for n in ns)
+        self.assertIn("master.m3u8", files)
+        self.assertTrue(any(f.endswith("." + seg) for f in files), files)
+        self.assertEqual(len(files), j["objects"], files)
+        self.rendered[name] = j
+
+    def test_16_hls_ladder(self):
+        self.check_ladder("hls-ladder")
+
+    def test_17_hls_ladder_ts(self):
+        self.check_ladder("hls-ladder-ts")
 
     def test_19_every_available_preset_rendered(self):
         # Any preset the server calls available must be one we render above.
