@@ -66,7 +66,11 @@ int cap_m3u8_parse_media(const char *text, size_t len, size_t from, cap_m3u8_seg
       if (map_uri(line, info->map, sizeof(info->map)) != 0)
         return -EINVAL;
     } else if (strncmp(line, "#EXT-X-VERSION:", 15) == 0) {
-      info->version = atoi(line + 15);
+      char *rest;
+      long v = strtol(line + 15, &rest, 10);
+      if (rest == line + 15 || *rest != '\0' || v < 1 || v > 99)
+        return -EINVAL;
+      info->version = (int)v;
     } else if (strcmp(line, "#EXT-X-ENDLIST") == 0) {
       info->endlist = 1;
     } else if (line[0] != '#' && line[0] != '\0') {

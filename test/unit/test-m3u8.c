@@ -64,6 +64,8 @@ static void test_media_refused(void) {
                                     "#EXTM3U\nseg_without_extinf.m4s\n",
                                     "#EXTM3U\n#EXT-X-MAP:URI=\"../init.mp4\"\n",
                                     "#EXTM3U\n#EXT-X-MAP:URI=\"init.mp4\n",
+      "#EXTM3U\n#EXT-X-VERSION:x\n",
+      "#EXTM3U\n#EXT-X-VERSION:7junk\n",
                                     NULL};
   struct cap_m3u8_media info;
   struct seen s = {0};
