@@ -1,4 +1,5 @@
 #include "ladder.h"
+#include "ladderint.h"
 
 #include "alloc.h"
 #include "buf.h"
@@ -18,19 +19,6 @@
 
 /* A playlist of a day of 1 s segments is about 1 MiB; more is not ffmpeg's. */
 #define PLAYLIST_MAX (4 * 1024 * 1024)
-
-enum file_kind { F_MAP, F_SEG, F_PLAYLIST, F_MASTER };
-
-/* A finished file waiting to be stored. */
-struct cap_ladder_file {
-  struct cap_ladder_file *next;
-  struct cap_ladder_rend *r; /* NULL for the master. */
-  enum file_kind kind;
-  char local[96];  /* Under the job's temp directory. */
-  char keyrel[96]; /* Under the output prefix. */
-  uint64_t size;
-  double duration;
-};
 
 static const char *const state_names[CAP_LADDER_STATE__COUNT] = {
     "idle",   "running",  "finishing", "playlists", "master",
@@ -76,7 +64,7 @@ static void on_kick(uv_timer_t *t) {
 
 /* Runs step() on a later loop turn: storage completions only record what
  * happened, so that nothing they are called from is freed under them. */
-static void schedule(struct cap_ladder *l) {
+void cap_ladderint_schedule(struct cap_ladder *l) {
   if (!uv_is_closing((uv_handle_t *)&l->kick))
     uv_timer_start(&l->kick, on_kick, 0, 0);
 }
@@ -174,7 +162,7 @@ static void begin_abort(struct cap_ladder *l, const struct cap_storage_err *err,
       cap_objstore_abort(&l->slots[i].out, err->code, err->msg);
   if (tell)
     l->ops->failed(l, &l->err);
-  schedule(l);
+  cap_ladderint_schedule(l);
 }
 
 static void fail_local(struct cap_ladder *l, const char *what, int sys_errno) {
@@ -197,8 +185,8 @@ void cap_ladder_abort(struct cap_ladder *l, enum cap_storage_errc why, const cha
 /* --- Finding finished files ---------------------------------------------- */
 
 /* Queues a finished file, named relative to the job's temp directory. */
-static void enqueue(struct cap_ladder *l, struct cap_ladder_rend *r, enum file_kind kind,
-                    const char *local, const char *keyrel, double duration) {
+void cap_ladderint_enqueue(struct cap_ladder *l, struct cap_ladder_rend *r, enum file_kind kind,
+                           const char *local, const char *keyrel, double duration) {
   char path[200];
   snprintf(path, sizeof(path), "%s/%s", l->dir, local);
   int64_t size = cap_store_tmp_size(l->store, path);
@@ -225,7 +213,7 @@ static void enqueue(struct cap_ladder *l, struct cap_ladder_rend *r, enum file_k
 }
 
 /* Reads temp file name (under the job's directory) whole into b. */
-static int read_local(struct cap_ladder *l, const char *name, struct cap_buf *b) {
+int cap_ladderint_read(struct cap_ladder *l, const char *name, struct cap_buf *b) {
   char path[200], chunk[16384];
   snprintf(path, sizeof(path), "%s/%s", l->dir, name);
   int fd = cap_store_tmp_open(l->store, path);
@@ -249,7 +237,7 @@ static void on_segment(void *arg, size_t index, const char *uri, double duration
   char rel[96];
   (void)index;
   snprintf(rel, sizeof(rel), "%s/%s", c->r->name, uri);
-  enqueue(c->l, c->r, F_SEG, rel, rel, duration);
+  cap_ladderint_enqueue(c->l, c->r, F_SEG, rel, rel, duration);
 }
 
 /* Reads rendition r's playlist and queues the segments it lists that were
@@ -260,7 +248,7 @@ static void scan(struct cap_ladder *l, struct cap_ladder_rend *r) {
   char name[64];
   cap_buf_init(&b);
   snprintf(name, sizeof(name), "%s/index.m3u8", r->name);
-  int rc = read_local(l, name, &b);
+  int rc = cap_ladderint_read(l, name, &b);
   if (rc == -ENOENT) {
     cap_buf_free(&b);
     return; /* Not written yet. */
@@ -272,7 +260,7 @@ static void scan(struct cap_ladder *l, struct cap_ladder_rend *r) {
       char rel[96];
       snprintf(r->map, sizeof(r->map), "%s", info.map);
       snprintf(rel, sizeof(rel), "%s/%s", r->name, r->map);
-      enqueue(l, r, F_MAP, rel, rel, 0);
+      cap_ladderint_enqueue(l, r, F_MAP, rel, rel, 0);
     }
     struct seg_ctx c = {l, r};
     if (rc == 0)
@@ -287,7 +275,7 @@ static void scan(struct cap_ladder *l, struct cap_ladder_rend *r) {
   r->endlist = info.endlist;
   r->version = info.version;
   check_backlog(l);
-  schedule(l);
+  cap_ladderint_schedule(l);
 }
 
 static void on_watch(uv_fs_event_t *w, const char *filename, int events, int status) {
@@ -386,17 +374,7 @@ static void on_stored(struct cap_objout *out, const struct cap_storage_err *err)
   }
   if (err && err->code != CAP_STORAGE_E_CANCELED && l->state != CAP_LADDER_ABORTING)
     begin_abort(l, err, 1);
-  schedule(l);
-}
-
-static void on_deleted(struct cap_objdel *d, const struct cap_storage_err *err) {
-  struct cap_ladder_slot *s = d->data;
-  s->finished = 1;
-  s->ladder->in_flight--;
-  /* storage.delete_failed has logged which key; ladder.done counts them. */
-  if (err)
-    s->ladder->delete_failures++;
-  schedule(s->ladder);
+  cap_ladderint_schedule(l);
 }
 
 /* Lets go of a slot whose completion has run (on a later turn than it). */
@@ -419,7 +397,7 @@ static void reap(struct cap_ladder_slot *s) {
     check_backlog(l);
 }
 
-static char *full_key(const struct cap_ladder *l, const char *rel) {
+char *cap_ladderint_key(const struct cap_ladder *l, const char *rel) {
   struct cap_buf b;
   cap_buf_init(&b);
   cap_buf_puts(&b, l->prefix);
@@ -432,7 +410,7 @@ static void start_upload(struct cap_ladder *l, struct cap_ladder_slot *s,
   char path[200];
   s->busy = 1;
   s->file = f;
-  s->key = full_key(l, f->keyrel);
+  s->key = cap_ladderint_key(l, f->keyrel);
   cap_objstore_output_init(&s->out, l->objstore, s->key);
   s->out.content_type = content_type(f);
   s->out.cache_control = f->kind == F_SEG || f->kind == F_MAP ? l->spec->segment_cache_control
@@ -444,7 +422,7 @@ static void start_upload(struct cap_ladder *l, struct cap_ladder_slot *s,
   cap_objstore_put_file(&s->out, path, f->size);
 }
 
-static struct cap_ladder_slot *free_slot(struct cap_ladder *l) {
+struct cap_ladder_slot *cap_ladderint_free_slot(struct cap_ladder *l) {
   for (int i = 0; i < l->lim.uploads; i++)
     if (!l->slots[i].busy)
       return &l->slots[i];
@@ -454,7 +432,7 @@ static struct cap_ladder_slot *free_slot(struct cap_ladder *l) {
 /* Starts uploads of queued files while there is a slot for them. */
 static void pump(struct cap_ladder *l) {
   struct cap_ladder_slot *s;
-  while (l->head && (s = free_slot(l)) != NULL) {
+  while (l->head && (s = cap_ladderint_free_slot(l)) != NULL) {
     struct cap_ladder_file *f = l->head;
     l->head = f->next;
     if (l->head == NULL)
@@ -462,178 +440,6 @@ static void pump(struct cap_ladder *l) {
     f->next = NULL;
     start_upload(l, s, f);
   }
-}
-
-/* The key relative to the prefix of the deletion's item i of rendition r:
- * its init segment, its segments, its playlist; 0 when r has no item i. */
-static int delete_item(const struct cap_ladder *l, const struct cap_ladder_rend *r, size_t i,
-                       char *rel, size_t n) {
-  if (i == 0) {
-    snprintf(rel, n, "%s/index.m3u8", r->name);
-    return 1;
-  }
-  if (i == 1) {
-    if (r->map[0] == '\0')
-      return delete_item(l, r, 2, rel, n);
-    snprintf(rel, n, "%s/%s", r->name, r->map);
-    return 1;
-  }
-  /* ffmpeg names segments seg_%05d from 0, in the order its playlist lists them. */
-  if (i - 2 >= r->seen)
-    return 0;
-  snprintf(rel, n, "%s/seg_%05zu.%s", r->name, i - 2, cap_ladderspec_segext(l->spec));
-  return 1;
-}
-
-/* Returns the next key (relative) that may have been stored, or 0 when
- * every one has been handed out: the master first, so that no reader finds
- * a package whose parts are going away. */
-static int next_delete(struct cap_ladder *l, char *rel, size_t n) {
-  if (l->master_started) {
-    l->master_started = 0;
-    snprintf(rel, n, "%s", l->master_key_rel);
-    return 1;
-  }
-  while (l->del_rend < l->nrends) {
-    if (delete_item(l, &l->rends[l->del_rend], l->del_item++, rel, n))
-      return 1;
-    l->del_rend++;
-    l->del_item = 0;
-  }
-  return 0;
-}
-
-static void pump_deletes(struct cap_ladder *l) {
-  struct cap_ladder_slot *s;
-  char rel[128];
-  while (!l->deletes_listed && (s = free_slot(l)) != NULL) {
-    if (!next_delete(l, rel, sizeof(rel))) {
-      l->deletes_listed = 1;
-      break;
-    }
-    s->busy = 1;
-    s->deleting = 1;
-    s->key = full_key(l, rel);
-    cap_objstore_delete_init(&s->del, l->objstore, s->key);
-    s->del.on_done = on_deleted;
-    s->del.data = s;
-    l->in_flight++;
-    cap_metrics_inc(CAP_M_LADDER_DELETES, NULL);
-    cap_objstore_delete(&s->del);
-  }
-  if (l->in_flight == 0 && l->deletes_listed)
-    l->cleaned = 1;
-}
-
-/* --- The end: playlists and master --------------------------------------- */
-
-/* Writes data to temp file name under the job's directory. */
-static int write_local(struct cap_ladder *l, const char *name, const char *data, size_t len) {
-  char path[200];
-  snprintf(path, sizeof(path), "%s/%s", l->dir, name);
-  cap_store_discard(l->store, path);
-  int fd = cap_store_tmp_create(l->store, path);
-  if (fd < 0)
-    return fd;
-  size_t off = 0;
-  while (off < len) {
-    ssize_t n = write(fd, data + off, len - off);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0) {
-      int e = n < 0 ? -errno : -EIO;
-      close(fd);
-      return e;
-    }
-    off += (size_t)n;
-  }
-  return close(fd) == 0 ? 0 : -errno;
-}
-
-/* Queues each media playlist, marked VOD, once all its segments are stored. */
-static int queue_playlists(struct cap_ladder *l) {
-  for (size_t i = 0; i < l->nrends; i++) {
-    struct cap_ladder_rend *r = &l->rends[i];
-    struct cap_buf b;
-    char name[64], out[64], key[64];
-    size_t len;
-    snprintf(name, sizeof(name), "%s/index.m3u8", r->name);
-    cap_buf_init(&b);
-    int rc = read_local(l, name, &b);
-    if (rc != 0) {
-      cap_buf_free(&b);
-      return rc;
-    }
-    char *vod = cap_m3u8_to_vod(b.data ? b.data : "", b.len, &len);
-    cap_buf_free(&b);
-    snprintf(out, sizeof(out), "%s/vod.m3u8", r->name);
-    rc = write_local(l, out, vod, len);
-    free(vod);
-    if (rc != 0)
-      return rc;
-    snprintf(key, sizeof(key), "%s/index.m3u8", r->name);
-    enqueue(l, r, F_PLAYLIST, out, key, 0);
-  }
-  return 0;
-}
-
-/* Fills each video rendition's resolution and codecs from ffmpeg's own
- * master, and its bandwidths from the segments stored (with the audio's:
- * a player fetches both). */
-static void describe(struct cap_ladder *l) {
-  struct cap_buf b;
-  const struct cap_ladder_rend *a = l->has_audio ? &l->rends[l->nrends - 1] : NULL;
-  cap_buf_init(&b);
-  read_local(l, CAP_JOBCMD_FFMASTER, &b);
-  for (size_t i = 0; i < l->nrends; i++) {
-    struct cap_ladder_rend *r = &l->rends[i];
-    char uri[64];
-    double avg = r->seconds > 0 ? (double)r->bytes * 8 / r->seconds : 0, peak = r->peak_bps;
-    if (a && !r->audio) {
-      avg += a->seconds > 0 ? (double)a->bytes * 8 / a->seconds : 0;
-      peak += a->peak_bps;
-    }
-    r->bandwidth = (uint64_t)(peak + 0.999);
-    r->average_bandwidth = (uint64_t)(avg + 0.999);
-    snprintf(uri, sizeof(uri), "%s/index.m3u8", r->name);
-    if (b.data)
-      cap_m3u8_variant_info(b.data, b.len, uri, &r->width, &r->height, r->codecs,
-                            sizeof(r->codecs));
-  }
-  cap_buf_free(&b);
-}
-
-static int queue_master(struct cap_ladder *l) {
-  struct cap_m3u8_variant v[CAP_LADDER_RUNGS_MAX];
-  char uris[CAP_LADDER_RUNGS_MAX][64];
-  size_t n = 0;
-  int version = 0;
-  describe(l);
-  for (size_t i = 0; i < l->nrends; i++) {
-    const struct cap_ladder_rend *r = &l->rends[i];
-    if (r->version > version)
-      version = r->version;
-    if (r->audio)
-      continue;
-    snprintf(uris[n], sizeof(uris[n]), "%s/index.m3u8", r->name);
-    v[n] = (struct cap_m3u8_variant){.uri = uris[n],
-                                     .bandwidth = r->bandwidth,
-                                     .average_bandwidth = r->average_bandwidth,
-                                     .width = r->width,
-                                     .height = r->height,
-                                     .codecs = r->codecs};
-    n++;
-  }
-  struct cap_buf b;
-  cap_buf_init(&b);
-  cap_m3u8_write_master(&b, version ? version : 6, v, n, l->has_audio ? "audio/index.m3u8" : NULL);
-  int rc = write_local(l, "master.m3u8", b.data, b.len);
-  cap_buf_free(&b);
-  if (rc == 0) {
-    l->master_started = 1;
-    enqueue(l, NULL, F_MASTER, "master.m3u8", l->master_key_rel, 0);
-  }
-  return rc;
 }
 
 /* 1 when every rendition's playlist said ENDLIST and all it lists is stored. */
@@ -656,7 +462,7 @@ void cap_ladder_finish(struct cap_ladder *l) {
   move(l, CAP_LADDER_FINISHING);
   check_backlog(l);
   close_watches(l);
-  schedule(l);
+  cap_ladderint_schedule(l);
 }
 
 /* --- Driving it ---------------------------------------------------------- */
@@ -673,12 +479,12 @@ static void advance(struct cap_ladder *l) {
       return;
     }
     move(l, CAP_LADDER_PLAYLISTS);
-    int rc = queue_playlists(l);
+    int rc = cap_ladderint_queue_playlists(l);
     if (rc != 0)
       fail_local(l, "playlists could not be written", -rc);
   } else if (l->state == CAP_LADDER_PLAYLISTS && quiet(l)) {
     move(l, CAP_LADDER_MASTER);
-    int rc = queue_master(l);
+    int rc = cap_ladderint_queue_master(l);
     if (rc != 0)
       fail_local(l, "master playlist could not be written", -rc);
   } else if (l->state == CAP_LADDER_MASTER && quiet(l)) {
@@ -696,7 +502,7 @@ static void step(struct cap_ladder *l) {
   do {
     before = l->state;
     if (l->state == CAP_LADDER_DELETING)
-      pump_deletes(l);
+      cap_ladderint_pump_deletes(l);
     else if (l->state != CAP_LADDER_ABORTING && !ended(l))
       pump(l);
     advance(l);

@@ -1,0 +1,200 @@
+#include "ladder.h"
+#include "ladderint.h"
+
+#include "jobcmd.h"
+#include "metrics.h"
+#include "store.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* The end of a ladder's package: after ffmpeg's exit, the media playlists
+ * and the master; after a failure, the deletion of what may have been
+ * stored.  ladder.c decides when; this file knows what. */
+
+/* --- Deleting after a failure -------------------------------------------- */
+
+static void on_deleted(struct cap_objdel *d, const struct cap_storage_err *err) {
+  struct cap_ladder_slot *s = d->data;
+  s->finished = 1;
+  s->ladder->in_flight--;
+  /* storage.delete_failed has logged which key; ladder.done counts them. */
+  if (err)
+    s->ladder->delete_failures++;
+  cap_ladderint_schedule(s->ladder);
+}
+
+/* The key relative to the prefix of the deletion's item i of rendition r:
+ * its init segment, its segments, its playlist; 0 when r has no item i. */
+static int delete_item(const struct cap_ladder *l, const struct cap_ladder_rend *r, size_t i,
+                       char *rel, size_t n) {
+  if (i == 0) {
+    snprintf(rel, n, "%s/index.m3u8", r->name);
+    return 1;
+  }
+  if (i == 1) {
+    if (r->map[0] == '\0')
+      return delete_item(l, r, 2, rel, n);
+    snprintf(rel, n, "%s/%s", r->name, r->map);
+    return 1;
+  }
+  /* ffmpeg names segments seg_%05d from 0, in the order its playlist lists them. */
+  if (i - 2 >= r->seen)
+    return 0;
+  snprintf(rel, n, "%s/seg_%05zu.%s", r->name, i - 2, cap_ladderspec_segext(l->spec));
+  return 1;
+}
+
+/* Returns the next key (relative) that may have been stored, or 0 when
+ * every one has been handed out: the master first, so that no reader finds
+ * a package whose parts are going away. */
+static int next_delete(struct cap_ladder *l, char *rel, size_t n) {
+  if (l->master_started) {
+    l->master_started = 0;
+    snprintf(rel, n, "%s", l->master_key_rel);
+    return 1;
+  }
+  while (l->del_rend < l->nrends) {
+    if (delete_item(l, &l->rends[l->del_rend], l->del_item++, rel, n))
+      return 1;
+    l->del_rend++;
+    l->del_item = 0;
+  }
+  return 0;
+}
+
+void cap_ladderint_pump_deletes(struct cap_ladder *l) {
+  struct cap_ladder_slot *s;
+  char rel[128];
+  while (!l->deletes_listed && (s = cap_ladderint_free_slot(l)) != NULL) {
+    if (!next_delete(l, rel, sizeof(rel))) {
+      l->deletes_listed = 1;
+      break;
+    }
+    s->busy = 1;
+    s->deleting = 1;
+    s->key = cap_ladderint_key(l, rel);
+    cap_objstore_delete_init(&s->del, l->objstore, s->key);
+    s->del.on_done = on_deleted;
+    s->del.data = s;
+    l->in_flight++;
+    cap_metrics_inc(CAP_M_LADDER_DELETES, NULL);
+    cap_objstore_delete(&s->del);
+  }
+  if (l->in_flight == 0 && l->deletes_listed)
+    l->cleaned = 1;
+}
+
+/* --- The end: playlists and master --------------------------------------- */
+
+/* Writes data to temp file name under the job's directory. */
+static int write_local(struct cap_ladder *l, const char *name, const char *data, size_t len) {
+  char path[200];
+  snprintf(path, sizeof(path), "%s/%s", l->dir, name);
+  cap_store_discard(l->store, path);
+  int fd = cap_store_tmp_create(l->store, path);
+  if (fd < 0)
+    return fd;
+  size_t off = 0;
+  while (off < len) {
+    ssize_t n = write(fd, data + off, len - off);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      int e = n < 0 ? -errno : -EIO;
+      close(fd);
+      return e;
+    }
+    off += (size_t)n;
+  }
+  return close(fd) == 0 ? 0 : -errno;
+}
+
+/* Queues each media playlist, marked VOD, once all its segments are stored. */
+int cap_ladderint_queue_playlists(struct cap_ladder *l) {
+  for (size_t i = 0; i < l->nrends; i++) {
+    struct cap_ladder_rend *r = &l->rends[i];
+    struct cap_buf b;
+    char name[64], out[64], key[64];
+    size_t len;
+    snprintf(name, sizeof(name), "%s/index.m3u8", r->name);
+    cap_buf_init(&b);
+    int rc = cap_ladderint_read(l, name, &b);
+    if (rc != 0) {
+      cap_buf_free(&b);
+      return rc;
+    }
+    char *vod = cap_m3u8_to_vod(b.data ? b.data : "", b.len, &len);
+    cap_buf_free(&b);
+    snprintf(out, sizeof(out), "%s/vod.m3u8", r->name);
+    rc = write_local(l, out, vod, len);
+    free(vod);
+    if (rc != 0)
+      return rc;
+    snprintf(key, sizeof(key), "%s/index.m3u8", r->name);
+    cap_ladderint_enqueue(l, r, F_PLAYLIST, out, key, 0);
+  }
+  return 0;
+}
+
+/* Fills each video rendition's resolution and codecs from ffmpeg's own
+ * master, and its bandwidths from the segments stored (with the audio's:
+ * a player fetches both). */
+static void describe(struct cap_ladder *l) {
+  struct cap_buf b;
+  const struct cap_ladder_rend *a = l->has_audio ? &l->rends[l->nrends - 1] : NULL;
+  cap_buf_init(&b);
+  cap_ladderint_read(l, CAP_JOBCMD_FFMASTER, &b);
+  for (size_t i = 0; i < l->nrends; i++) {
+    struct cap_ladder_rend *r = &l->rends[i];
+    char uri[64];
+    double avg = r->seconds > 0 ? (double)r->bytes * 8 / r->seconds : 0, peak = r->peak_bps;
+    if (a && !r->audio) {
+      avg += a->seconds > 0 ? (double)a->bytes * 8 / a->seconds : 0;
+      peak += a->peak_bps;
+    }
+    r->bandwidth = (uint64_t)(peak + 0.999);
+    r->average_bandwidth = (uint64_t)(avg + 0.999);
+    snprintf(uri, sizeof(uri), "%s/index.m3u8", r->name);
+    if (b.data)
+      cap_m3u8_variant_info(b.data, b.len, uri, &r->width, &r->height, r->codecs,
+                            sizeof(r->codecs));
+  }
+  cap_buf_free(&b);
+}
+
+int cap_ladderint_queue_master(struct cap_ladder *l) {
+  struct cap_m3u8_variant v[CAP_LADDER_RUNGS_MAX];
+  char uris[CAP_LADDER_RUNGS_MAX][64];
+  size_t n = 0;
+  int version = 0;
+  describe(l);
+  for (size_t i = 0; i < l->nrends; i++) {
+    const struct cap_ladder_rend *r = &l->rends[i];
+    if (r->version > version)
+      version = r->version;
+    if (r->audio)
+      continue;
+    snprintf(uris[n], sizeof(uris[n]), "%s/index.m3u8", r->name);
+    v[n] = (struct cap_m3u8_variant){.uri = uris[n],
+                                     .bandwidth = r->bandwidth,
+                                     .average_bandwidth = r->average_bandwidth,
+                                     .width = r->width,
+                                     .height = r->height,
+                                     .codecs = r->codecs};
+    n++;
+  }
+  struct cap_buf b;
+  cap_buf_init(&b);
+  cap_m3u8_write_master(&b, version ? version : 6, v, n, l->has_audio ? "audio/index.m3u8" : NULL);
+  int rc = write_local(l, "master.m3u8", b.data, b.len);
+  cap_buf_free(&b);
+  if (rc == 0) {
+    l->master_started = 1;
+    cap_ladderint_enqueue(l, NULL, F_MASTER, "master.m3u8", l->master_key_rel, 0);
+  }
+  return rc;
+}
