@@ -203,10 +203,11 @@ static void package_progress(const struct cap_ladder *l, struct cap_buf *b) {
   cap_buf_printf(b,
                  ",\"package\":{\"state\":\"%s\",\"segments_uploaded\":%zu,"
                  "\"objects_stored\":%zu,\"bytes_stored\":%llu,\"backlog_files\":%zu,"
-                 "\"backlog_bytes\":%llu,\"paused\":%s}",
+                 "\"backlog_bytes\":%llu,\"paused\":%s,\"delete_failures\":%d}",
                  cap_ladder_state_name(l->state), cap_ladder_segments(l), l->objects,
                  (unsigned long long)l->bytes, l->backlog_files,
-                 (unsigned long long)l->backlog_bytes, l->paused ? "true" : "false");
+                 (unsigned long long)l->backlog_bytes, l->paused ? "true" : "false",
+                 l->delete_failures);
 }
 
 void cap_jobjson_job(const struct cap_job *j, struct cap_buf *b) {

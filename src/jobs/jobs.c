@@ -178,6 +178,9 @@ static void open_inotify(struct cap_jobs *t) {
   }
 }
 
+/* How long a ladder's cleanup may go on once the server stops. */
+#define LADDER_STOP_CLEANUP_MS 2000
+
 int cap_jobs_init(struct cap_jobs *t, uv_loop_t *loop, const struct cap_config *cfg,
                   struct cap_store *store) {
   memset(t, 0, sizeof(*t));
@@ -355,8 +358,13 @@ void cap_jobs_note_delivered(struct cap_jobs *t, struct cap_job *j) {
 void cap_jobs_stop(struct cap_jobs *t) {
   t->stopping = 1;
   t->on_idle = NULL;
-  for (struct cap_job *j = t->head; j; j = j->next)
+  for (struct cap_job *j = t->head; j; j = j->next) {
     cap_job_cancel(j, CAP_E_CANCELED);
+    /* A failed ladder's cleanup against a bucket out of reach would hold
+     * the exit for every key's retries. */
+    if (j->pkg)
+      cap_ladder_hurry(j->pkg, LADDER_STOP_CLEANUP_MS);
+  }
   uv_close((uv_handle_t *)&t->sweep, NULL);
   check_quiet(t);
 }

@@ -495,10 +495,37 @@ static void advance(struct cap_ladder *l) {
   }
 }
 
+/* In a hurry (the server stopping), gives up a cleanup past its deadline;
+ * otherwise makes sure a step runs when the deadline comes. */
+static void check_hurry(struct cap_ladder *l) {
+  if (l->hurry_deadline == 0 || ended(l) || uv_is_closing((uv_handle_t *)&l->kick))
+    return;
+  uint64_t now = uv_now(l->kick.loop);
+  if (now < l->hurry_deadline) {
+    if (!uv_is_active((uv_handle_t *)&l->kick))
+      uv_timer_start(&l->kick, on_kick, l->hurry_deadline - now, 0);
+    return;
+  }
+  /* Past it.  Uploads still aborting end by themselves and step again. */
+  if (l->state == CAP_LADDER_DELETING && !l->cleaned) {
+    cap_ladderint_give_up(l);
+    cap_ladderint_schedule(l);
+  }
+}
+
+void cap_ladder_hurry(struct cap_ladder *l, uint64_t within_ms) {
+  if (l->state == CAP_LADDER_IDLE || ended(l) || l->hurry_deadline)
+    return;
+  l->hurry_deadline = uv_now(l->kick.loop) + within_ms;
+  check_hurry(l);
+}
+
 static void step(struct cap_ladder *l) {
   enum cap_ladder_state before;
   for (int i = 0; i < CAP_LADDER_SLOTS_MAX; i++)
     reap(&l->slots[i]);
+  if (l->state == CAP_LADDER_DELETING)
+    check_hurry(l);
   do {
     before = l->state;
     if (l->state == CAP_LADDER_DELETING)
@@ -513,7 +540,9 @@ static void step(struct cap_ladder *l) {
     close_watches(l);
     if (!uv_is_closing((uv_handle_t *)&l->kick))
       uv_close((uv_handle_t *)&l->kick, on_handle_closed);
+    return;
   }
+  check_hurry(l);
 }
 
 /* Tells the owner once everything is over and every handle closed: from a

@@ -118,8 +118,9 @@ struct cap_ladder {
   int handles_open; /* Watches and the kick timer not yet closed. */
   /* Deletion after a failure: the rendition and the item reached. */
   size_t del_rend, del_item;
-  int deletes_listed; /* Every key has been handed to a delete. */
-  int delete_failures;
+  int deletes_listed;      /* Every key has been handed to a delete. */
+  int delete_failures;     /* Keys that may still be stored: deletes failed or given up. */
+  uint64_t hurry_deadline; /* Loop time past which the cleanup gives up; 0: none. */
   int master_started;
   /* Results. */
   size_t objects;
@@ -149,6 +150,11 @@ void cap_ladder_finish(struct cap_ladder *l);
  * been stored, then ops->done with an error of code why and msg.  Does
  * nothing once the ladder has ended. */
 void cap_ladder_abort(struct cap_ladder *l, enum cap_storage_errc why, const char *msg);
+/* The server is stopping: a cleanup under way (or to come) gets within_ms
+ * more from now, then gives up on what it has not deleted (counted in
+ * delete_failures and logged), so that a bucket out of reach cannot hold
+ * the server's exit.  Uploads are aborted as for any job. */
+void cap_ladder_hurry(struct cap_ladder *l, uint64_t within_ms);
 /* 1 from the start until everything is stored or, after a failure,
  * deleted: while the ladder may still write or delete under its prefix. */
 int cap_ladder_live(const struct cap_ladder *l);

@@ -2,6 +2,7 @@
 #include "ladderint.h"
 
 #include "jobcmd.h"
+#include "log.h"
 #include "metrics.h"
 #include "store.h"
 
@@ -86,6 +87,31 @@ void cap_ladderint_pump_deletes(struct cap_ladder *l) {
   }
   if (l->in_flight == 0 && l->deletes_listed)
     l->cleaned = 1;
+}
+
+void cap_ladderint_give_up(struct cap_ladder *l) {
+  char rel[128];
+  int left = 0;
+  for (int i = 0; i < l->lim.uploads; i++) {
+    struct cap_ladder_slot *s = &l->slots[i];
+    if (s->busy && s->deleting && !s->finished) {
+      cap_objstore_cancel_delete(&s->del);
+      s->finished = 1;
+      l->in_flight--;
+      left++;
+    }
+  }
+  while (!l->deletes_listed && next_delete(l, rel, sizeof(rel)))
+    left++;
+  l->deletes_listed = 1;
+  l->delete_failures += left;
+  l->cleaned = l->in_flight == 0;
+  struct cap_log_rec *r = cap_log_begin(CAP_LOG_WARN, "ladder.cleanup_abandoned");
+  cap_log_str(r, "job_id", l->job_id);
+  cap_log_str(r, "prefix", l->prefix);
+  cap_log_int(r, "keys_not_deleted", left);
+  cap_log_str(r, "reason", "the server is stopping");
+  cap_log_end(r);
 }
 
 /* --- The end: playlists and master --------------------------------------- */

@@ -42,6 +42,9 @@ struct cap_ladder_slot *cap_ladderint_free_slot(struct cap_ladder *l);
 /* Runs the ladder's next step on a later loop turn. */
 void cap_ladderint_schedule(struct cap_ladder *l);
 
+/* ladderend.c: stops the deletes under way and counts them, and the keys
+ * not yet deleted, in delete_failures; the cleanup is over. */
+void cap_ladderint_give_up(struct cap_ladder *l);
 /* ladderend.c: queues each media playlist, marked VOD (0 or -errno). */
 int cap_ladderint_queue_playlists(struct cap_ladder *l);
 /* Writes the master and queues it (0 or -errno). */

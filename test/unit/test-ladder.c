@@ -60,6 +60,17 @@ static void on_done(struct cap_ladder *l, const struct cap_storage_err *err) {
 
 static const struct cap_ladder_ops ops = {.pause = on_pause, .failed = on_failed, .done = on_done};
 
+/* Deletes that never answer: a bucket out of reach. */
+static int held_deletes, canceled_deletes;
+static void stuck_delete(struct cap_objdel *d) {
+  (void)d;
+  held_deletes++;
+}
+static void stuck_cancel(struct cap_objdel *d) {
+  (void)d;
+  canceled_deletes++;
+}
+
 static void slow_put(struct cap_objout *out, const char *tmp, uint64_t size) {
   F->held[F->nheld] = out;
   F->held_tmp[F->nheld] = strdup(tmp);
@@ -89,6 +100,11 @@ static void setup(struct fixture *f, int slow, int backlog) {
   CHECK_EQ_INT(cap_store_open(&f->store, f->dir, err, sizeof(err)), 0);
   slow_ops = cap_objstore_file_ops;
   slow_ops.put_file = slow_put;
+  if (slow == 2) { /* Puts go through, deletes never answer. */
+    slow_ops.put_file = cap_objstore_file_ops.put_file;
+    slow_ops.delete_object = stuck_delete;
+    slow_ops.cancel_delete = stuck_cancel;
+  }
   cap_objstore_init_ops(&f->os, slow ? &slow_ops : &cap_objstore_file_ops, NULL, &f->store);
   f->spec = (struct cap_ladderspec){.segtype = CAP_LADDER_FMP4,
                                     .segment_s = 4,
@@ -310,10 +326,37 @@ static void test_hostile_playlist(void) {
   teardown(&f);
 }
 
+/* The server stopping: a cleanup whose deletes do not answer gives up at
+ * its deadline, cancels them, and counts every key it did not delete. */
+static void test_hurry(void) {
+  struct fixture f;
+  setup(&f, 2, 32);
+  write_inits(&f);
+  segment(&f, "720p", 0, 100, 0);
+  RUN_UNTIL(&f, f.l.objects == 2);
+  CHECK_EQ_INT(f.l.objects, 2);
+  cap_ladder_abort(&f.l, CAP_STORAGE_E_CANCELED, "stopping");
+  cap_ladder_hurry(&f.l, 100);
+  RUN_UNTIL(&f, held_deletes == 2);
+  CHECK_EQ_INT(held_deletes, 2); /* Two slots: two deletes under way, the rest waiting. */
+  CHECK_EQ_INT(f.done, 0);
+  uint64_t t0 = uv_now(&f.loop);
+  RUN_UNTIL(&f, f.done);
+  CHECK_EQ_INT(f.done, 1);
+  CHECK(uv_now(&f.loop) - t0 < 1000);
+  CHECK_EQ_INT(canceled_deletes, 2);
+  CHECK_EQ_INT(f.l.state, CAP_LADDER_REMOVED);
+  /* 720p: playlist, init, one segment; 360p and audio: their playlists. */
+  CHECK_EQ_INT(f.l.delete_failures, 5);
+  CHECK(stored(&f, "720p/seg_00000.m4s")); /* Left, and counted. */
+  teardown(&f);
+}
+
 int main(void) {
   test_package();
   test_backlog();
   test_abort_deletes();
   test_hostile_playlist();
+  test_hurry();
   return check_report();
 }
