@@ -4,7 +4,6 @@
 #include "config.h"
 #include "container.h"
 #include "jobcmd.h"
-#include "jobint.h"
 #include "log.h"
 #include "metrics.h"
 #include "preset.h"
@@ -20,6 +19,31 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+/* A ladder job's own steps (what the source is, the package's
+ * directories and watches, its ffmpeg, what the package tells the job)
+ * are at the bottom of this file; they use the functions declared here. */
+
+/* job.c: the one place a job changes stage (checked and logged). */
+static void move(struct cap_job *j, enum cap_job_stage to);
+/* Gives the job its outcome (the first stands); a ladder not finished is
+ * told to take back what it stored. */
+static void settle(struct cap_job *j, enum cap_job_stage outcome, enum cap_err err,
+                   const char *msg);
+static void fail(struct cap_job *j, enum cap_err err, const char *msg);
+/* SIGKILL to the child's process group, when it runs. */
+static void kill_child(struct cap_job *j);
+/* Starts the child of the job's current stage (0 or a UV_E* code). */
+static int spawn(struct cap_job *j, char **argv, size_t capture, int progress, int stream);
+/* What the job's command lines are built from. */
+static struct cap_jobcmd jobcmd(const struct cap_job *j);
+
+/* Ladders: reads the streams probe (size, rotation, audio), or fails
+ * the job when there is no video. */
+static void ladder_measured(struct cap_job *j, const struct cap_proc *p);
+/* Makes the package's directories and watches, and starts the ladder's
+ * ffmpeg (RENDERING); fails the job when it cannot. */
+static void ladder_start(struct cap_job *j);
 
 /* Open files a child may hold, and tasks (threads) its user may run. */
 #define CHILD_NOFILE 1024
@@ -80,7 +104,7 @@ static void note_outcome(struct cap_job *j) {
 
 /* The one place a job changes stage (and public state): asserts that the
  * table allows it, logs it at debug level and keeps the metrics. */
-void cap_jobint_move(struct cap_job *j, enum cap_job_stage to) {
+static void move(struct cap_job *j, enum cap_job_stage to) {
   enum cap_job_stage from = j->stage;
   assert(cap_jobstage_may_move(from, to));
   j->stage = to;
@@ -180,7 +204,7 @@ struct cap_job *cap_job_create(struct cap_job_owner *o, const struct cap_execreq
 void cap_job_attach(struct cap_job *j) {
   uv_timer_init(j->owner_ops->loop, &j->timeout_timer);
   j->timeout_timer.data = j;
-  cap_jobint_move(j, CAP_JOB_S_QUEUED);
+  move(j, CAP_JOB_S_QUEUED);
 }
 
 void cap_job_free(struct cap_job *j) {
@@ -243,8 +267,8 @@ void cap_job_remove_waiter(struct cap_job_waiter *w) {
 /* Gives the job its outcome; the first outcome stands.  Its waiters are
  * woken and what it holds is let go on a later turn (cap_job_run_deferred):
  * the caller may be deep inside a child's or an upload's callback. */
-void cap_jobint_settle(struct cap_job *j, enum cap_job_stage outcome, enum cap_err err,
-                       const char *msg) {
+static void settle(struct cap_job *j, enum cap_job_stage outcome, enum cap_err err,
+                   const char *msg) {
   if (cap_job_done(j))
     return;
   if (err != CAP_E_NONE) {
@@ -252,7 +276,7 @@ void cap_jobint_settle(struct cap_job *j, enum cap_job_stage outcome, enum cap_e
     free(j->err_msg);
     j->err_msg = xstrdup(msg);
   }
-  cap_jobint_move(j, outcome);
+  move(j, outcome);
   /* A ladder that will not be finished takes back what it stored. */
   if (j->pkg && outcome != CAP_JOB_S_SUCCEEDED)
     cap_ladder_abort(j->pkg,
@@ -260,13 +284,13 @@ void cap_jobint_settle(struct cap_job *j, enum cap_job_stage outcome, enum cap_e
                      j->err_msg);
 }
 
-void cap_jobint_fail(struct cap_job *j, enum cap_err err, const char *msg) {
-  cap_jobint_settle(j, CAP_JOB_S_FAILED, err, msg);
+static void fail(struct cap_job *j, enum cap_err err, const char *msg) {
+  settle(j, CAP_JOB_S_FAILED, err, msg);
 }
 
 static void on_timer_closed(uv_handle_t *h) {
   struct cap_job *j = h->data;
-  cap_jobint_move(j, CAP_JOB_S_CLOSED);
+  move(j, CAP_JOB_S_CLOSED);
   j->owner_ops->closed(j->owner_ops, j);
 }
 
@@ -314,7 +338,7 @@ void cap_job_run_deferred(struct cap_job *j) {
  * job's slot the whole time, for a file nobody will read.  SIGKILL goes to
  * the whole process group (the child is its leader), so nothing the child
  * started outlives it. */
-void cap_jobint_kill_child(struct cap_job *j) {
+static void kill_child(struct cap_job *j) {
   if (j->child_running)
     cap_proc_signal(&j->proc, SIGKILL);
 }
@@ -324,14 +348,14 @@ void cap_job_cancel(struct cap_job *j, enum cap_err why) {
   if (cap_job_done(j) || j->stage == CAP_JOB_S_NEW)
     return;
   if (timeout)
-    cap_jobint_settle(j, CAP_JOB_S_FAILED, CAP_E_TIMEOUT, "The job ran past its time limit");
+    settle(j, CAP_JOB_S_FAILED, CAP_E_TIMEOUT, "The job ran past its time limit");
   else
-    cap_jobint_settle(j, CAP_JOB_S_CANCELED, CAP_E_CANCELED, "The job was canceled");
+    settle(j, CAP_JOB_S_CANCELED, CAP_E_CANCELED, "The job was canceled");
   /* A download under way stops here and its on_ready never runs. */
   cap_objstore_cancel_input(&j->in);
   /* The abort's own code keeps the metrics label: canceled, or failed. */
   cap_jobio_abort(&j->io, timeout ? CAP_STORAGE_E_FAILED : CAP_STORAGE_E_CANCELED, j->err_msg);
-  cap_jobint_kill_child(j); /* The slot is let go once the child has been reaped. */
+  kill_child(j); /* The slot is let go once the child has been reaped. */
 }
 
 static void on_timeout(uv_timer_t *t) {
@@ -397,7 +421,7 @@ static void log_started(const struct cap_job *j, const char *file, int rc) {
 
 /* Starts the child of the job's current stage.  Returns 0 or a UV_E* code
  * (on_proc_done runs either way). */
-int cap_jobint_spawn(struct cap_job *j, char **argv, size_t capture, int progress, int stream) {
+static int spawn(struct cap_job *j, char **argv, size_t capture, int progress, int stream) {
   const struct cap_job_owner *o = j->owner_ops;
   char rw[4096];
   /* Only the render writes, and only into the job's own directory. */
@@ -436,20 +460,20 @@ static int make_tmp_output(struct cap_job *j, char *path, size_t n) {
     char msg[200];
     j->tmp_dir[0] = '\0';
     snprintf(msg, sizeof(msg), "Could not create the job's temp directory: %s", strerror(-rc));
-    cap_jobint_fail(j, CAP_E_STORAGE_ERROR, msg);
+    fail(j, CAP_E_STORAGE_ERROR, msg);
     return -1;
   }
   snprintf(j->tmp_name, sizeof(j->tmp_name), "%s/out.%s", j->tmp_dir, j->ext);
   if (cap_store_tmp_path(store, j->tmp_name, path, n) != 0) {
     j->tmp_name[0] = '\0';
-    cap_jobint_fail(j, CAP_E_STORAGE_ERROR, "The temporary output path is too long");
+    fail(j, CAP_E_STORAGE_ERROR, "The temporary output path is too long");
     return -1;
   }
   return 0;
 }
 
 /* What the job's command lines are built from. */
-struct cap_jobcmd cap_jobint_cmd(const struct cap_job *j) {
+static struct cap_jobcmd jobcmd(const struct cap_job *j) {
   const struct cap_config *cfg = j->owner_ops->cfg;
   struct cap_jobcmd c = {.ffmpeg = cfg->ffmpeg,
                          .ffprobe = cfg->ffprobe,
@@ -474,10 +498,10 @@ static void start_render(struct cap_job *j) {
     /* "file:" keeps ffmpeg from reading a protocol into the path. */
     snprintf(out_arg, sizeof(out_arg), "file:%s", tmp_path);
   }
-  struct cap_jobcmd c = cap_jobint_cmd(j);
+  struct cap_jobcmd c = jobcmd(j);
   char **argv = cap_jobcmd_render(&c, out_arg);
-  cap_jobint_move(j, CAP_JOB_S_RENDERING);
-  if (cap_jobint_spawn(j, argv, 0, 1, stream) == 0 && stream)
+  move(j, CAP_JOB_S_RENDERING);
+  if (spawn(j, argv, 0, 1, stream) == 0 && stream)
     cap_jobio_stream(&j->io, &j->proc);
   free(argv);
 }
@@ -493,14 +517,14 @@ static void on_output_done(struct cap_jobio *io, const struct cap_storage_err *e
     return;
   }
   if (err) {
-    cap_jobint_fail(j, cap_storerr_err(err), err->msg);
-    cap_jobint_kill_child(j);
+    fail(j, cap_storerr_err(err), err->msg);
+    kill_child(j);
     return;
   }
   /* An output completes only after cap_jobio_finish or cap_jobio_put_file,
    * which come after ffmpeg's successful exit. */
   assert(j->stage == CAP_JOB_S_STORING);
-  cap_jobint_settle(j, CAP_JOB_S_SUCCEEDED, CAP_E_NONE, NULL);
+  settle(j, CAP_JOB_S_SUCCEEDED, CAP_E_NONE, NULL);
 }
 
 /* ffmpeg exited 0: store what it wrote, from its temp file or the rest of
@@ -510,13 +534,13 @@ static void rendered(struct cap_job *j) {
   if (j->tmp_name[0]) {
     int64_t size = cap_store_tmp_size(j->owner_ops->store, j->tmp_name);
     if (size < 0) {
-      cap_jobint_fail(j, CAP_E_FFMPEG_FAILED, "ffmpeg exited without writing an output");
+      fail(j, CAP_E_FFMPEG_FAILED, "ffmpeg exited without writing an output");
       return;
     }
-    cap_jobint_move(j, CAP_JOB_S_STORING);
+    move(j, CAP_JOB_S_STORING);
     cap_jobio_put_file(&j->io, j->tmp_name, (uint64_t)size);
   } else {
-    cap_jobint_move(j, CAP_JOB_S_STORING);
+    move(j, CAP_JOB_S_STORING);
     cap_jobio_finish(&j->io);
   }
 }
@@ -550,19 +574,19 @@ static void probed(struct cap_job *j, struct cap_proc *p) {
     j->probe_json = probe_output(j, &p->out_buf);
   cap_proc_free(p);
   if (j->probe_json == NULL) {
-    cap_jobint_fail(j, CAP_E_FFMPEG_FAILED, "ffprobe printed no usable output");
+    fail(j, CAP_E_FFMPEG_FAILED, "ffprobe printed no usable output");
     return;
   }
-  cap_jobint_settle(j, CAP_JOB_S_SUCCEEDED, CAP_E_NONE, NULL);
+  settle(j, CAP_JOB_S_SUCCEEDED, CAP_E_NONE, NULL);
 }
 
 /* Runs an ffprobe child of the given kind on the opened input. */
 static void run_probe(struct cap_job *j, enum cap_jobcmd_probe kind, enum cap_job_stage stage,
                       size_t capture) {
-  struct cap_jobcmd c = cap_jobint_cmd(j);
+  struct cap_jobcmd c = jobcmd(j);
   char **argv = cap_jobcmd_probe(&c, kind);
-  cap_jobint_move(j, stage);
-  cap_jobint_spawn(j, argv, capture, 0, 0);
+  move(j, stage);
+  spawn(j, argv, capture, 0, 0);
   free(argv);
 }
 
@@ -600,7 +624,7 @@ static void refuse_format(struct cap_job *j, const struct cap_proc *p) {
   snprintf(msg, sizeof(msg),
            "The input's format (%s) is not accepted: inputs must be one of %.400s (input_formats)",
            j->detected_format, j->input_formats);
-  cap_jobint_fail(j, CAP_E_INPUT_FORMAT_REFUSED, msg);
+  fail(j, CAP_E_INPUT_FORMAT_REFUSED, msg);
 }
 
 /* Counts a child's end by program and exit status or signal name. */
@@ -624,7 +648,7 @@ static void child_failed(struct cap_job *j, struct cap_proc *p) {
   else
     snprintf(msg, sizeof(msg), "%s exited with status %lld", prog, (long long)p->exit_status);
   cap_proc_free(p);
-  cap_jobint_fail(j, CAP_E_FFMPEG_FAILED, msg);
+  fail(j, CAP_E_FFMPEG_FAILED, msg);
   cap_jobio_abort(&j->io, CAP_STORAGE_E_FAILED, msg);
 }
 
@@ -652,17 +676,17 @@ static void on_proc_done(struct cap_proc *p) {
   } else if (!ok) {
     child_failed(j, p);
   } else if (j->stage == CAP_JOB_S_MEASURING && j->ladder) {
-    cap_jobladder_measured(j, p);
+    ladder_measured(j, p);
     cap_proc_free(p);
     if (!cap_job_done(j))
-      cap_jobladder_start(j);
+      ladder_start(j);
   } else if (j->stage == CAP_JOB_S_MEASURING) {
     j->progress.input_duration_s = p->out_buf.data ? strtod(p->out_buf.data, NULL) : 0;
     cap_proc_free(p);
     start_render(j);
   } else if (j->stage == CAP_JOB_S_RENDERING && j->pkg) {
     cap_proc_free(p);
-    cap_jobint_move(j, CAP_JOB_S_STORING);
+    move(j, CAP_JOB_S_STORING);
     cap_ladder_finish(j->pkg);
   } else if (j->stage == CAP_JOB_S_RENDERING) {
     cap_proc_free(p);
@@ -683,7 +707,7 @@ void cap_job_start(struct cap_pool_item *it) {
   uv_timer_start(&j->timeout_timer, on_timeout, (uint64_t)j->timeout_s * 1000, 0);
   cap_objstore_open_input(&j->in);
   if (cap_objstore_input_busy(&j->in))
-    cap_jobint_move(j, CAP_JOB_S_FETCHING);
+    move(j, CAP_JOB_S_FETCHING);
 }
 
 static void on_input_ready(struct cap_objin *in, const struct cap_storage_err *err) {
@@ -693,8 +717,119 @@ static void on_input_ready(struct cap_objin *in, const struct cap_storage_err *e
     return;
   }
   if (err) {
-    cap_jobint_fail(j, cap_storerr_err(err), err->msg);
+    fail(j, cap_storerr_err(err), err->msg);
     return;
   }
   run_tools(j);
+}
+
+/* A ladder job's own steps: what the source is, the package's directories
+ * and watches, its ffmpeg, and what the package tells the job.  The rest
+ * of its life is any job's (job.c). */
+
+/* Reads the duration, the first video stream's displayed size (a rotation
+ * of 90 or 270 degrees swaps it) and whether there is audio, from the
+ * CAP_JOBCMD_STREAMS probe.  Fails the job when there is no video. */
+static void ladder_measured(struct cap_job *j, const struct cap_proc *p) {
+  cJSON *root = p->out_buf.data && !p->out_truncated
+                    ? cJSON_ParseWithLength(p->out_buf.data, p->out_buf.len)
+                    : NULL;
+  const cJSON *streams = cJSON_GetObjectItemCaseSensitive(root, "streams"), *st;
+  const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(root, "format");
+  const char *dur = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(fmt, "duration"));
+  j->progress.input_duration_s = dur ? strtod(dur, NULL) : 0;
+  cJSON_ArrayForEach(st, streams) {
+    const char *type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(st, "codec_type"));
+    if (type && strcmp(type, "audio") == 0)
+      j->src_audio = 1;
+    if (type == NULL || strcmp(type, "video") != 0 || j->src_height > 0)
+      continue;
+    const cJSON *w = cJSON_GetObjectItemCaseSensitive(st, "width");
+    const cJSON *h = cJSON_GetObjectItemCaseSensitive(st, "height");
+    const cJSON *sd = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(st, "side_data_list"), 0);
+    const cJSON *rot = cJSON_GetObjectItemCaseSensitive(sd, "rotation");
+    int quarter = cJSON_IsNumber(rot) && ((int)rot->valuedouble % 180) != 0;
+    if (cJSON_IsNumber(w) && cJSON_IsNumber(h) && w->valuedouble > 0 && h->valuedouble > 0) {
+      j->src_width = (int)(quarter ? h->valuedouble : w->valuedouble);
+      j->src_height = (int)(quarter ? w->valuedouble : h->valuedouble);
+    }
+  }
+  cJSON_Delete(root);
+  if (j->src_height <= 0)
+    fail(j, CAP_E_INPUT_UNSUITABLE, "The input has no video stream a ladder can be made from");
+}
+
+static void ladder_pause(struct cap_ladder *l, int stop) {
+  struct cap_job *j = l->data;
+  if (j->child_running)
+    cap_proc_signal(&j->proc, stop ? SIGSTOP : SIGCONT);
+}
+
+static void ladder_failed(struct cap_ladder *l, const struct cap_storage_err *err) {
+  struct cap_job *j = l->data;
+  fail(j, cap_storerr_err(err), err->msg);
+  kill_child(j);
+}
+
+static void ladder_done(struct cap_ladder *l, const struct cap_storage_err *err) {
+  struct cap_job *j = l->data;
+  j->bytes = l->bytes;
+  if (cap_job_done(j)) {
+    j->owner_ops->defer(j->owner_ops, j); /* The cleanup is over: let go of the rest. */
+    return;
+  }
+  if (err) {
+    fail(j, cap_storerr_err(err), err->msg);
+    return;
+  }
+  assert(j->stage == CAP_JOB_S_STORING);
+  settle(j, CAP_JOB_S_SUCCEEDED, CAP_E_NONE, NULL);
+}
+
+static const struct cap_ladder_ops ladder_ops = {
+    .pause = ladder_pause, .failed = ladder_failed, .done = ladder_done};
+
+/* Makes the job's temp directory, sets the package up over it and starts
+ * its watches.  Returns 0, or fails the job and returns -1. */
+static int make_ladder(struct cap_job *j, char *path, size_t n) {
+  const struct cap_job_owner *o = j->owner_ops;
+  const struct cap_config *cfg = o->cfg;
+  struct cap_ladder_limits lim = {.uploads = cfg->ladder_uploads,
+                                  .backlog_files = cfg->ladder_backlog_segments,
+                                  .backlog_bytes = (uint64_t)cfg->ladder_backlog_mb << 20};
+  snprintf(j->tmp_dir, sizeof(j->tmp_dir), "%s", j->id);
+  int rc = cap_store_tmp_mkdir(o->store, j->tmp_dir);
+  if (rc == 0)
+    rc = cap_store_tmp_path(o->store, j->tmp_dir, path, n);
+  if (rc != 0) {
+    char msg[200];
+    snprintf(msg, sizeof(msg), "Could not create the job's temp directory: %s", strerror(-rc));
+    fail(j, CAP_E_STORAGE_ERROR, msg);
+    return -1;
+  }
+  cap_ladderspec_pick(j->ladder, j->src_height, &j->pick);
+  j->pkg = xcalloc(1, sizeof(*j->pkg));
+  cap_ladder_init(j->pkg, &ladder_ops, o->objstore, o->store, j->ladder, &j->pick, j->src_audio,
+                  j->id, j->tmp_dir, j->output_prefix, &lim);
+  j->pkg->data = j;
+  rc = cap_ladder_start(o->loop, j->pkg);
+  if (rc != 0) {
+    char msg[200];
+    snprintf(msg, sizeof(msg), "Could not watch the ladder's directories: %s", uv_strerror(rc));
+    fail(j, CAP_E_STORAGE_ERROR, msg);
+    return -1;
+  }
+  return 0;
+}
+
+static void ladder_start(struct cap_job *j) {
+  char dir[4096];
+  if (make_ladder(j, dir, sizeof(dir)) != 0)
+    return;
+  struct cap_jobcmd c = jobcmd(j);
+  char **argv = cap_jobcmd_ladder(&c, j->ladder, &j->pick, j->src_audio, dir);
+  move(j, CAP_JOB_S_RENDERING);
+  spawn(j, argv, 0, 1, 0);
+  free(argv);
+  cap_jobcmd_release(&c);
 }
