@@ -132,9 +132,24 @@ static size_t on_read(char *buf, size_t size, size_t n, void *arg) {
   return want;
 }
 
-/* Curl errors worth another attempt: the network, not the request. */
+/* Lets curl send the body again on its own, as it does when a reused
+ * connection turns out dead (the store closed it, or restarted) after some
+ * of the body had gone: without it that attempt ends in
+ * CURLE_SEND_FAIL_REWIND. The body is memory or a file range, so any
+ * offset inside it can be served again. */
+static int on_seek(void *arg, curl_off_t offset, int origin) {
+  struct cap_s3_req *r = arg;
+  if (origin != SEEK_SET || offset < 0 || (uint64_t)offset > (uint64_t)r->body_len)
+    return CURL_SEEKFUNC_CANTSEEK;
+  r->body_pos = (size_t)offset;
+  return CURL_SEEKFUNC_OK;
+}
+
+/* Curl errors worth another attempt: the network, not the request. A failed
+ * rewind is one too: the next attempt starts the body from its first byte. */
 static int retriable_curl(CURLcode rc) {
   switch (rc) {
+  case CURLE_SEND_FAIL_REWIND:
   case CURLE_COULDNT_CONNECT:
   case CURLE_COULDNT_RESOLVE_HOST:
   case CURLE_OPERATION_TIMEDOUT:
@@ -382,11 +397,15 @@ static void configure_easy(struct cap_s3_req *r, CURL *e, const char *url) {
     curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
     curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
     curl_easy_setopt(e, CURLOPT_READDATA, r);
+    curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, on_seek);
+    curl_easy_setopt(e, CURLOPT_SEEKDATA, r);
     curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)r->body_len);
   } else if (strcmp(r->method, "POST") == 0) {
     curl_easy_setopt(e, CURLOPT_POST, 1L);
     curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
     curl_easy_setopt(e, CURLOPT_READDATA, r);
+    curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, on_seek);
+    curl_easy_setopt(e, CURLOPT_SEEKDATA, r);
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
   } else if (strcmp(r->method, "GET") != 0) {
     curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);

@@ -133,7 +133,10 @@ static inline void fake_handle(struct sconn *c, const struct srv_req *rq) {
   f->count[op]++;
   if (f->fail_n > 0 && f->fail_op == op) {
     f->fail_n--;
-    fake_error(c, f->fail_status, f->fail_code, head);
+    if (f->fail_status == 0)
+      srv_conn_close(c); /* A store that died: the request gets no answer. */
+    else
+      fake_error(c, f->fail_status, f->fail_code, head);
     return;
   }
   const char *ct = srv_header(rq->head, "Content-Type", &vl);

@@ -123,6 +123,35 @@ static void test_retries(void) {
   CHECK_EQ_INT(s3env_fini(&e), 0);
 }
 
+/* A store that drops a kept-alive connection as a PUT arrives on it: curl
+ * sends the body again on a new connection by itself, which needs the body
+ * rewound. (Without the seek callback that attempt ended in "rewinding of the
+ * data stream failed", seen in CI with the S3 bed stopped mid-ladder.) */
+static void test_dropped_connection_resends(void) {
+  struct s3env e;
+  if (!CHECK_EQ_INT(s3env_init(&e, 0), 0))
+    return;
+  struct call c;
+  for (int round = 0; round < 2; round++) {
+    if (round == 1)
+      fake_fail(&e.fake, OP_PUT, 1, 0, NULL);
+    call_init(&c, &e, "PUT", "r/k");
+    c.r.body = "rewind me";
+    c.r.body_len = 9;
+    c.r.signed_payload = 1;
+    cap_s3_start(&c.r);
+    CHECK(s3env_run(&e, &c.done, 5000));
+    CHECK(cap_s3_ok(&c.r));
+    CHECK_EQ_INT(c.r.attempt, 0);
+    call_free(&e, &c);
+  }
+  CHECK_EQ_INT(e.fake.count[OP_PUT], 3);
+  struct fake_obj *o = fake_find(&e.fake, "r/k", 0);
+  if (CHECK(o != NULL))
+    CHECK_EQ_MEM(o->data, o->len, "rewind me", 9);
+  CHECK_EQ_INT(s3env_fini(&e), 0);
+}
+
 static void test_network_and_cancel(void) {
   struct s3env e;
   if (!CHECK_EQ_INT(s3env_init(&e, 2), 0))
@@ -210,6 +239,7 @@ int main(void) {
   alarm(60);
   test_get_put();
   test_retries();
+  test_dropped_connection_resends();
   test_network_and_cancel();
   test_download_cap();
   test_xml_text();
