@@ -126,6 +126,9 @@ static const struct opt opts[] = {
      "a transfer under 1 KiB/s for this long is retried"},
     {"input_max_mb", OPT_INT, O(input_max_mb), 1, 10000000, "51200", NULL,
      "largest input downloaded, MiB"},
+    {"input_mode", OPT_STR, O(input_mode), 0, 0, "stream", NULL,
+     "how S3/R2 inputs are read: stream (by range, while ffmpeg decodes) or download "
+     "(whole, into a temp file, first); presets may say otherwise"},
     {"orphan_age_s", OPT_INT, O(orphan_age_s), 60, 2592000, "86400", NULL,
      "multipart uploads older than this are aborted by the sweep (one whose abort was "
      "refused is left alone this long)"},
@@ -432,6 +435,11 @@ static int check_config(struct cap_config *cfg, char **envp, char *err, size_t e
   if (cfg->registry_url && cfg->registry_token == NULL && cfg->registry_token_file == NULL) {
     snprintf(err, errlen,
              "registry_token_file: required with registry_url (or set REGISTRY_TOKEN)");
+    return -EINVAL;
+  }
+  if (strcmp(cfg->input_mode, "stream") != 0 && strcmp(cfg->input_mode, "download") != 0) {
+    snprintf(err, errlen, "input_mode: must be stream or download (got \"%.64s\")",
+             cfg->input_mode);
     return -EINVAL;
   }
   if (strcmp(cfg->metrics_auth, "token") != 0 && strcmp(cfg->metrics_auth, "none") != 0) {

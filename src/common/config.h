@@ -81,6 +81,7 @@ struct cap_config {
   int storage_backoff_ms;
   int storage_low_speed_s;
   int input_max_mb;
+  char *input_mode; /* "stream" or "download": how S3/R2 inputs are read. */
   int orphan_age_s;
   int orphan_sweep_s;
   char *storage_credentials_file;

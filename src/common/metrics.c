@@ -109,6 +109,20 @@ static const struct family_def defs[] = {
                              "Times a ladder's ffmpeg was paused because uploads fell behind."},
     [CAP_M_LADDER_DELETES] = {"cap_ladder_cleanup_deletes_total", COUNTER, NO_LABELS, NO_BOUNDS,
                               "Deletes sent to remove a failed ladder's objects."},
+    [CAP_M_INPUT_REQUESTS] = {"cap_input_range_requests_total", COUNTER, NO_LABELS, NO_BOUNDS,
+                              "Reads (GET, HEAD) children made of streamed inputs through the "
+                              "loopback input endpoint."},
+    [CAP_M_INPUT_BYTES] = {"cap_input_bytes_total", COUNTER, NO_LABELS, NO_BOUNDS,
+                           "Bytes of streamed inputs sent to children."},
+    [CAP_M_INPUT_RESUMES] = {"cap_input_resumes_total", COUNTER, NO_LABELS, NO_BOUNDS,
+                             "Store reads of streamed inputs resumed from the byte reached "
+                             "after a reset, 5xx or stall."},
+    [CAP_M_INPUT_SEEKS] = {"cap_input_seeks_total", COUNTER, NO_LABELS, NO_BOUNDS,
+                           "Reads of streamed inputs that did not start where the last one "
+                           "stopped (a moov at the end, cues, seeking)."},
+    [CAP_M_INPUT_REFUSED] = {"cap_input_refused_total", COUNTER, NAMES("reason"), NO_BOUNDS,
+                             "Connections and requests the loopback input endpoint refused, by "
+                             "reason (peer, not_found, method, bad_request, connections)."},
     [CAP_M_LABEL_OVERFLOW] = {"cap_metrics_label_overflow_total", COUNTER, NO_LABELS, NO_BOUNDS,
                               OVERFLOW_HELP},
 };

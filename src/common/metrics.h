@@ -55,6 +55,11 @@ enum cap_metric_id {
   CAP_M_LADDER_OBJECTS,           /* cap_ladder_objects_stored_total */
   CAP_M_LADDER_PAUSES,            /* cap_ladder_pauses_total */
   CAP_M_LADDER_DELETES,           /* cap_ladder_cleanup_deletes_total */
+  CAP_M_INPUT_REQUESTS,           /* cap_input_range_requests_total */
+  CAP_M_INPUT_BYTES,              /* cap_input_bytes_total */
+  CAP_M_INPUT_RESUMES,            /* cap_input_resumes_total */
+  CAP_M_INPUT_SEEKS,              /* cap_input_seeks_total */
+  CAP_M_INPUT_REFUSED,            /* cap_input_refused_total{reason} */
   CAP_M_LABEL_OVERFLOW,           /* cap_metrics_label_overflow_total */
   CAP_M__COUNT
 };

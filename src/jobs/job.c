@@ -128,6 +128,7 @@ static void move(struct cap_job *j, enum cap_job_stage to) {
 }
 
 static void on_input_ready(struct cap_objin *in, const struct cap_storage_err *err);
+static void on_input_fault(struct cap_objin *in, const struct cap_storage_err *err);
 static void on_output_done(struct cap_jobio *io, const struct cap_storage_err *err);
 
 static const struct cap_jobio_ops jobio_ops = {.output_done = on_output_done};
@@ -166,6 +167,7 @@ static void init_io(struct cap_job *j) {
   snprintf(j->in_tmp, sizeof(j->in_tmp), "%s.in", j->id);
   cap_objstore_input_init(&j->in, os, j->input_key, j->in_tmp);
   j->in.on_ready = on_input_ready;
+  j->in.on_fault = on_input_fault;
   j->in.data = j;
 }
 
@@ -198,6 +200,11 @@ struct cap_job *cap_job_create(struct cap_job_owner *o, const struct cap_execreq
   if (j->timeout_s <= 0 || j->timeout_s > o->cfg->job_timeout_s)
     j->timeout_s = o->cfg->job_timeout_s;
   init_io(j);
+  /* The server's input_mode unless the preset says otherwise; the file
+   * store reads its files directly either way. */
+  const char *mode = o->cfg->input_mode;
+  j->in.stream = p && p->input_stream >= 0 ? p->input_stream
+                                           : mode == NULL || strcmp(mode, "download") != 0;
   return j;
 }
 
@@ -428,6 +435,7 @@ static int spawn(struct cap_job *j, char **argv, size_t capture, int progress, i
   int writes = j->stage == CAP_JOB_S_RENDERING && j->tmp_dir[0] &&
                cap_store_tmp_path(o->store, j->tmp_dir, rw, sizeof(rw)) == 0;
   struct cap_sandbox_child child = {.in_fd = j->in.fd >= 0 ? 3 : -1,
+                                    .connect_port = j->in.url ? j->in.port : 0,
                                     .rw_dir = writes ? rw : NULL,
                                     .hardware = strcmp(j->cls, "cpu") != 0};
   child_limits(j, &child.lim);
@@ -478,6 +486,7 @@ static struct cap_jobcmd jobcmd(const struct cap_job *j) {
   struct cap_jobcmd c = {.ffmpeg = cfg->ffmpeg,
                          .ffprobe = cfg->ffprobe,
                          .input_formats = j->input_formats,
+                         .input_url = j->in.url,
                          .preset_args = j->args,
                          .format = j->format,
                          .threads = j->limits.threads};
@@ -698,8 +707,9 @@ static void on_proc_done(struct cap_proc *p) {
 }
 
 /* The job has its slot: open its input.  The file store opens it (and
- * calls on_input_ready) before cap_objstore_open_input returns; S3
- * downloads it into a temp file first, and the job waits in FETCHING. */
+ * calls on_input_ready) before cap_objstore_open_input returns; S3 asks for
+ * the object's size and ETag (a streamed input) or downloads it into a
+ * temp file first, and the job waits in FETCHING. */
 void cap_job_start(struct cap_pool_item *it) {
   struct cap_job *j = container_of(it, struct cap_job, pool_item);
 
@@ -721,6 +731,15 @@ static void on_input_ready(struct cap_objin *in, const struct cap_storage_err *e
     return;
   }
   run_tools(j);
+}
+
+/* A streamed input can no longer be read: the child waiting on it will not
+ * finish, so the job fails now with the reason (input_changed, a storage
+ * error) rather than with the child's I/O error. */
+static void on_input_fault(struct cap_objin *in, const struct cap_storage_err *err) {
+  struct cap_job *j = in->data;
+  if (!cap_job_done(j))
+    fail(j, cap_storerr_err(err), err->msg);
 }
 
 /* A ladder job's own steps: what the source is, the package's directories

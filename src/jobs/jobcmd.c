@@ -11,6 +11,7 @@
 
 #define INPUT           "file:/dev/fd/3"
 #define INPUT_PROTOCOLS "file"
+#define URL_PROTOCOLS   "http,tcp"
 
 static size_t push(char **argv, size_t a, const char *const *words) {
   for (size_t i = 0; words[i]; i++)
@@ -21,12 +22,15 @@ static size_t push(char **argv, size_t a, const char *const *words) {
 /* Appends the input options every child gets: the allow-lists, then the
  * input itself. */
 static size_t input_args(const struct cap_jobcmd *c, char **argv, size_t a) {
+  /* A streamed input is the only URL: http for the endpoint and the tcp
+   * under it, nothing that could fetch elsewhere (no https, no file).
+   * The sandbox lets the child connect to that one port only. */
   const char *const in[] = {"-protocol_whitelist",
-                            INPUT_PROTOCOLS,
+                            c->input_url ? URL_PROTOCOLS : INPUT_PROTOCOLS,
                             "-format_whitelist",
                             c->input_formats,
                             "-i",
-                            INPUT,
+                            c->input_url ? c->input_url : INPUT,
                             NULL};
   return push(argv, a, in);
 }

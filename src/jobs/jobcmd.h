@@ -8,14 +8,18 @@ struct cap_ladder_pick;
 
 /* The command lines of a job's children, and what their logs say about a
  * refused input.  Every child reads its input as file:/dev/fd/3 (the
- * descriptor the server opened) under the same two allow-lists, so that
- * nested references (playlists, concat scripts) reach nothing else. */
+ * descriptor the server opened), or from the server's loopback input
+ * endpoint, under the same two allow-lists, so that nested references
+ * (playlists, concat scripts) reach nothing else. */
 
 /* What a job's command lines are built from.  The strings are borrowed;
  * threads_arg is the builder's scratch space for the -threads value. */
 struct cap_jobcmd {
   const char *ffmpeg, *ffprobe;
   const char *input_formats; /* -format_whitelist */
+  /* A streamed input's loopback URL (read over http,tcp), or NULL for the
+   * descriptor file:/dev/fd/3 (read over file). */
+  const char *input_url;
   char *const *preset_args;  /* NULL-terminated. */
   const char *format;        /* The output muxer (-f). */
   int threads;               /* 0: ffmpeg decides. */

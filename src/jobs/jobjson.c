@@ -210,6 +210,26 @@ static void package_progress(const struct cap_ladder *l, struct cap_buf *b) {
                  l->delete_failures);
 }
 
+/* How the input is read and how much of it the children have read: a
+ * streamed input counts the bytes sent through the loopback endpoint, its
+ * range requests, resumes and seeks; a downloaded or local one its size
+ * once open. */
+static void input_progress(const struct cap_job *j, struct cap_buf *b) {
+  const struct cap_objin *in = &j->in;
+  int file = in->os && strcmp(in->os->ops->name, "file") == 0;
+  const char *mode = file ? "file" : in->stream ? "stream" : "download";
+  cap_buf_printf(b, ",\"input\":{\"mode\":\"%s\"", mode);
+  if (!file && in->stream)
+    cap_buf_printf(b,
+                   ",\"size\":%llu,\"bytes_read\":%llu,\"requests\":%llu,\"resumes\":%llu,"
+                   "\"seeks\":%llu}",
+                   (unsigned long long)in->src.size, (unsigned long long)in->src.bytes,
+                   (unsigned long long)in->src.requests, (unsigned long long)in->src.resumes,
+                   (unsigned long long)in->src.seeks);
+  else
+    cap_buf_printf(b, ",\"size\":%llu}", (unsigned long long)in->size);
+}
+
 void cap_jobjson_job(const struct cap_job *j, struct cap_buf *b) {
   const struct cap_job_progress *g = &j->progress;
   cap_buf_putc(b, '{');
@@ -253,6 +273,7 @@ void cap_jobjson_job(const struct cap_job *j, struct cap_buf *b) {
   key(b, "total_size", 0);
   cap_buf_printf(b, "%lld", (long long)g->total_size);
   cap_buf_putc(b, '}');
+  input_progress(j, b);
   if (j->pkg)
     package_progress(j->pkg, b);
   key(b, "result", 0);

@@ -309,6 +309,15 @@ static int parse_single(const char *name, const cJSON *o, struct cap_preset *p, 
         name);
     return -EINVAL;
   }
+  const cJSON *mode = cJSON_GetObjectItemCaseSensitive(o, "input_mode");
+  const char *ms = cJSON_GetStringValue(mode);
+  p->input_stream = -1;
+  if (mode && (ms == NULL || (strcmp(ms, "stream") != 0 && strcmp(ms, "download") != 0))) {
+    snprintf(err, errlen, "preset %s: input_mode must be \"stream\" or \"download\"", name);
+    return -EINVAL;
+  }
+  if (ms)
+    p->input_stream = strcmp(ms, "stream") == 0;
   if (get_store_headers(o, p) != 0) {
     snprintf(err, errlen,
              "preset %s: content_type must be a media type \"type/subtype\" of "

@@ -30,6 +30,9 @@ struct cap_preset {
   /* Demuxers its inputs may have (comma-separated), or NULL for the
    * server's input_formats. */
   char *input_formats;
+  /* How an S3/R2 input is read: 1 stream, 0 download, -1 as the server's
+   * input_mode says. */
+  int input_stream;
   /* The stored object's Content-Type: the preset's "content_type", or the
    * default for its ext (cap_preset_content_type); never NULL. */
   char *content_type;

@@ -17,6 +17,8 @@ enum cap_err cap_storerr_err(const struct cap_storage_err *e) {
     return CAP_E_STORAGE_DENIED;
   case CAP_STORAGE_E_CANCELED:
     return CAP_E_CANCELED;
+  case CAP_STORAGE_E_CHANGED:
+    return CAP_E_INPUT_CHANGED;
   case CAP_STORAGE_E_UNAVAILABLE:
   case CAP_STORAGE_E_LOCAL:
   case CAP_STORAGE_E_FAILED:

@@ -18,6 +18,7 @@ static const char *const errc_names[] = {
     [CAP_STORAGE_E_LOCAL] = "local",
     [CAP_STORAGE_E_CANCELED] = "canceled",
     [CAP_STORAGE_E_FAILED] = "failed",
+    [CAP_STORAGE_E_CHANGED] = "changed",
 };
 
 const char *cap_storage_errc_name(enum cap_storage_errc code) {

@@ -34,6 +34,7 @@ enum cap_storage_errc {
   CAP_STORAGE_E_LOCAL,       /* A local file (temp file, rename) failed; sys_errno says why. */
   CAP_STORAGE_E_CANCELED,    /* The caller aborted the operation. */
   CAP_STORAGE_E_FAILED,      /* Anything else the store answered. */
+  CAP_STORAGE_E_CHANGED,     /* A streamed input was replaced or removed while it was read. */
 };
 
 /* Which side of a job an error happened on: a missing or oversized input
@@ -125,18 +126,31 @@ int cap_objstore_output_key_usable(const struct cap_objstore *os, const char *ke
 
 /* An input being opened: the caller owns the struct, fills the public
  * part, and calls cap_objstore_open_input; on_ready runs once (unless
- * canceled) with err NULL and fd readable from offset 0 holding size
- * bytes, or with the error.  Close it with cap_objstore_close_input. */
+ * canceled) with err NULL, or with the error.  Then either fd is readable
+ * from offset 0 holding size bytes, or (a streamed S3 input) fd is -1 and
+ * url is where children read it by range until the input is closed.
+ * Close it with cap_objstore_close_input. */
 struct cap_objin {
   struct cap_objstore *os;
-  const char *key;      /* Borrowed until on_ready. */
+  const char *key;      /* Borrowed until cap_objstore_close_input. */
   const char *tmp_name; /* Temp file name for a download (e.g. "<job>.in"); borrowed. */
+  /* 1 to read an S3 input by range through the loopback endpoint instead
+   * of downloading it; the file store always opens the file itself. */
+  int stream;
   void (*on_ready)(struct cap_objin *in, const struct cap_storage_err *err);
+  /* A streamed input can no longer be read (replaced, removed, the store
+   * failing after every retry): the children will not finish.  Runs at
+   * most once, after on_ready. */
+  void (*on_fault)(struct cap_objin *in, const struct cap_storage_err *err);
   void *data;
   /* Results. */
   int fd; /* The input's, owned by in until cap_objstore_close_input. */
   uint64_t size;
+  const char *url; /* A streamed input's loopback URL, or NULL. */
+  int port;        /* Its port (the one children may connect to), or 0. */
   struct cap_storage_err err;
+  /* What the children read of a streamed input (requests, bytes, ...). */
+  struct cap_insrc src;
   /* Private. */
   struct cap_s3_req *req;
   char tmp[64]; /* The download's temp file, discarded on close. */

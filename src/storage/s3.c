@@ -52,6 +52,7 @@ void cap_s3_req_init(struct cap_s3_req *r, struct cap_s3 *s3) {
   r->s3 = s3;
   r->body_fd = -1;
   r->out_fd = -1;
+  r->length = -1;
   r->resp_max = 1 << 20;
   cap_buf_init(&r->resp);
 }
@@ -74,6 +75,19 @@ static size_t on_write(char *ptr, size_t size, size_t n, void *arg) {
   size_t len = size * n;
   long status = 0;
   curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+  if (r->sink && status >= 200 && status < 300) {
+    /* A store that ignored the Range of a resumed read would send the
+     * object from its first byte again: fail rather than repeat bytes. */
+    if (r->ranged && status == 200 && r->range_start + r->got > 0) {
+      snprintf(r->err_code, sizeof(r->err_code), "range_ignored");
+      snprintf(r->err_msg, sizeof(r->err_msg), "The store answered a range with the whole object");
+      return 0;
+    }
+    size_t took = r->sink(r, ptr, len);
+    if (took == len)
+      r->got += len;
+    return took;
+  }
   if (r->out_fd >= 0 && status >= 200 && status < 300) {
     if (r->out_max && r->bytes_out + len > r->out_max) {
       snprintf(r->err_code, sizeof(r->err_code), "too_large");
@@ -233,6 +247,9 @@ static void on_done(CURL *easy, CURLcode result, void *arg) {
   r->curl_result = result;
   r->status = 0;
   curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &r->status);
+  curl_off_t cl = -1;
+  if (curl_easy_getinfo(easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) == CURLE_OK)
+    r->length = cl;
   count_attempt(r, easy, result);
   curl_easy_cleanup(easy);
   r->easy = NULL;
@@ -241,6 +258,14 @@ static void on_done(CURL *easy, CURLcode result, void *arg) {
 
   int again = (result != CURLE_OK && retriable_curl(result) && r->err_code[0] == '\0') ||
               (result == CURLE_OK && (r->status >= 500 || r->status == 429));
+  /* A body cut short is not all an attempt can get wrong: a 2xx whose
+   * length falls short of what was asked is resumed too. */
+  if (again && r->sink && r->got > r->got_at_attempt) {
+    /* This attempt moved the read on: the next goes on from there, and the
+     * retry budget is for attempts that get nowhere. */
+    r->attempt = 0;
+    r->resumes++;
+  }
   if (!again || r->attempt >= r->s3->conf->retries) {
     finish(r);
     return;
@@ -289,6 +314,8 @@ static void object_path(const struct cap_s3_req *r, struct cap_buf *raw) {
 /* Clears what a previous attempt left in r. */
 static void reset_attempt(struct cap_s3_req *r) {
   r->body_pos = 0;
+  r->got_at_attempt = r->got;
+  r->length = -1;
   r->etag[0] = '\0';
   r->err_code[0] = '\0';
   r->err_msg[0] = '\0';
@@ -374,6 +401,16 @@ static void build_headers(struct cap_s3_req *r, const struct signed_req *s) {
    * part a round trip. */
   r->headers = curl_slist_append(r->headers, "Accept:");
   r->headers = curl_slist_append(r->headers, "Expect:");
+  if (r->ranged) {
+    /* Only what the sink has not taken yet. */
+    cap_buf_reset(&hdr);
+    cap_buf_printf(&hdr, "Range: bytes=%llu-", (unsigned long long)(r->range_start + r->got));
+    if (r->range_end != CAP_S3_RANGE_OPEN)
+      cap_buf_printf(&hdr, "%llu", (unsigned long long)r->range_end);
+    r->headers = curl_slist_append(r->headers, hdr.data);
+  }
+  if (r->if_match)
+    add_header(r, &hdr, "If-Match", r->if_match);
   cap_buf_free(&hdr);
 }
 
@@ -502,6 +539,11 @@ void cap_s3_req_free(struct cap_s3_req *r, void (*on_freed)(struct cap_s3_req *r
   }
   if (on_freed)
     on_freed(r);
+}
+
+void cap_s3_req_resume(struct cap_s3_req *r) {
+  if (r->easy && r->in_flight)
+    curl_easy_pause(r->easy, CURLPAUSE_CONT);
 }
 
 void cap_s3_req_cancel(struct cap_s3_req *r, void (*on_freed)(struct cap_s3_req *r)) {

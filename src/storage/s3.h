@@ -46,6 +46,12 @@ struct cap_s3 {
 };
 
 typedef void (*cap_s3_done_fn)(struct cap_s3_req *r);
+/* Takes all n bytes of a 2xx body and returns n, or takes none and returns
+ * CAP_S3_SINK_PAUSE (curl holds them until cap_s3_req_resume), or returns 0
+ * to fail the request. */
+typedef size_t (*cap_s3_sink_fn)(struct cap_s3_req *r, const char *p, size_t n);
+#define CAP_S3_SINK_PAUSE  CURL_WRITEFUNC_PAUSE
+#define CAP_S3_RANGE_OPEN  UINT64_MAX
 
 struct cap_s3_query {
   const char *name;
@@ -71,7 +77,17 @@ struct cap_s3_req {
    * (a form type on POST) is suppressed, so the store never keeps one. */
   const char *content_type;
   const char *cache_control;
-  /* Response: to a file (out_fd >= 0, GET) or into resp (at most resp_max bytes). */
+  /* A byte range of the object (GET): bytes range_start..range_end, both
+   * inclusive; range_end CAP_S3_RANGE_OPEN for "to the end".  A retry
+   * asks only for what the sink has not taken yet. */
+  int ranged;
+  uint64_t range_start, range_end;
+  /* Sent (unsigned) when not NULL: pins the object to this ETag, so a
+   * replaced object answers 412 instead of other bytes. */
+  const char *if_match;
+  /* Response: to a file (out_fd >= 0, GET), to sink (a 2xx body, handed
+   * over as it arrives), or into resp (at most resp_max bytes). */
+  cap_s3_sink_fn sink;
   int out_fd;
   uint64_t out_max; /* 0: no cap. */
   size_t resp_max;
@@ -84,6 +100,9 @@ struct cap_s3_req {
   char err_msg[256];
   int attempt;
   uint64_t bytes_out; /* Response bytes written to out_fd. */
+  int64_t length;     /* The answer's Content-Length (a HEAD's object size); -1 unknown. */
+  uint64_t got;       /* Body bytes the sink took, over every attempt. */
+  int resumes;        /* Attempts that went on from where a failed one had stopped. */
   cap_s3_done_fn done;
   void *data;
 
@@ -91,6 +110,7 @@ struct cap_s3_req {
   CURL *easy;
   struct curl_slist *headers;
   size_t body_pos;
+  uint64_t got_at_attempt; /* got when the current attempt began. */
   uv_timer_t retry_timer;
   int timer_open;
   int in_flight;
@@ -112,6 +132,9 @@ void cap_s3_start(struct cap_s3_req *r);
 void cap_s3_req_cancel(struct cap_s3_req *r, void (*on_freed)(struct cap_s3_req *r));
 /* Releases what r holds after done; on_freed as for cancel. */
 void cap_s3_req_free(struct cap_s3_req *r, void (*on_freed)(struct cap_s3_req *r));
+/* Lets a sink that returned CAP_S3_SINK_PAUSE take bytes again; the held
+ * ones may reach it before this returns.  Not from inside the sink. */
+void cap_s3_req_resume(struct cap_s3_req *r);
 /* Returns 1 when r ended with a 2xx answer. */
 int cap_s3_ok(const struct cap_s3_req *r);
 /* Returns 1 when a failed r may succeed if sent again later: it got no

@@ -532,6 +532,13 @@ void cap_storage_start(struct cap_storage *st) {
   r->method = "HEAD";
   r->done = on_head_done;
   cap_s3_start(r);
+  int rc = cap_inputsrv_start(&st->insrv, st->loop, &st->s3);
+  if (rc < 0) {
+    /* Inputs are downloaded whole instead; the job says so. */
+    struct cap_log_rec *l = cap_log_begin(CAP_LOG_WARN, "input.listen_failed");
+    cap_log_str(l, "error", uv_strerror(rc));
+    cap_log_end(l);
+  }
   sweep(st);
   uint64_t every = (uint64_t)st->cfg->orphan_sweep_s * 1000;
   if (every)
@@ -549,6 +556,7 @@ void cap_storage_stop(struct cap_storage *st) {
     uv_close((uv_handle_t *)&st->retry_timer, NULL);
     st->retry_timer_open = 0;
   }
+  cap_inputsrv_stop(&st->insrv, NULL);
   while (own_reqs) {
     struct st_req *q = own_reqs;
     if (q->r.nquery && (q->r.done == on_abort_done || q->r.done == on_deferred_abort_done))

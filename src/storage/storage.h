@@ -2,6 +2,7 @@
 #define CAP_STORAGE_H
 
 #include "curlloop.h"
+#include "inputsrv.h"
 #include "s3.h"
 #include "upload.h"
 
@@ -45,6 +46,8 @@ struct cap_storage {
   struct cap_s3_conf conf;
   struct cap_curlloop *cl; /* The app's, shared with the registry client. */
   struct cap_s3 s3;
+  /* The loopback endpoint children read S3 inputs through (stream mode). */
+  struct cap_inputsrv insrv;
   struct cap_bufpool pool;
   uv_timer_t sweep_timer;
   int sweep_timer_open;
