@@ -738,8 +738,12 @@ static void on_input_ready(struct cap_objin *in, const struct cap_storage_err *e
  * error) rather than with the child's I/O error. */
 static void on_input_fault(struct cap_objin *in, const struct cap_storage_err *err) {
   struct cap_job *j = in->data;
-  if (!cap_job_done(j))
-    fail(j, cap_storerr_err(err), err->msg);
+  if (cap_job_done(j))
+    return;
+  fail(j, cap_storerr_err(err), err->msg);
+  /* Nothing it would write could be kept: abort the output, stop ffmpeg. */
+  cap_jobio_abort(&j->io, CAP_STORAGE_E_FAILED, j->err_msg);
+  kill_child(j);
 }
 
 /* A ladder job's own steps: what the source is, the package's directories

@@ -22,6 +22,8 @@
 /* Bytes queued to one child before its store read pauses; it resumes at
  * half.  With curl's own receive buffer this bounds a connection's memory. */
 #define WQ_MAX (256 * 1024)
+/* The socket send buffer asked for each connection. */
+#define SNDBUF (256 * 1024)
 /* Connections the endpoint holds at once; children open one per range. */
 #define MAX_CONNS 256
 /* A connection that has sent no complete request for this long is closed.
@@ -62,6 +64,7 @@ struct cap_inconn {
   int req_live;     /* req holds a transfer or a timer (cancel before freeing). */
   int req_paused;   /* The sink said pause: resume once the queue drains. */
   int nwrites;      /* Writes whose callback has not run yet. */
+  int resumes_seen; /* req.resumes already counted. */
   uint64_t first;   /* The range being sent. */
   uint64_t want;    /* Its length. */
   int closes;       /* Handles and the store read still closing. */
@@ -288,10 +291,24 @@ static void conn_error(struct cap_inconn *c, enum cap_err e, const char *reason)
 
 /* ---- Connections: the store read ---- */
 
+/* Counts the resumes of c's store read as they happen: a read the child
+ * abandons (it seeks) never reaches on_range_done. */
+static void count_resumes(struct cap_inconn *c) {
+  int more = c->req.resumes - c->resumes_seen;
+  if (more <= 0)
+    return;
+  c->resumes_seen = c->req.resumes;
+  c->srv->stats.resumes += (uint64_t)more;
+  if (c->src)
+    c->src->resumes += (uint64_t)more;
+  cap_metrics_add(CAP_M_INPUT_RESUMES, NULL, (double)more);
+}
+
 static size_t on_body(struct cap_s3_req *r, const char *p, size_t n) {
   struct cap_inconn *c = container_of(r, struct cap_inconn, req);
   if (c->state != C_SENDING)
     return 0;
+  count_resumes(c);
   if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) >= c->srv->wq_max) {
     c->req_paused = 1;
     return CAP_S3_SINK_PAUSE;
@@ -331,11 +348,7 @@ static void on_req_freed(struct cap_s3_req *r) {
 static void on_range_done(struct cap_s3_req *r) {
   struct cap_inconn *c = container_of(r, struct cap_inconn, req);
   struct cap_insrc *src = c->src;
-  c->srv->stats.resumes += (uint64_t)r->resumes;
-  if (r->resumes)
-    cap_metrics_add(CAP_M_INPUT_RESUMES, NULL, (double)r->resumes);
-  if (src)
-    src->resumes += (uint64_t)r->resumes;
+  count_resumes(c);
   if (cap_s3_ok(r) && r->got == c->want) {
     cap_s3_req_free(r, on_req_freed);
     conn_flush(c);
@@ -374,6 +387,7 @@ static void start_range(struct cap_inconn *c, struct cap_insrc *src, uint64_t fi
   r->done = on_range_done;
   c->req_live = 1;
   c->req_paused = 0;
+  c->resumes_seen = 0;
   c->first = first;
   c->want = last - first + 1;
   move(c, C_SENDING);
@@ -596,6 +610,11 @@ static void on_connection(uv_stream_t *l, int status) {
     return;
   }
   uv_tcp_nodelay(&c->tcp, 1);
+  /* The kernel's send buffer would otherwise grow to megabytes on
+   * loopback: bytes fetched from the store that the child may never read
+   * (a probe reads the start and leaves). */
+  int sndbuf = SNDBUF;
+  uv_send_buffer_size((uv_handle_t *)&c->tcp, &sndbuf);
   uv_timer_start(&c->idle, on_idle, IDLE_MS, IDLE_MS);
   uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
