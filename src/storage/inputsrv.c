@@ -65,6 +65,7 @@ struct cap_inconn {
   int req_paused;   /* The sink said pause: resume once the queue drains. */
   int nwrites;      /* Writes whose callback has not run yet. */
   int resumes_seen; /* req.resumes already counted. */
+  int child_gone;   /* A write to the child failed inside the sink. */
   uint64_t first;   /* The range being sent. */
   uint64_t want;    /* Its length. */
   int closes;       /* Handles and the store read still closing. */
@@ -276,8 +277,9 @@ static void conn_error(struct cap_inconn *c, enum cap_err e, const char *reason)
                    cap_err_code(e));
   cap_buf_printf(&out,
                  "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-                 "Connection: close\r\n\r\n%s",
-                 cap_err_status(e), cap_err_status(e) == 404 ? "Not Found" : "Error", n, body);
+                 "%sConnection: close\r\n\r\n%s",
+                 cap_err_status(e), cap_err_status(e) == 404 ? "Not Found" : "Error", n,
+                 e == CAP_E_METHOD_NOT_ALLOWED ? "Allow: GET, HEAD\r\n" : "", body);
   refused(c->srv, reason);
   c->close_after = 1;
   if (conn_write(c, out.data, out.len) < 0) {
@@ -313,10 +315,17 @@ static size_t on_body(struct cap_s3_req *r, const char *p, size_t n) {
     c->req_paused = 1;
     return CAP_S3_SINK_PAUSE;
   }
-  if (r->got + n > c->want)
-    return 0; /* More than asked for: the store is not answering the range. */
-  if (conn_write(c, p, n) < 0)
+  if (r->got + n > c->want) {
+    /* More than asked for: the store is not answering the range. */
+    snprintf(r->err_code, sizeof(r->err_code), "range_ignored");
     return 0;
+  }
+  if (conn_write(c, p, n) < 0) {
+    /* The child has gone; the read ends (curl cannot be stopped from
+     * inside its own callback) without blaming the input. */
+    c->child_gone = 1;
+    return 0;
+  }
   c->srv->stats.bytes += n;
   cap_metrics_add(CAP_M_INPUT_BYTES, NULL, (double)n);
   if (c->src)
@@ -329,6 +338,10 @@ static enum cap_insrc_fault fault_of(const struct cap_s3_req *r) {
     return CAP_INSRC_CHANGED;
   if (r->status == 403)
     return CAP_INSRC_DENIED;
+  /* A store that ignored the range, or sent more than asked, is not a
+   * network fault that waiting could mend. */
+  if (r->err_code[0] && strcmp(r->err_code, "range_ignored") == 0)
+    return CAP_INSRC_FAILED;
   return cap_s3_transient(r) ? CAP_INSRC_UNAVAILABLE : CAP_INSRC_FAILED;
 }
 
@@ -352,6 +365,10 @@ static void on_range_done(struct cap_s3_req *r) {
   if (cap_s3_ok(r) && r->got == c->want) {
     cap_s3_req_free(r, on_req_freed);
     conn_flush(c);
+    return;
+  }
+  if (c->child_gone) {
+    conn_close(c);
     return;
   }
   enum cap_insrc_fault why = cap_s3_ok(r) ? CAP_INSRC_FAILED : fault_of(r);
@@ -388,6 +405,7 @@ static void start_range(struct cap_inconn *c, struct cap_insrc *src, uint64_t fi
   c->req_live = 1;
   c->req_paused = 0;
   c->resumes_seen = 0;
+  c->child_gone = 0;
   c->first = first;
   c->want = last - first + 1;
   move(c, C_SENDING);

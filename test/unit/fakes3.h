@@ -3,7 +3,14 @@
  * storage backends: objects (PUT, GET, HEAD, DELETE), multipart uploads
  * (create, parts, complete, abort, list) and the bucket's HEAD.  It counts
  * every operation, keeps each upload's part sizes, and answers the next N
- * requests of one operation with a chosen error (fake_fail). */
+ * requests of one operation with a chosen error (fake_fail).
+ *
+ * Every stored object has the ETag FAKE_ETAG (or f->etag when set).  A GET
+ * honours "Range: bytes=a-b" and "bytes=a-" (206 with Content-Range, 416
+ * past the end) and any GET or HEAD of an object honours If-Match (412
+ * PreconditionFailed when it names another ETag).  fake_cut makes the next
+ * GETs of an object send only the first bytes of their body, then drop the
+ * connection: a store failing mid-body. */
 #ifndef CAP_TEST_FAKES3_H
 #define CAP_TEST_FAKES3_H
 
@@ -26,6 +33,8 @@ enum fake_op {
 
 #define FAKE_MAX_OBJECTS 16
 #define FAKE_MAX_PARTS   64
+/* The ETag of every stored object unless fake_s3.etag says otherwise. */
+#define FAKE_ETAG "\"e1\""
 
 struct fake_obj {
   char key[256];
@@ -52,7 +61,24 @@ struct fake_s3 {
   /* Extra XML for the multipart listing. */
   const char *list_xml;
   char last_content_type[128];
+  /* Objects' ETag when not NULL (FAKE_ETAG otherwise). */
+  const char *etag;
+  /* The next cut_n GETs of an object send cut_after body bytes, then close. */
+  int cut_n;
+  size_t cut_after;
+  /* What the last GET or HEAD of an object asked ("" when absent), and the
+   * answers given to ranges and preconditions. */
+  char last_range[128];
+  char last_if_match[130];
+  int ranges, unsatisfiable, precondition_failed;
 };
+
+/* Makes the next n GETs of an object stop after `after` body bytes and drop
+ * the connection (the head announces the whole length). */
+static inline void fake_cut(struct fake_s3 *f, int n, size_t after) {
+  f->cut_n = n;
+  f->cut_after = after;
+}
 
 static inline void fake_fail(struct fake_s3 *f, enum fake_op op, int n, int status,
                              const char *code) {
@@ -108,6 +134,85 @@ static inline void fake_error(struct sconn *c, int status, const char *code, int
   srv_respond_h(c, status, NULL, body, (size_t)n, 0, head);
 }
 
+/* Parses a Range value for an object of len bytes: "bytes=a-b" or
+ * "bytes=a-" (b clamped to the end).  Returns 1 with the inclusive range,
+ * -1 when it starts past the end, 0 when it is not one of those (ignored:
+ * the whole object is sent). */
+static inline int fake_range(const char *v, size_t vl, size_t len, size_t *a, size_t *b) {
+  char buf[128];
+  if (vl >= sizeof(buf))
+    return 0;
+  memcpy(buf, v, vl);
+  buf[vl] = '\0';
+  if (strncmp(buf, "bytes=", 6) != 0 || buf[6] < '0' || buf[6] > '9')
+    return 0;
+  char *end;
+  unsigned long long first = strtoull(buf + 6, &end, 10), last = ~0ULL;
+  if (*end != '-')
+    return 0;
+  if (end[1]) {
+    if (end[1] < '0' || end[1] > '9')
+      return 0;
+    last = strtoull(end + 1, &end, 10);
+    if (*end || last < first)
+      return 0;
+  }
+  if (first >= len)
+    return -1;
+  *a = (size_t)first;
+  *b = last >= len ? len - 1 : (size_t)last;
+  return 1;
+}
+
+/* Answers a GET or HEAD of o (NULL: the bucket) after If-Match and Range. */
+static inline void fake_get(struct fake_s3 *f, struct sconn *c, const struct srv_req *rq,
+                            struct fake_obj *o, int head) {
+  const char *etag = f->etag ? f->etag : FAKE_ETAG;
+  size_t vl;
+  char hdrs[512];
+  if (o == NULL) {
+    srv_respond_h(c, 200, "ETag: \"e1\"\r\n", "", 0, 0, head);
+    return;
+  }
+  const char *im = srv_header(rq->head, "If-Match", &vl);
+  snprintf(f->last_if_match, sizeof(f->last_if_match), "%.*s", im ? (int)vl : 0, im ? im : "");
+  if (im && !(vl == 1 && im[0] == '*') && !(vl == strlen(etag) && memcmp(im, etag, vl) == 0)) {
+    f->precondition_failed++;
+    fake_error(c, 412, "PreconditionFailed", head);
+    return;
+  }
+  const char *rg = head ? NULL : srv_header(rq->head, "Range", &vl);
+  snprintf(f->last_range, sizeof(f->last_range), "%.*s", rg ? (int)vl : 0, rg ? rg : "");
+  size_t a = 0, b = o->len ? o->len - 1 : 0;
+  int ranged = rg ? fake_range(rg, vl, o->len, &a, &b) : 0;
+  if (ranged < 0) {
+    f->unsatisfiable++;
+    static const char body[] =
+        "<Error><Code>InvalidRange</Code><Message>fake 416</Message></Error>";
+    snprintf(hdrs, sizeof(hdrs), "Content-Range: bytes */%zu\r\n", o->len);
+    srv_respond_h(c, 416, hdrs, body, sizeof(body) - 1, 0, 0);
+    return;
+  }
+  int n = snprintf(hdrs, sizeof(hdrs), "ETag: %s\r\nAccept-Ranges: bytes\r\n", etag);
+  if (ranged) {
+    f->ranges++;
+    snprintf(hdrs + n, sizeof(hdrs) - (size_t)n, "Content-Range: bytes %zu-%zu/%zu\r\n", a, b,
+             o->len);
+  }
+  size_t len = o->len ? b - a + 1 : 0;
+  if (!head && f->cut_n > 0 && f->cut_after < len) {
+    /* The head promises len bytes; the body stops short and the
+     * connection drops. */
+    f->cut_n--;
+    size_t total;
+    char *data = srv_format(ranged ? 206 : 200, hdrs, o->data + a, len, 1, 0, &total);
+    c->stop_reading = 1;
+    srv_write(c, data, total - (len - f->cut_after), 1);
+    return;
+  }
+  srv_respond_h(c, ranged ? 206 : 200, hdrs, o->data + a, len, 0, head);
+}
+
 static inline enum fake_op fake_classify(const struct srv_req *rq, int has_key) {
   int uploads = strstr(rq->query, "uploads") != NULL;
   int upload_id = strstr(rq->query, "uploadId=") != NULL;
@@ -153,7 +258,7 @@ static inline void fake_handle(struct sconn *c, const struct srv_req *rq) {
       fake_error(c, 404, "NoSuchKey", head);
       return;
     }
-    srv_respond_h(c, 200, "ETag: \"e1\"\r\n", o ? o->data : "", o ? o->len : 0, 0, head);
+    fake_get(f, c, rq, o, head);
     return;
   case OP_PUT:
     fake_put(f, key, rq->body, rq->body_len);
