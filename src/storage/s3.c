@@ -520,6 +520,13 @@ static void on_timer_closed(uv_handle_t *h) {
 
 void cap_s3_req_free(struct cap_s3_req *r, void (*on_freed)(struct cap_s3_req *r)) {
   if (r->in_flight && r->easy) {
+    /* A transfer stopped half way (a child that seeks abandons its read)
+     * still moved bytes. */
+    curl_off_t up = 0, down = 0;
+    curl_easy_getinfo(r->easy, CURLINFO_SIZE_UPLOAD_T, &up);
+    curl_easy_getinfo(r->easy, CURLINFO_SIZE_DOWNLOAD_T, &down);
+    cap_metrics_add(CAP_M_STORAGE_BYTES_UPLOADED, NULL, (double)up);
+    cap_metrics_add(CAP_M_STORAGE_BYTES_DOWNLOADED, NULL, (double)down);
     cap_curlloop_remove(r->s3->cl, r->easy);
     curl_easy_cleanup(r->easy);
     r->easy = NULL;

@@ -105,8 +105,9 @@ class DrainWithJobs(unittest.TestCase):
         # descriptor) leaks into the children.
         time.sleep(0.8)
         for pid in pgids:
-            # The downloaded input is the one file handed over (as fd 3,
-            # which ffmpeg opens again as /dev/fd/3).
+            # A downloaded input is the one file handed over (as fd 3,
+            # which ffmpeg opens again as /dev/fd/3); a streamed one is
+            # read over loopback HTTP and nothing is shared.
             shared = {n: t for n, t in mt.shared_fds(srv.proc.pid, pid).items()
                       if not (t.startswith(os.path.join(mt.data_dir(srv), ".cap-tmp", ""))
                               and t.endswith(".in"))}
