@@ -203,8 +203,8 @@ struct cap_job *cap_job_create(struct cap_job_owner *o, const struct cap_execreq
   /* The server's input_mode unless the preset says otherwise; the file
    * store reads its files directly either way. */
   const char *mode = o->cfg->input_mode;
-  j->in.stream = p && p->input_stream >= 0 ? p->input_stream
-                                           : mode == NULL || strcmp(mode, "download") != 0;
+  j->in.stream =
+      p && p->input_stream >= 0 ? p->input_stream : mode == NULL || strcmp(mode, "download") != 0;
   return j;
 }
 

@@ -452,10 +452,9 @@ static void answer(struct cap_inconn *c, const struct cap_request *req) {
     if (ranged)
       cap_buf_printf(&out, "Content-Range: bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64 "\r\n", first,
                      last, src->size);
-    cap_buf_printf(&out,
-                   "Content-Type: application/octet-stream\r\nContent-Length: %" PRIu64
-                   "\r\n%s\r\n",
-                   len, c->close_after ? "Connection: close\r\n" : "");
+    cap_buf_printf(
+        &out, "Content-Type: application/octet-stream\r\nContent-Length: %" PRIu64 "\r\n%s\r\n",
+        len, c->close_after ? "Connection: close\r\n" : "");
     if (!head && len > 0) {
       if (first != src->next_off) {
         srv->stats.seeks++;
@@ -505,8 +504,7 @@ static void conn_process(struct cap_inconn *c) {
       continue;
     }
     if (ev == CAP_HTTPPARSE_ERROR) {
-      conn_error(c, c->parser.err != CAP_E_NONE ? c->parser.err : CAP_E_BAD_REQUEST,
-                 "bad_request");
+      conn_error(c, c->parser.err != CAP_E_NONE ? c->parser.err : CAP_E_BAD_REQUEST, "bad_request");
       return;
     }
     break; /* MORE: everything was used. */

@@ -59,10 +59,10 @@ enum cap_insrc_fault {
  * the struct, fills key/etag/size, and calls cap_insrc_open. */
 struct cap_insrc {
   struct cap_inputsrv *srv;
-  const char *key;  /* Borrowed until cap_insrc_close. */
-  char etag[130];   /* The ETag every range is pinned to. */
-  uint64_t size;    /* The object's size in bytes. */
-  char url[96];     /* http://127.0.0.1:<port>/in/<secret>, what the children read. */
+  const char *key; /* Borrowed until cap_insrc_close. */
+  char etag[130];  /* The ETag every range is pinned to. */
+  uint64_t size;   /* The object's size in bytes. */
+  char url[96];    /* http://127.0.0.1:<port>/in/<secret>, what the children read. */
   /* Called once when a range failed for good (r: the failed request, for
    * its status and message); the children cannot finish reading. */
   void (*on_fault)(struct cap_insrc *src, enum cap_insrc_fault why, const struct cap_s3_req *r);
