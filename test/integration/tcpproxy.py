@@ -10,6 +10,10 @@ which cover the Host header cap-server sends, still verify).
     proxy.stall_request(lambda r: r.is_part, seconds=5, after_body=1 << 20)
     proxy.refuse(); ...; proxy.accept()        # close / reopen the listener
     proxy.respond_request(lambda r: r.kind == "abort", 403)  # answer it here
+    proxy.reset_response(lambda r: r.kind == "get", after_body=1 << 20)
+    proxy.stall_response(lambda r: r.kind == "get", seconds=5, after_body=100000)
+    proxy.set_rate(25_000_000, direction="s2c")  # a 200 Mbit/s home link down
+    proxy.clear()                              # no rules, no delay, no rate
     proxy.stop()
 
 Standard library only: one asyncio loop in a daemon thread; the control
@@ -28,15 +32,56 @@ drops its bytes and answers it itself (a canned S3 error), on the same
 keep-alive connection, which then carries on to the server as before.
 While such a rule is set, the bytes of a request head are held until the
 head is complete, so that a head split across reads is never half sent.
+
+The server-to-client stream is parsed as HTTP/1.1 responses too (status
+line, headers, then a Content-Length or chunked body, or one that runs to
+the close; none for HEAD, 1xx, 204 and 304; interim 1xx answers such as
+100 Continue are skipped).  Responses come in the order of the requests
+the server got on the connection (curl does not pipeline), so each is
+recorded on its Request: .status (None until its head is seen),
+.response_headers (lowercase name -> value), .response_length (its
+Content-Length, None without one), .response_forwarded (body bytes
+forwarded to the client so far) and .response_complete.  A request the
+proxy answered itself gets its canned answer recorded the same way.
+
+reset_response / stall_response hit a response at an offset of its body
+(for a chunked body, an offset in the raw chunked bytes): the rule is
+matched against the request when its head goes by, and fires once exactly
+after_body body bytes have been forwarded (a read is split if needed).  A
+response reset first waits (up to 5 s without progress) until the client
+has acknowledged every byte written to it, so that the client really got
+after_body bytes before its RST (an RST discards unsent data); then it
+resets the client connection as above and drops the upstream.  A response
+stall holds only the server-to-client direction.
+
+set_rate(bytes_per_s, direction) is a token bucket per direction shared by
+every connection, with asyncio.sleep for the deficit (no busy wait): at
+most BURST = 64 KiB go ahead of the link's schedule (writes are cut into
+pieces that size while it is on); a link idle for a while starts again
+with 64 KiB of credit.  Time the proxy's own thread lost while it had
+bytes queued (a busy machine: the scheduler, the GIL) is made up for, up
+to 0.1 s, as a real link would have kept sending from its queue; time the
+server or the client kept it waiting is not.  The reader from the server
+may run UPSTREAM_BUFFER = 2 MiB ahead (the link's queue).  Measured on 2
+cores: 250 MB at 25 MB/s through the Swift bed to curl took 10.00-10.05 s
+by curl's clock from the first byte, the proxy thread using ~6-8% of a
+core.  Reads are CHUNK = 256 KiB (64 KiB while a set_delay applies, so
+that a delay per chunk slows a transfer as it always did).
 """
 import asyncio
+import collections
+import fcntl
 import socket
 import struct
+import termios
 import threading
 import time
 import urllib.parse
 
-CHUNK = 65536
+CHUNK = 262144          # read size
+DELAY_CHUNK = 65536     # read size while a set_delay applies (the chunk it holds)
+BURST = 65536           # most bytes a throttled direction sends at once
+UPSTREAM_BUFFER = 2 << 20  # bytes read ahead from the server at most (asyncio's buffer)
 
 
 class Request:
@@ -57,6 +102,15 @@ class Request:
         self.answered = None        # the status the proxy answered it with itself
         self.fault_at = None        # when (time.time())
         self.body_start = 0         # offset of the body in the connection's c2s stream
+        # The response (recorded as it goes back to the client).
+        self.status = None          # int, once its status line was seen (final, not 1xx)
+        self.response_headers = {}  # lowercase name -> value
+        self.response_length = None  # its Content-Length (None without one)
+        self.response_forwarded = 0  # body bytes forwarded to the client so far
+        self.response_complete = False  # the whole response went to the client
+        self.response_body_start = None  # offset of its body in the s2c stream
+        self.response_body_end = None   # offset of its end there, once known
+        self._resp_rule = None      # (action, after_body, seconds) from a response rule
         u = urllib.parse.urlsplit(target)
         self.path = urllib.parse.unquote(u.path)
         self.query = dict(urllib.parse.parse_qsl(u.query, keep_blank_values=True))
@@ -87,15 +141,23 @@ class Request:
         return self.method.lower()
 
     def __repr__(self):
-        return "<Request #%d conn %d %s %s body %d/%d%s>" % (
+        resp = ""
+        if self.status is not None:
+            resp = " -> %d %d/%s%s" % (
+                self.status, self.response_forwarded,
+                "?" if self.response_length is None else self.response_length,
+                "" if self.response_complete else "...")
+        return "<Request #%d conn %d %s %s body %d/%d%s%s>" % (
             self.seq, self.conn, self.method, self.target[:120], self.body_forwarded,
-            self.content_length, " " + self.fault if self.fault else "")
+            self.content_length, resp, " " + self.fault if self.fault else "")
 
 
 class _Rule:
     def __init__(self, pred, action, count, after_body, seconds, response=None):
         self.pred = pred
-        self.action = action        # "reset", "stall" or "respond"
+        # "reset", "stall" or "respond" (request side); "reset_response" or
+        # "stall_response" (response side)
+        self.action = action
         self.left = count
         self.after_body = after_body
         self.seconds = seconds
@@ -109,6 +171,53 @@ _S3_ERRORS = {400: ("Bad Request", "InvalidRequest"), 403: ("Forbidden", "Access
               500: ("Internal Server Error", "InternalError"),
               501: ("Not Implemented", "NotImplemented"),
               503: ("Service Unavailable", "ServiceUnavailable")}
+
+
+class _Bucket:
+    """A token bucket of rate bytes/s, as virtual time: t_free is when a
+    link of that rate would have sent every byte admitted so far.  A caller
+    takes n bytes (t_free moves on n / rate) and sleeps until t_free has
+    come, so concurrent callers share the rate in turn, and at most burst
+    bytes go ahead of the link's schedule.
+
+    since is when the caller had those bytes in hand (queued in the proxy,
+    ready to go).  If they came more than max(jitter, burst / rate) after
+    the link went free, the link was idle: it starts again at since with
+    burst bytes of credit.  Otherwise the link had a queue and would have
+    kept sending it: time the proxy's own thread lost (the scheduler, the
+    GIL: the bytes were there, the thread was not) is made up for, up to
+    catch_up seconds, so the average rate holds on a busy machine.  Used
+    only from the loop's thread."""
+
+    def __init__(self, rate, burst=BURST, jitter=0.01, catch_up=0.1):
+        self.rate = float(rate)
+        self.burst = burst
+        self.idle = max(jitter, burst / self.rate)
+        self.catch_up = catch_up
+        self.t_free = time.monotonic() - burst / self.rate
+
+    async def take(self, n, since=None):
+        now = time.monotonic()
+        if since is None or since > now:
+            since = now
+        if since > self.t_free + self.idle:
+            self.t_free = since - self.burst / self.rate
+        self.t_free = max(self.t_free, now - self.catch_up) + n / self.rate
+        if self.t_free > now:
+            await asyncio.sleep(self.t_free - now)
+
+
+def _parse_head(head):
+    """(first line, lowercase header dict, lowercase names in order) of a
+    message head (bytes, without the blank line)."""
+    lines = head.decode("latin-1").split("\r\n")
+    hdrs = {}
+    names = []
+    for l in lines[1:]:
+        k, _, v = l.partition(":")
+        hdrs[k.strip().lower()] = v.strip()
+        names.append(k.strip().lower())
+    return lines[0], hdrs, names
 
 
 def _s3_error_response(status, code=None, message=None):
@@ -143,6 +252,22 @@ class _Conn:
         self.answer = None          # (request, response bytes) once drop_until is reached
         # (absolute c2s offset, action, seconds or (status, response), request)
         self.triggers = []
+        # response parser state (s2c)
+        self.awaiting = collections.deque()  # requests sent to the server, no answer yet
+        self.rhead = b""
+        self.rmode = None           # None: in a head; "length", "chunked", "eof"
+        self.rleft = 0              # bytes left of a Content-Length body or a chunk
+        self.rchunk = "size"        # chunked: "size", "data", "crlf", "trailer"
+        self.rline = b""            # chunked: a size or trailer line so far
+        self.rcur = None            # the Request whose response body is parsed
+        self.rparsed = 0            # server bytes fed to the parser
+        self.rinflight = []         # responses seen, not all forwarded yet
+        # [absolute s2c offset, action, seconds, request]
+        self.rtriggers = []
+        # Per direction, for set_rate: since when the bytes of the last
+        # read were in hand, and whether that read left more waiting.
+        self.since = {"c2s": 0.0, "s2c": 0.0}
+        self.backlog = {"c2s": False, "s2c": False}
 
 
 class TcpProxy:
@@ -161,6 +286,7 @@ class TcpProxy:
         self._delay = {"c2s": 0.0, "s2c": 0.0}
         self._delay_select = None
         self._stall_next = []       # (seconds, after_bytes) per coming connection
+        self._buckets = {"c2s": None, "s2c": None}  # set_rate's _Bucket per direction
         # counters
         self.connections = 0
         self.refused = False
@@ -289,6 +415,37 @@ class TcpProxy:
             self._rules.append(_Rule(pred, "respond", float("inf") if count is None else count,
                                      0, 0, resp))
 
+    def reset_response(self, pred, count=1, after_body=0):
+        """The next count requests for which pred(Request) is true (matched
+        when the request head goes by) get their connection reset (RST to
+        the client, upstream dropped) once exactly after_body bytes of their
+        RESPONSE body have reached the client (clamped to the body length:
+        after_body >= the length resets right after the whole response).
+        The request is marked fault "reset"."""
+        with self.lock:
+            self._rules.append(_Rule(pred, "reset_response", count, after_body, 0))
+
+    def stall_response(self, pred, seconds, count=1, after_body=0):
+        """The next count requests matching pred get their response held
+        (nothing more goes to the client; the connection stays open) for
+        seconds once after_body bytes of its body have been forwarded; then
+        it carries on.  The request is marked fault "stall"."""
+        with self.lock:
+            self._rules.append(_Rule(pred, "stall_response", count, after_body, seconds))
+
+    def set_rate(self, bytes_per_s, direction="both"):
+        """Throttle direction ("c2s", "s2c" or "both") to bytes_per_s over
+        all connections together (one token bucket per direction, bursts of
+        at most BURST bytes), like a home link: 25_000_000 is 200 Mbit/s.
+        0 or None removes the throttle."""
+        if direction not in ("c2s", "s2c", "both"):
+            raise ValueError("direction must be c2s, s2c or both: %r" % (direction,))
+        with self.lock:
+            for d in ("c2s", "s2c"):
+                if direction in (d, "both"):
+                    self._buckets[d] = _Bucket(bytes_per_s) if bytes_per_s else None
+            self._log("rate %s %s" % (direction, bytes_per_s or "off"))
+
     def stall_next(self, seconds, count=1, after_bytes=0):
         """The next count new connections stall for seconds once after_bytes
         client bytes have been forwarded."""
@@ -339,6 +496,11 @@ class TcpProxy:
             self._stall_next = []
             self._delay = {"c2s": 0.0, "s2c": 0.0}
             self._delay_select = None
+            self._buckets = {"c2s": None, "s2c": None}
+            # Response rules already matched to a request whose response
+            # has not reached its fault point are dropped too.
+            for r in self.requests:
+                r._resp_rule = None
 
     # --- observations -------------------------------------------------------
 
@@ -364,6 +526,21 @@ class TcpProxy:
                                      % (timeout, self.requests[-10:]))
             time.sleep(0.01)
 
+    def wait_response(self, pred, timeout=10, complete=False):
+        """Waits for a request matching pred whose response status has been
+        seen (and, with complete, whose whole response went to the
+        client); returns it."""
+        deadline = time.time() + timeout
+        while True:
+            with self.lock:
+                for r in self.requests:
+                    if r.status is not None and (r.response_complete or not complete) and pred(r):
+                        return r
+            if time.time() >= deadline:
+                raise AssertionError("no matching response through the proxy within %ss; seen %r"
+                                     % (timeout, self.requests[-10:]))
+            time.sleep(0.01)
+
     def summary(self):
         with self.lock:
             kinds = {}
@@ -375,6 +552,7 @@ class TcpProxy:
                     "requests": len(self.requests), "by_kind": kinds,
                     "faulted": [repr(r) for r in self.requests if r.fault],
                     "bytes_c2s": self.bytes_c2s, "bytes_s2c": self.bytes_s2c,
+                    "rate": {d: b.rate if b else None for d, b in self._buckets.items()},
                     "upstream_failures": self.upstream_failures}
 
     # --- internals ----------------------------------------------------------
@@ -451,7 +629,11 @@ class TcpProxy:
                 secs, after = self._stall_next.pop(0)
                 c.triggers.append((after, "stall", secs, None))
         try:
-            c.ur, c.uw = await asyncio.open_connection(*self.target)
+            # The reader from the server may run UPSTREAM_BUFFER ahead of what
+            # went on: the queue in front of a throttled link, so that a
+            # server slow for a moment does not leave the link idle.
+            c.ur, c.uw = await asyncio.open_connection(*self.target,
+                                                       limit=UPSTREAM_BUFFER // 2)
         except OSError as e:
             with self.lock:
                 self.upstream_failures += 1
@@ -474,11 +656,23 @@ class TcpProxy:
         return 0.0
 
     async def _wait_stall(self, c):
+        """Waits out a stall of the connection; True if there was one."""
+        waited = False
         while not c.dead:
             left = c.stall_until - time.time()
             if left <= 0:
-                return
+                break
+            waited = True
             await asyncio.sleep(min(left, 0.05))
+        return waited
+
+    def _got(self, c, direction, reader):
+        """Notes, after a read, since when its bytes were in hand: since
+        the read before if that one left bytes waiting in the reader."""
+        if not c.backlog[direction]:
+            c.since[direction] = time.monotonic()
+        # asyncio's StreamReader keeps what it has read ahead in _buffer.
+        c.backlog[direction] = bool(len(getattr(reader, "_buffer", b"")))
 
     def _parse(self, c, data):
         """Feeds client bytes to the request parser; adds triggers for new
@@ -525,13 +719,17 @@ class TcpProxy:
                 c.body_left = req.content_length
                 if req.content_length == 0:
                     req.complete = True
+                answered = reset = False
                 for rule in self._rules:
+                    if rule.action not in ("reset", "stall", "respond"):
+                        continue
                     if rule.left > 0 and rule.pred(req):
                         rule.left -= 1
                         if rule.action == "respond":
                             # From the first byte of its head: none of it goes on.
                             c.triggers.append((head_start, "respond", rule.response, req))
                             self._log("rule respond %d armed for %r" % (rule.response[0], req))
+                            answered = True
                             break
                         at = req.body_start + min(rule.after_body, req.content_length)
                         if rule.action == "reset" and rule.after_body >= req.content_length:
@@ -539,7 +737,22 @@ class TcpProxy:
                             at = req.body_start + req.content_length
                         c.triggers.append((at, rule.action, rule.seconds, req))
                         self._log("rule %s armed for %r at offset %d" % (rule.action, req, at))
+                        reset = rule.action == "reset"
                         break
+                if not answered:
+                    # Its answer will come from the server, after those of
+                    # the requests before it on this connection.
+                    c.awaiting.append(req)
+                if not answered and not reset:
+                    for rule in self._rules:
+                        if rule.action not in ("reset_response", "stall_response"):
+                            continue
+                        if rule.left > 0 and rule.pred(req):
+                            rule.left -= 1
+                            req._resp_rule = (rule.action, rule.after_body, rule.seconds)
+                            self._log("rule %s armed for %r after %d response body bytes"
+                                      % (rule.action, req, rule.after_body))
+                            break
 
     def _responding(self):
         with self.lock:
@@ -570,6 +783,12 @@ class TcpProxy:
             with self.lock:
                 req.body_forwarded = req.content_length
                 req.complete = True
+                head, _, body = resp[1].partition(b"\r\n\r\n")
+                _, req.response_headers, _ = _parse_head(head)
+                req.status = resp[0]
+                req.response_length = len(body)
+                req.response_forwarded = len(body)
+                req.response_complete = True
                 self._log("answered %r with %d" % (req, resp[0]))
             c.cw.write(resp[1])
             await c.cw.drain()
@@ -588,7 +807,8 @@ class TcpProxy:
     async def _pump_c2s(self, c):
         try:
             while not c.dead:
-                data = await c.cr.read(CHUNK)
+                data = await c.cr.read(self._read_size(c, "c2s"))
+                self._got(c, "c2s", c.cr)
                 if not data:
                     if c.uw is not None and not c.dead:
                         try:
@@ -653,11 +873,14 @@ class TcpProxy:
                         self._log("stall conn %d for %.1fs at offset %d; request %r"
                                   % (c.index, secs, c.c2s_bytes, req))
                     await self._wait_stall(c)
+                    c.since["c2s"] = time.monotonic()
         except (ConnectionError, OSError):
             self._close(c, rst=False)
 
     async def _forward(self, c, data, direction):
-        await self._wait_stall(c)
+        since = c.since[direction]
+        if await self._wait_stall(c):
+            since = time.monotonic()
         if c.dead:
             return
         d = self._delay_for(c, direction)
@@ -666,25 +889,273 @@ class TcpProxy:
                 self.delayed_chunks += 1
             await asyncio.sleep(d)
             await self._wait_stall(c)
+            since = time.monotonic()
             if c.dead:
                 return
         w = c.uw if direction == "c2s" else c.cw
-        w.write(data)
-        await w.drain()
+        # Response bytes are counted just before they go, so that a client
+        # that has them finds its response recorded (request bytes, as
+        # always, once written).
+        early = direction == "s2c"
+        if self._buckets[direction] is None:
+            if early:
+                self._count(c, direction, len(data))
+            w.write(data)
+            await w.drain()
+            if not early:
+                self._count(c, direction, len(data))
+            return
+        # Throttled: pieces of at most BURST bytes, each paid for first.
+        for i in range(0, len(data), BURST):
+            piece = data[i:i + BURST]
+            b = self._buckets[direction]
+            if b is not None:
+                await b.take(len(piece), since)
+                if c.dead:
+                    return
+            if early:
+                self._count(c, direction, len(piece))
+            w.write(piece)
+            blocked = w.transport.get_write_buffer_size() > 0
+            await w.drain()
+            if blocked:
+                # The receiver is the limit, not the link: no credit for
+                # the time it kept the rest waiting.
+                since = time.monotonic()
+            if not early:
+                self._count(c, direction, len(piece))
+
+    def _count(self, c, direction, n):
         with self.lock:
             if direction == "c2s":
-                c.c2s_bytes += len(data)
-                self.bytes_c2s += len(data)
+                c.c2s_bytes += n
+                self.bytes_c2s += n
             else:
-                c.s2c_bytes += len(data)
-                self.bytes_s2c += len(data)
+                c.s2c_bytes += n
+                self.bytes_s2c += n
+                self._account_s2c(c)
+
+    def _read_size(self, c, direction):
+        return DELAY_CHUNK if self._delay_for(c, direction) else CHUNK
+
+    # --- responses ----------------------------------------------------------
+
+    def _parse_response(self, c, data):
+        """Feeds server bytes to the response parser (data starts at
+        absolute s2c offset c.rparsed); records response heads on their
+        requests and arms response rules as absolute s2c offsets."""
+        base = c.rparsed
+        c.rparsed += len(data)
+        n = len(data)
+        pos = 0
+        while pos < n:
+            mode = c.rmode
+            if mode == "eof":
+                return
+            if mode == "length":
+                take = min(c.rleft, n - pos)
+                c.rleft -= take
+                pos += take
+                if c.rleft == 0:
+                    self._response_end(c, base + pos)
+                continue
+            if mode == "chunked":
+                if c.rchunk in ("data", "crlf"):
+                    take = min(c.rleft, n - pos)
+                    c.rleft -= take
+                    pos += take
+                    if c.rleft == 0:
+                        if c.rchunk == "data":
+                            c.rchunk, c.rleft = "crlf", 2
+                        else:
+                            c.rchunk = "size"
+                    continue
+                # A chunk-size line or a trailer line.
+                j = data.find(b"\n", pos)
+                if j < 0:
+                    c.rline += data[pos:]
+                    if len(c.rline) > 65536:
+                        self._response_garbled(c, "chunk line too long")
+                    return
+                line = (c.rline + data[pos:j]).rstrip(b"\r")
+                c.rline = b""
+                pos = j + 1
+                if c.rchunk == "size":
+                    try:
+                        size = int(line.split(b";")[0].strip(), 16)
+                    except ValueError:
+                        self._response_garbled(c, "bad chunk size %r" % line[:40])
+                        return
+                    if size == 0:
+                        c.rchunk = "trailer"
+                    else:
+                        c.rchunk, c.rleft = "data", size
+                elif not line:
+                    self._response_end(c, base + pos)
+                continue
+            # In a head.
+            buf = c.rhead + data[pos:pos + 65536]
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) >= 65536:
+                    self._response_garbled(c, "no end of head in 64 KiB")
+                    return
+                c.rhead = buf
+                return
+            pos += end + 4 - len(c.rhead)
+            c.rhead = b""
+            self._response_head(c, buf[:end], base + pos)
+
+    def _response_garbled(self, c, why):
+        """Not HTTP as this parser knows it: stop parsing this connection's
+        responses (bytes still go through)."""
+        c.rmode = "eof"
+        with self.lock:
+            self._log("conn %d: response parser gives up: %s" % (c.index, why))
+
+    def _response_head(self, c, head, body_start):
+        first, hdrs, _ = _parse_head(head)
+        parts = first.split(" ", 2)
+        status = None
+        if len(parts) >= 2 and parts[0].startswith("HTTP/") and parts[1].isdigit():
+            status = int(parts[1])
+        if status is None:
+            self._response_garbled(c, "bad status line %r" % first[:80])
+            return
+        if 100 <= status < 200 and status != 101:
+            return              # interim (100 Continue): the real answer follows
+        cl = hdrs.get("content-length")
+        length = int(cl) if cl is not None and cl.isdigit() else None
+        chunked = "chunked" in hdrs.get("transfer-encoding", "").lower()
+        with self.lock:
+            if c.awaiting:
+                req = c.awaiting.popleft()
+            else:
+                # Nothing asked for it (e.g. a 408 before closing): parsed, not recorded.
+                req = Request(c.index, 0, "?", "", {})
+                self._log("conn %d: response %d to no request" % (c.index, status))
+            req.status = status
+            req.response_headers = hdrs
+            req.response_length = None if chunked else length
+            req.response_body_start = body_start
+            if req.method == "HEAD" or status in (204, 304):
+                body_len = 0
+            elif status == 101:
+                body_len = None         # a tunnel: runs to the close
+            elif chunked:
+                body_len = None
+            else:
+                body_len = length       # None: to the close
+            c.rcur = req
+            c.rinflight.append(req)
+            rule = req._resp_rule
+            if rule is not None:
+                action, after, secs = rule
+                at = body_start + (after if body_len is None else min(after, body_len))
+                c.rtriggers.append([at, action, secs, req])
+        if body_len == 0:
+            self._response_end(c, body_start)
+        elif body_len is not None:
+            c.rmode, c.rleft = "length", body_len
+        elif chunked and status != 101:
+            c.rmode, c.rchunk, c.rline = "chunked", "size", b""
+        else:
+            c.rmode = "eof"
+
+    def _response_end(self, c, end):
+        """The current response ends at absolute s2c offset end."""
+        r = c.rcur
+        c.rmode = None
+        c.rcur = None
+        if r is None:
+            return
+        with self.lock:
+            r.response_body_end = end
+            for t in c.rtriggers:
+                if t[3] is r and t[0] > end:
+                    t[0] = end
+
+    def _account_s2c(self, c):
+        """Response bookkeeping after c.s2c_bytes grew (lock held)."""
+        pos = c.s2c_bytes
+        keep = []
+        for r in c.rinflight:
+            start = r.response_body_start
+            if pos >= start:
+                fwd = pos - start
+                if r.response_body_end is not None:
+                    fwd = min(fwd, r.response_body_end - start)
+                    if pos >= r.response_body_end:
+                        r.response_complete = True
+                r.response_forwarded = fwd
+            if not r.response_complete:
+                keep.append(r)
+        c.rinflight = keep
+
+    async def _flush_client(self, c, patience=5.0):
+        """Waits until every byte written to the client has been
+        acknowledged by it (asyncio's buffer empty, then the socket's send
+        queue, SIOCOUTQ), or for patience seconds without progress.  True
+        when flushed."""
+        sock = c.cw.get_extra_info("socket")
+        last = None
+        since = time.monotonic()
+        while not c.dead:
+            left = c.cw.transport.get_write_buffer_size()
+            if sock is not None:
+                try:
+                    left += struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ,
+                                                           b"\0\0\0\0"))[0]
+                except (OSError, ValueError):
+                    pass
+            if left == 0:
+                return True
+            if left != last:
+                last, since = left, time.monotonic()
+            elif time.monotonic() - since > patience:
+                with self.lock:
+                    self._log("conn %d: client not reading, %d bytes unacknowledged"
+                              % (c.index, left))
+                return False
+            await asyncio.sleep(0.002)
+        return False
+
+    async def _response_fault(self, c, action, secs, req):
+        """Fires a response rule (the bytes before its point are forwarded)."""
+        if action == "reset_response":
+            with self.lock:
+                req.fault = "reset"
+                req.fault_at = time.time()
+                self._log("response reset armed on conn %d after %d body bytes; request %r"
+                          % (c.index, req.response_forwarded, req))
+            await self._flush_client(c)
+            self._reset(c, "response rule")
+            return
+        with self.lock:
+            self.stalls += 1
+            req.fault = "stall"
+            req.fault_at = time.time()
+            self._log("stall response on conn %d for %.1fs after %d body bytes; request %r"
+                      % (c.index, secs, req.response_forwarded, req))
+        until = time.monotonic() + secs
+        while not c.dead:
+            left = until - time.monotonic()
+            if left <= 0:
+                break
+            await asyncio.sleep(min(left, 0.05))
+        c.since["s2c"] = time.monotonic()   # held on purpose: no credit for it
 
     async def _pump_s2c(self, c):
         try:
             while not c.dead:
-                data = await c.ur.read(CHUNK)
+                data = await c.ur.read(self._read_size(c, "s2c"))
+                self._got(c, "s2c", c.ur)
                 if not data:
                     if not c.dead:
+                        if c.rmode == "eof" and c.rcur is not None:
+                            self._response_end(c, c.rparsed)
+                            with self.lock:
+                                self._account_s2c(c)
                         try:
                             c.cw.write_eof()
                         except (OSError, RuntimeError):
@@ -692,6 +1163,26 @@ class TcpProxy:
                         # Let the client finish reading, then close both.
                         self._close(c, rst=False)
                     return
-                await self._forward(c, data, "s2c")
+                self._parse_response(c, data)
+                end = c.s2c_bytes + len(data)
+                while data and not c.dead:
+                    trig = None
+                    for t in c.rtriggers:
+                        if t[0] <= end and (trig is None or t[0] < trig[0]):
+                            trig = t
+                    if trig is None:
+                        await self._forward(c, data, "s2c")
+                        break
+                    c.rtriggers.remove(trig)
+                    at, action, secs, req = trig
+                    if req._resp_rule is None:
+                        continue        # clear() dropped it
+                    k = max(0, at - c.s2c_bytes)
+                    if k:
+                        await self._forward(c, data[:k], "s2c")
+                        data = data[k:]
+                    if c.dead:
+                        return
+                    await self._response_fault(c, action, secs, req)
         except (ConnectionError, OSError):
             self._close(c, rst=False)
