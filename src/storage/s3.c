@@ -334,6 +334,7 @@ struct signed_req {
   struct cap_buf path, auth;
   struct cap_sigv4_query q[4];
   char amz_date[17], hash[65];
+  char range[64]; /* "bytes=a-[b]" for a ranged GET, else "". */
 };
 
 /* Signs r with SigV4 into s (whose buffers the caller frees).  Returns 0,
@@ -341,7 +342,7 @@ struct signed_req {
 static int sign(const struct cap_s3_req *r, struct signed_req *s) {
   const struct cap_s3_conf *conf = r->s3->conf;
   struct cap_sigv4_creds creds = {conf->access_key, conf->secret_key, conf->region, "s3"};
-  struct cap_sigv4_header sh[2];
+  struct cap_sigv4_header sh[4];
   size_t nh = 0;
   for (size_t i = 0; i < r->nquery; i++) {
     s->q[i].name = r->query[i].name;
@@ -357,6 +358,23 @@ static int sign(const struct cap_s3_req *r, struct signed_req *s) {
   if (r->cache_control) {
     sh[nh].name = "cache-control";
     sh[nh].value = r->cache_control;
+    nh++;
+  }
+  s->range[0] = '\0';
+  if (r->ranged) {
+    /* Only what the sink has not taken yet. */
+    int n = snprintf(s->range, sizeof(s->range), "bytes=%llu-",
+                     (unsigned long long)(r->range_start + r->got));
+    if (r->range_end != CAP_S3_RANGE_OPEN)
+      snprintf(s->range + n, sizeof(s->range) - (size_t)n, "%llu",
+               (unsigned long long)r->range_end);
+    sh[nh].name = "range";
+    sh[nh].value = s->range;
+    nh++;
+  }
+  if (r->if_match) {
+    sh[nh].name = "if-match";
+    sh[nh].value = r->if_match;
     nh++;
   }
   object_path(r, &s->path);
@@ -401,14 +419,8 @@ static void build_headers(struct cap_s3_req *r, const struct signed_req *s) {
    * part a round trip. */
   r->headers = curl_slist_append(r->headers, "Accept:");
   r->headers = curl_slist_append(r->headers, "Expect:");
-  if (r->ranged) {
-    /* Only what the sink has not taken yet. */
-    cap_buf_reset(&hdr);
-    cap_buf_printf(&hdr, "Range: bytes=%llu-", (unsigned long long)(r->range_start + r->got));
-    if (r->range_end != CAP_S3_RANGE_OPEN)
-      cap_buf_printf(&hdr, "%llu", (unsigned long long)r->range_end);
-    r->headers = curl_slist_append(r->headers, hdr.data);
-  }
+  if (s->range[0])
+    add_header(r, &hdr, "Range", s->range);
   if (r->if_match)
     add_header(r, &hdr, "If-Match", r->if_match);
   cap_buf_free(&hdr);
