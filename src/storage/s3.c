@@ -53,6 +53,7 @@ void cap_s3_req_init(struct cap_s3_req *r, struct cap_s3 *s3) {
   r->body_fd = -1;
   r->out_fd = -1;
   r->length = -1;
+  r->total = -1;
   r->resp_max = 1 << 20;
   cap_buf_init(&r->resp);
 }
@@ -123,6 +124,11 @@ static size_t on_header(char *buf, size_t size, size_t n, void *arg) {
     while (end > i && (buf[end - 1] == '\r' || buf[end - 1] == '\n' || buf[end - 1] == ' '))
       end--;
     snprintf(r->etag, sizeof(r->etag), "%.*s", (int)(end - i), buf + i);
+  } else if (len > 14 && strncasecmp(buf, "content-range:", 14) == 0) {
+    /* "bytes a-b/N" or "bytes * /N" (no space before the slash). */
+    const char *slash = memchr(buf, '/', len);
+    if (slash && slash + 1 < buf + len && slash[1] >= '0' && slash[1] <= '9')
+      r->total = (int64_t)strtoll(slash + 1, NULL, 10);
   }
   return len;
 }
@@ -316,6 +322,7 @@ static void reset_attempt(struct cap_s3_req *r) {
   r->body_pos = 0;
   r->got_at_attempt = r->got;
   r->length = -1;
+  r->total = -1;
   r->etag[0] = '\0';
   r->err_code[0] = '\0';
   r->err_msg[0] = '\0';

@@ -101,6 +101,7 @@ struct cap_s3_req {
   int attempt;
   uint64_t bytes_out; /* Response bytes written to out_fd. */
   int64_t length;     /* The answer's Content-Length (a HEAD's object size); -1 unknown. */
+  int64_t total;      /* The object's size from a Content-Range ("a-b/N", "* /N"); -1 unknown. */
   uint64_t got;       /* Body bytes the sink took, over every attempt. */
   int resumes;        /* Attempts that went on from where a failed one had stopped. */
   cap_s3_done_fn done;

@@ -236,7 +236,9 @@ class Faults(Base):
         key = INPUTS["clip.ts"][1]
 
         def is_range(r):
-            return r.method == "GET" and r.path.endswith("/" + key)
+            # Not the job's first GET of byte 0 (its size and ETag).
+            return (r.method == "GET" and r.path.endswith("/" + key)
+                    and r.headers.get("range") != "bytes=0-0")
 
         cases = [
             ("reset", lambda: self.proxy.reset_response(is_range, count=2, after_body=1 * MIB)),
@@ -476,10 +478,11 @@ class Memory(Base):
         # keeps of a paused transfer.  Sampled, the server's anonymous
         # memory is 2-5 MiB through most of a run, with rare spikes to about
         # 24 MiB (curl's pause buffers, it seems): 40 MiB over the start is
-        # the bound, a fraction of one input's 1 GiB.  The sanitizers'
-        # shadow memory and quarantine inflate all of it.
-        bound = 256 if os.environ.get("CAP_SANITIZED") else 40
-        self.assertLess(hwm - base_kib, bound * 1024)
+        # the bound, a fraction of one input's 1 GiB.  Under the sanitizers
+        # freed memory waits in ASan's quarantine (256 MiB), so the figure
+        # says nothing there.
+        if not os.environ.get("CAP_SANITIZED"):
+            self.assertLess(hwm - base_kib, 40 * 1024)
         self.assertEqual(peak_tmp, 0)
         BED.aws("s3", "rm", "s3://%s/in/big.nut" % BUCKET)
         assert_clean(self, srv, BED, [BUCKET])

@@ -63,9 +63,13 @@ class LadderStreaming(LadderCase):
         """With the bed stopped, ffmpeg is stopped (state T) once the backlog
         reaches its bound, the backlog never passes it, and the job completes
         after the bed's restart."""
+        # The input is downloaded: this test is about the output side.  Read
+        # by range, the input stops with the bed too, and ffmpeg would wait
+        # for bytes (state S) before its backlog could fill.
         srv = st.start_s3(lt.BED, lt.BUCKET, lt.PREFIX, ["--ladder-backlog-segments", "4",
                                                 "--ladder-uploads", "2", "--storage-retries", "14",
-                                                "--storage-backoff-ms", "20"])
+                                                "--storage-backoff-ms", "20",
+                                                "--input-mode", "download"])
         try:
             self.assertEqual(st.storage_event(srv).get("event"), "storage.ready")
             # Three rungs of 720p: ffmpeg must still be encoding once the
