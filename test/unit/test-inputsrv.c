@@ -140,6 +140,8 @@ static void client_connected(uv_connect_t *req, int status) {
 /* Connects to 127.0.0.1:port and sends the request printed from fmt.  A
  * small receive buffer keeps the kernel from absorbing a paused body. */
 static void client_open(struct client *cl, uv_loop_t *loop, int port, int small_rcvbuf,
+                        const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static void client_open(struct client *cl, uv_loop_t *loop, int port, int small_rcvbuf,
                         const char *fmt, ...) {
   memset(cl, 0, sizeof(*cl));
   va_list ap;
@@ -195,6 +197,8 @@ static const char *client_header(const struct client *cl, const char *name) {
 }
 
 /* Sends one request and reads the answer until the connection closes. */
+static int exchange(struct s3env *e, struct client *cl, int port, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 static int exchange(struct s3env *e, struct client *cl, int port, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
