@@ -19,7 +19,8 @@
 #include <string.h>
 #include <strings.h>
 
-/* Bytes queued to one child before its store read pauses; it resumes at
+/* Bytes of copies held for one child (written or queued, their callbacks
+ * not yet run) before its store read pauses; it resumes at
  * half.  With curl's own receive buffer this bounds a connection's memory. */
 #define WQ_MAX (256 * 1024)
 /* The socket send buffer asked for each connection. */
@@ -64,6 +65,7 @@ struct cap_inconn {
   int req_live;     /* req holds a transfer or a timer (cancel before freeing). */
   int req_paused;   /* The sink said pause: resume once the queue drains. */
   int nwrites;      /* Writes whose callback has not run yet. */
+  size_t held;      /* Bytes of those writes: copies this connection holds. */
   int resumes_seen; /* req.resumes already counted. */
   int child_gone;   /* A write to the child failed inside the sink. */
   uint64_t first;   /* The range being sent. */
@@ -75,6 +77,7 @@ struct cap_inconn {
 struct wreq {
   uv_write_t w;
   struct cap_inconn *c;
+  size_t len;
   char data[];
 };
 
@@ -219,6 +222,7 @@ static void conn_flushed(struct cap_inconn *c) {
 static void on_written(uv_write_t *w, int status) {
   struct wreq *wr = container_of(w, struct wreq, w);
   struct cap_inconn *c = wr->c;
+  c->held -= wr->len;
   free(wr);
   c->nwrites--;
   if (c->state == C_CLOSING)
@@ -228,8 +232,7 @@ static void on_written(uv_write_t *w, int status) {
     conn_close(c);
     return;
   }
-  size_t queued = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
-  if (c->req_paused && queued < c->srv->wq_max / 2) {
+  if (c->req_paused && c->held < c->srv->wq_max / 2) {
     c->req_paused = 0;
     cap_s3_req_resume(&c->req);
     return;
@@ -243,13 +246,16 @@ static int conn_write(struct cap_inconn *c, const char *p, size_t n) {
   struct wreq *wr = xmalloc(sizeof(*wr) + n);
   memcpy(wr->data, p, n);
   wr->c = c;
+  wr->len = n;
   uv_buf_t b = uv_buf_init(wr->data, (unsigned)n);
   int rc = uv_write(&wr->w, (uv_stream_t *)&c->tcp, &b, 1, on_written);
-  if (rc < 0)
+  if (rc < 0) {
     free(wr);
-  else
-    c->nwrites++;
-  return rc;
+    return rc;
+  }
+  c->nwrites++;
+  c->held += n;
+  return 0;
 }
 
 /* The answer is queued: wait for the writes, then read on or close.  A
@@ -311,7 +317,10 @@ static size_t on_body(struct cap_s3_req *r, const char *p, size_t n) {
   if (c->state != C_SENDING)
     return 0;
   count_resumes(c);
-  if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) >= c->srv->wq_max) {
+  /* What this connection holds, not what the kernel has yet to take: a
+   * write the socket took at once still holds its copy until its callback
+   * runs on the next loop turn, and curl can hand over many chunks in one. */
+  if (c->held >= c->srv->wq_max) {
     c->req_paused = 1;
     return CAP_S3_SINK_PAUSE;
   }
