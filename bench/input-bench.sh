@@ -21,10 +21,13 @@
 #   preset (written by this script, OUT_DIR/presets.json): x264 ultrafast
 #   at OUT_BITRATE (= SOURCE_BITRATE), the audio copied, MPEG-TS,
 #   streamable; so the output is about as large as the input, and download
-#   time D, encode time E and upload time U come out comparable on 2 cores:
-#   measured here (2 x AMD EPYC, idle, RATE 25000000, 12 s at 100 Mbit/s =
-#   150 MB in, 152 MB out): D 6.4 s, E 6.0 s, U 6.6 s.  The report says how
-#   comparable they came out in its own run (E / D, U / D).
+#   time D, encode time E and upload time U come out comparable on 2 cores
+#   (x264's cost here is per pixel, hardly per bit: the bit rate sets D and
+#   U, the length all three).  Measured on 2 idle AMD EPYC cores, RATE
+#   25000000, 12 s at 90 Mbit/s = 139.6 MB in, 142.1 MB out: D 6.7 s, E
+#   6.5 s, U 7.1 s (medians; the link alone: 5.6 and 5.7 s, the rest of D
+#   and U is the aws cli's start-up).  The report says how comparable they
+#   came out in its own run (E / D, U / D).
 #   Sides, one of each per round, the order turned round every round:
 #     stream      cap-server, preset ib-stream ("input_mode": "stream"):
 #                 POST /exec with wait 90 (the most a request waits), then
@@ -98,7 +101,8 @@
 #                   [bench/results/input-<UTC timestamp>/, git-ignored]
 #   KEEP_TMP        1 = keep the temporary directory          [0]
 #   TMPDIR          where the temporary directory goes        [/tmp]
-# A full run with the defaults takes about 5 minutes on 2 idle cores.
+# A full run with the defaults takes about 4 minutes on 2 idle cores (much
+# longer when other programs load the machine and runs are made again).
 #
 # Usage: bench/input-bench.sh            (from anywhere; needs no build step)
 #        QUICK=1 bench/input-bench.sh

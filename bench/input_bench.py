@@ -1216,7 +1216,8 @@ def report(recs, meta):
       % (f2(div(Ee, D)), f2(div(U, D)), f2(spread),
          "" if spread == spread and spread <= 1.3 else
          " — **not comparable** (above 1.3): the input or the preset needs calibrating for this machine"
-         " (or other programs slowed some runs: see their share below)"))
+         " (or other programs slowed some runs: see their share below)"
+         + ("; with QUICK=1 the short input makes the aws cli's start-up weigh more" if meta["quick"] else "")))
     w("")
     w("## Where the jobs' time goes")
     w("")
@@ -1337,6 +1338,10 @@ def report(recs, meta):
     w("- runs made again (other programs above %.0f%% CPU): %s" % (meta["noise_max"], ", ".join(meta["redone"]) or "none"))
     w("- local ffmpeg (E, the sequential pipeline) at nice %d, ionice %s, like the server's cpu class"
       % (meta["bare_nice"], meta["bare_ionice"]))
+    errs = [e for r in recs for e in r.get("first_byte_errors") or []]
+    w("- first-output-byte polling: %s requests per run (median)%s"
+      % (f3(med([r.get("first_byte_polls") for r in recs if "first_byte_polls" in r])).rstrip("0").rstrip("."),
+         "; errors: %d (%s)" % (len(errs), "; ".join(errs[:3])) if errs else ", no errors"))
     w("- multipart uploads left open in the bucket: %s" % (len(meta["leftover_uploads"]) or "none"))
     w("- server log: %d warn/error line(s)%s" % (sum(meta["log_warns"].values()), (" (" + ", ".join(
         "%s x%d" % kv for kv in sorted(meta["log_warns"].items())) + ")") if meta["log_warns"] else ""))
