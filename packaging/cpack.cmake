@@ -65,7 +65,7 @@ cap-server(1).")
 # when a needed library's package is missing here.  adduser is used by the
 # postinst, ffmpeg provides the capabilities themselves.
 set(CPACK_DEBIAN_PACKAGE_DEPENDS
-    "libc6 (>= 2.34), libuv1 (>= 1.44), libcjson1 (>= 1.7.15), libcurl4 (>= 7.88), libssl3 (>= 3.0), ffmpeg, adduser")
+    "libc6 (>= 2.34), libuv1 (>= 1.44), libcjson1 (>= 1.7.15), libcurl4 (>= 7.88), libssl3 (>= 3.0), libsqlite3-0 (>= 3.40), ffmpeg, adduser")
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS OFF)
 # The postinst's instructions create the first token with "openssl rand".
 set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "openssl")

@@ -20,7 +20,7 @@ import re
 import sys
 
 # Lowest first.  The top (src/ itself) holds main.c only.
-LAYERS = ["common", "http", "access", "storage", "proc", "jobs", "app", "api", "server", "."]
+LAYERS = ["common", "http", "access", "storage", "state", "hooks", "proc", "jobs", "app", "api", "server", "."]
 
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 

@@ -14,7 +14,7 @@
 #   bench  wrk, hyperfine, Node.js and npm for the comparison stack
 set -euo pipefail
 
-build_pkgs=(build-essential cmake pkg-config libuv1-dev libcjson-dev libcurl4-openssl-dev
+build_pkgs=(build-essential cmake pkg-config libuv1-dev libcjson-dev libcurl4-openssl-dev libsqlite3-dev
             libssl-dev node-llhttp ca-certificates)
 run_pkgs=(ffmpeg curl)
 test_pkgs=(ffmpeg curl python3 clang libclang-rt-14-dev procps

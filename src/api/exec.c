@@ -2,6 +2,7 @@
 
 #include "alloc.h"
 #include "app.h"
+#include "callback.h"
 #include "errcode.h"
 #include "exchange.h"
 #include "execreq.h"
@@ -11,6 +12,7 @@
 #include "keypolicy.h"
 #include "preset.h"
 #include "store.h"
+#include "whsecret.h"
 
 #include <errno.h>
 #include <openssl/evp.h>
@@ -147,6 +149,29 @@ static int check_keys(struct cap_exchange *x, const struct cap_execreq *r) {
   return 0;
 }
 
+/* The callback_url against the operator's policy (https, no user name, a
+ * listed host, no private IP literal) and the token's webhook secret,
+ * without which a delivery could not be signed.  Returns 0 or answers the
+ * exchange and returns -1. */
+static int check_callback(struct cap_exchange *x, const struct cap_execreq *r) {
+  struct cap_app *app = x->app;
+  char why[400];
+
+  if (r->callback_url == NULL)
+    return 0;
+  if (cap_callback_check_url(&app->callback, r->callback_url, why, sizeof(why)) != 0) {
+    cap_exchange_fail(x, CAP_E_CALLBACK_FORBIDDEN, why);
+    return -1;
+  }
+  if (cap_whsecret_find(&app->whsecrets, x->token_name) == NULL) {
+    cap_exchange_fail(x, CAP_E_CALLBACK_FORBIDDEN,
+                      "This token has no webhook secret, so callbacks could not be signed; ask "
+                      "the operator to add one to webhook_secrets_file");
+    return -1;
+  }
+  return 0;
+}
+
 /* A render's preset: known, and able to run here.  Returns 0 or answers
  * the exchange and returns -1. */
 static int check_preset(struct cap_exchange *x, const struct cap_execreq *r) {
@@ -183,10 +208,11 @@ static int check_preset(struct cap_exchange *x, const struct cap_execreq *r) {
 }
 
 /* Checks what only the server knows: idempotency key header, keys,
- * presets, and whether it still takes jobs.  Returns 0 or answers the
+ * presets, the callback, and whether it still takes jobs.  Returns 0 or answers the
  * exchange and returns -1. */
 static int check(struct cap_exchange *x, struct cap_execreq *r) {
-  if (check_idempotency_key(x, r) != 0 || check_keys(x, r) != 0 || check_preset(x, r) != 0)
+  if (check_idempotency_key(x, r) != 0 || check_keys(x, r) != 0 || check_preset(x, r) != 0 ||
+      check_callback(x, r) != 0)
     return -1;
   if (x->app->draining) {
     cap_exchange_header(x, "Retry-After", "30");

@@ -1,12 +1,14 @@
 #include "app.h"
 
 #include "execreq.h"
+#include "journal.h"
 #include "ffcaps.h"
 #include "log.h"
 #include "preset.h"
 #include "proc.h"
 
 #include <errno.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <stdio.h>
 #include <string.h>
@@ -31,6 +33,26 @@ static int load_tokens(const struct cap_config *cfg, struct cap_auth *out, int *
     return rc;
   }
   return 0;
+}
+
+/* Loads the webhook secrets file (when set) into out. */
+static int load_whsecrets(const struct cap_config *cfg, struct cap_whsecret *out, int *loose_mode,
+                          char *err, size_t errlen) {
+  char why[512];
+  *loose_mode = 0;
+  if (cfg->webhook_secrets_file == NULL)
+    return 0;
+  int rc = cap_whsecret_load_file(out, cfg->webhook_secrets_file, loose_mode, why, sizeof(why));
+  if (rc != 0)
+    snprintf(err, errlen, "webhook_secrets_file: %s", why);
+  return rc;
+}
+
+static void warn_whsecrets_mode(const struct cap_config *cfg) {
+  struct cap_log_rec *r = cap_log_begin(CAP_LOG_WARN, "webhook.secrets_file_mode");
+  cap_log_str(r, "path", cfg->webhook_secrets_file);
+  cap_log_str(r, "hint", "the webhook secrets file is readable by group or others; chmod 600 it");
+  cap_log_end(r);
 }
 
 /* Reads a one-line secret (the first non-empty line, trimmed) from path. */
@@ -92,6 +114,40 @@ void cap_app_report(struct cap_app *app, void (*load)(void *app, struct cap_buf 
   app->registry.hooks.describe = describe;
 }
 
+/* Opens the journal (journal on): cfg->journal_path, or journal.db in the
+ * data directory, which is made when missing. */
+static int open_journal(struct cap_app *app, char *err, size_t errlen) {
+  const struct cap_config *cfg = app->cfg;
+  char path[4096];
+  if (strcmp(cfg->journal, "off") == 0)
+    return 0;
+  if (strcmp(cfg->journal, "on") != 0) {
+    snprintf(err, errlen, "journal: must be on or off (got \"%.32s\")", cfg->journal);
+    return -EINVAL;
+  }
+  if (cfg->journal_path) {
+    snprintf(path, sizeof(path), "%s", cfg->journal_path);
+  } else {
+    snprintf(path, sizeof(path), "%s/%s", cfg->data_dir, CAP_STORE_STATE_DIR);
+    if ((mkdir(cfg->data_dir, 0700) != 0 && errno != EEXIST) ||
+        (mkdir(path, 0700) != 0 && errno != EEXIST)) {
+      snprintf(err, errlen, "journal: cannot create %s: %s (or set journal_path / --journal off)",
+               path, strerror(errno));
+      return -EINVAL;
+    }
+    snprintf(path, sizeof(path), "%s/%s/journal.db", cfg->data_dir, CAP_STORE_STATE_DIR);
+  }
+  int rc = cap_journal_open(path, cfg->journal_reset, &app->journal, err, errlen);
+  if (rc != 0)
+    return rc;
+  rc = cap_journal_attach(app->journal, app->loop);
+  if (rc != 0) {
+    snprintf(err, errlen, "journal: %s", uv_strerror(rc));
+    return rc;
+  }
+  return 0;
+}
+
 int cap_app_init(struct cap_app *app, const struct cap_config *cfg, uv_loop_t *loop, char *err,
                  size_t errlen) {
   int loose = 0;
@@ -109,6 +165,13 @@ int cap_app_init(struct cap_app *app, const struct cap_config *cfg, uv_loop_t *l
              "(or --insecure-no-auth for local development)");
     goto fail;
   }
+  if (load_whsecrets(cfg, &app->whsecrets, &loose, err, errlen) != 0)
+    goto fail;
+  if (loose)
+    warn_whsecrets_mode(cfg);
+  if (cap_callback_init(&app->callback, cfg->callback_hosts, cfg->callback_allow_cidrs, err,
+                        errlen) != 0)
+    goto fail;
   if (cap_netaddr_set_parse(&app->trusted, cfg->trusted_proxies) != 0) {
     snprintf(err, errlen, "trusted_proxies: not a list of IPs and CIDRs (got \"%.64s\")",
              cfg->trusted_proxies);
@@ -141,14 +204,24 @@ int cap_app_init(struct cap_app *app, const struct cap_config *cfg, uv_loop_t *l
   cap_objstore_init(&app->objstore, &app->storage, &app->store);
   app->rl_client = cap_ratelimit_new((unsigned)cfg->rate_limit, (size_t)cfg->rate_limit_clients);
   app->rl_token = cap_ratelimit_new((unsigned)cfg->rate_limit_token, 1024);
+  if (open_journal(app, err, errlen) != 0)
+    goto fail;
   cap_jobs_init(&app->jobs, loop, cfg, &app->store);
   app->jobs.objstore = &app->objstore;
   app->jobs.sandbox = &app->sandbox;
   app->jobs.climits = &app->climits;
+  /* Webhooks go through the shared curl multi; what a previous run left
+   * undelivered is read back now and sent once the server listens. */
+  cap_outbox_init(&app->outbox, loop, &app->curl, cfg, app->journal, &app->whsecrets,
+                  &app->callback);
+  cap_outbox_load(&app->outbox);
+  cap_jobs_set_journal(&app->jobs, app->journal, &app->outbox);
   return 0;
 fail:
-  /* The curl multi handle holds memory and a timer on the loop: close it
-   * and let the loop run its close callback. */
+  /* The curl multi handle holds memory and a timer on the loop, and so
+   * does the journal's checkpointer: close them and let the loop run
+   * their close callbacks. */
+  cap_journal_detach(app->journal);
   if (app->curl_open) {
     app->curl_open = 0;
     cap_curlloop_close(&app->curl, NULL);
@@ -161,10 +234,16 @@ fail:
 void cap_app_free(struct cap_app *app) {
   if (app->jobs.slots)
     cap_jobs_free(&app->jobs);
+  cap_journal_close(app->journal);
+  app->journal = NULL;
   cap_auth_free(&app->auth);
   if (app->reload_pending)
     cap_auth_free(&app->reload_auth);
   cap_netaddr_set_free(&app->trusted);
+  cap_outbox_free(&app->outbox);
+  cap_whsecret_free(&app->whsecrets);
+  cap_whsecret_free(&app->reload_whsecrets);
+  cap_callback_free(&app->callback);
   cap_ratelimit_free(app->rl_client);
   cap_ratelimit_free(app->rl_token);
   app->rl_client = app->rl_token = NULL;
@@ -192,11 +271,16 @@ static void log_presets(const struct cap_presets *set, const char *event) {
 
 static void commit_reload(struct cap_app *app) {
   cap_auth_replace(&app->auth, &app->reload_auth);
+  /* Waiting webhooks are signed with the new secrets from now on. */
+  cap_whsecret_replace(&app->whsecrets, &app->reload_whsecrets);
   app->reload_pending = 0;
   struct cap_log_rec *r = cap_log_begin(CAP_LOG_INFO, "auth.reload");
   cap_log_bool(r, "ok", 1);
   cap_log_int(r, "tokens", (long long)app->auth.n);
+  cap_log_int(r, "webhook_secrets", (long long)app->whsecrets.n);
   cap_log_end(r);
+  if (app->reload_wh_loose)
+    warn_whsecrets_mode(app->cfg);
   if (app->reload_loose) {
     r = cap_log_begin(CAP_LOG_WARN, "auth.token_file_mode");
     cap_log_str(r, "path", app->cfg->token_file);
@@ -258,8 +342,14 @@ static int reload_tokens(struct cap_app *app, int *loose_mode, char *err, size_t
     snprintf(err, errlen, "token: no token left after reload");
     rc = -EINVAL;
   }
-  if (rc != 0)
+  /* The webhook secrets belong to the tokens: they change together. */
+  cap_whsecret_init(&app->reload_whsecrets);
+  if (rc == 0)
+    rc = load_whsecrets(app->cfg, &app->reload_whsecrets, &app->reload_wh_loose, err, errlen);
+  if (rc != 0) {
     cap_auth_free(&app->reload_auth);
+    cap_whsecret_free(&app->reload_whsecrets);
+  }
   return rc;
 }
 
@@ -303,6 +393,7 @@ void cap_app_reload(struct cap_app *app) {
   }
   if (cap_preset_load(app->cfg->presets, &set, why, sizeof(why)) != 0) {
     cap_auth_free(&app->reload_auth);
+    cap_whsecret_free(&app->reload_whsecrets);
     snprintf(err, sizeof(err), "presets: %s", why);
     log_reload_failure("presets.reload", err);
     return;
@@ -314,6 +405,7 @@ void cap_app_reload(struct cap_app *app) {
     app->presets_probing = 0;
     app->reload_pending = 0;
     cap_auth_free(&app->reload_auth);
+    cap_whsecret_free(&app->reload_whsecrets);
     cap_preset_set_free(set);
     snprintf(err, sizeof(err), "presets: cannot probe ffmpeg: %s", uv_strerror(rc));
     log_reload_failure("presets.reload", err);
@@ -322,6 +414,9 @@ void cap_app_reload(struct cap_app *app) {
 
 void cap_app_start(struct cap_app *app) {
   cap_objstore_start(&app->objstore);
+  /* The journal's jobs come back once the store can take their cleanup. */
+  cap_jobs_restore(&app->jobs);
+  cap_outbox_start(&app->outbox);
   if (app->has_registry)
     cap_registry_start(&app->registry);
 }
@@ -331,6 +426,9 @@ void cap_app_start(struct cap_app *app) {
 static void maybe_close_curl(struct cap_app *app) {
   if (app->storage_stopped && (app->registry_stopped || !app->has_registry) && app->curl_open) {
     app->curl_open = 0;
+    /* Webhook attempts under way are abandoned, not waited for: their
+     * events stay in the journal and are sent after a restart. */
+    cap_outbox_stop(&app->outbox);
     cap_curlloop_close(&app->curl, NULL);
   }
 }
@@ -343,6 +441,7 @@ static void on_registry_stopped(void *arg) {
 
 static void on_jobs_quiet(void *arg) {
   struct cap_app *app = arg;
+  cap_journal_detach(app->journal);
   cap_objstore_stop(&app->objstore);
   app->storage_stopped = 1;
   maybe_close_curl(app);

@@ -12,6 +12,9 @@
 #include "sandbox.h"
 #include "registry.h"
 #include "objstore.h"
+#include "outbox.h"
+#include "whsecret.h"
+#include "callback.h"
 #include "storage.h"
 #include "store.h"
 
@@ -41,6 +44,13 @@ struct cap_app {
   int storage_stopped;
   int registry_stopped;
   struct cap_jobs jobs;
+  /* Jobs and pending webhooks on disk (NULL with journal off). */
+  struct cap_journal *journal;
+  /* Webhooks: the signing secrets per token (re-read with the tokens on
+   * SIGHUP), where callbacks may go, and the outbox that delivers them. */
+  struct cap_whsecret whsecrets;
+  struct cap_callback callback;
+  struct cap_outbox outbox;
   /* What every child runs in, and the limits of each resource class. */
   struct cap_sandbox sandbox;
   struct cap_climits climits;
@@ -52,6 +62,8 @@ struct cap_app {
   char **argv;
   /* A SIGHUP reload waiting for its preset probe; it takes effect whole. */
   struct cap_auth reload_auth;
+  struct cap_whsecret reload_whsecrets;
+  int reload_wh_loose;
   enum cap_log_level reload_level;
   int reload_loose;
   int reload_pending;

@@ -85,6 +85,20 @@ struct cap_config {
   int orphan_age_s;
   int orphan_sweep_s;
   char *storage_credentials_file;
+  /* The journal (jobs and the webhook outbox on disk). */
+  char *journal;      /* "on" or "off". */
+  char *journal_path; /* NULL: <data_dir>/journal.db. */
+  int journal_reset;  /* Move the journal aside and start empty. */
+  /* Webhooks. */
+  char *webhook_secrets_file;
+  char *callback_hosts;
+  char *callback_allow_cidrs;
+  char *callback_ca_file;
+  int callback_retry_s;
+  int callback_backoff_ms;
+  int callback_timeout_ms;
+  int callback_concurrency;
+  int callback_progress_ms;
 };
 
 /* The demuxers an input may be read with unless configured otherwise:

@@ -33,3 +33,10 @@ int cap_err_status(enum cap_err e) {
 const char *cap_err_message(enum cap_err e) {
   return row(e)->message;
 }
+
+enum cap_err cap_err_find(const char *code) {
+  for (int e = CAP_E_NONE + 1; code && e < CAP_E_COUNT; e++)
+    if (strcmp(rows[e].code, code) == 0)
+      return (enum cap_err)e;
+  return CAP_E_NONE;
+}

@@ -22,5 +22,8 @@ int cap_err_status(enum cap_err e);
 /* Returns e's default message, or NULL for CAP_E_NONE or a value out of
  * range.  The string is static. */
 const char *cap_err_message(enum cap_err e);
+/* Returns the error whose code string is code (as a journal stored it), or
+ * CAP_E_NONE when there is none. */
+enum cap_err cap_err_find(const char *code);
 
 #endif

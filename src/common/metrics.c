@@ -32,6 +32,9 @@ struct family_def {
 
 static const double http_bounds[] = {0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5,
                                      1,      5,     15,    30,   60,   100};
+static const double journal_bounds[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001,
+                                        0.0025,  0.005,  0.01,    0.05,   0.25};
+static const double webhook_bounds[] = {0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
 static const double job_bounds[] = {0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600};
 
 #define OVERFLOW_HELP                                                                              \
@@ -123,6 +126,20 @@ static const struct family_def defs[] = {
     [CAP_M_INPUT_REFUSED] = {"cap_input_refused_total", COUNTER, NAMES("reason"), NO_BOUNDS,
                              "Connections and requests the loopback input endpoint refused, by "
                              "reason (peer, not_found, method, bad_request, connections)."},
+    [CAP_M_JOURNAL_WRITES] = {"cap_journal_writes_total", COUNTER, NAMES("result"), NO_BOUNDS,
+                              "Journal writes (one transaction each), by result (ok, error)."},
+    [CAP_M_JOURNAL_WRITE_SECONDS] = {"cap_journal_write_seconds", HISTOGRAM, NO_LABELS,
+                                     BOUNDS(journal_bounds),
+                                     "Time the loop spent in one journal write."},
+    [CAP_M_JOURNAL_BYTES] = {"cap_journal_bytes", GAUGE, NO_LABELS, NO_BOUNDS,
+                             "Size of the journal's database and WAL files."},
+    [CAP_M_WEBHOOK_ATTEMPTS] = {"cap_webhook_attempts_total", COUNTER, NAMES("outcome"), NO_BOUNDS,
+                                "Webhook delivery attempts, by outcome (delivered, retry, gone, "
+                                "refused, expired)."},
+    [CAP_M_WEBHOOK_PENDING] = {"cap_webhook_pending", GAUGE, NO_LABELS, NO_BOUNDS,
+                               "Webhook events waiting in the outbox."},
+    [CAP_M_WEBHOOK_SECONDS] = {"cap_webhook_delivery_seconds", HISTOGRAM, NO_LABELS,
+                               BOUNDS(webhook_bounds), "Time one webhook attempt took."},
     [CAP_M_LABEL_OVERFLOW] = {"cap_metrics_label_overflow_total", COUNTER, NO_LABELS, NO_BOUNDS,
                               OVERFLOW_HELP},
 };

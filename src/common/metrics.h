@@ -60,6 +60,12 @@ enum cap_metric_id {
   CAP_M_INPUT_RESUMES,            /* cap_input_resumes_total */
   CAP_M_INPUT_SEEKS,              /* cap_input_seeks_total */
   CAP_M_INPUT_REFUSED,            /* cap_input_refused_total{reason} */
+  CAP_M_JOURNAL_WRITES,           /* cap_journal_writes_total{result} */
+  CAP_M_JOURNAL_WRITE_SECONDS,    /* cap_journal_write_seconds */
+  CAP_M_JOURNAL_BYTES,            /* cap_journal_bytes gauge */
+  CAP_M_WEBHOOK_ATTEMPTS,         /* cap_webhook_attempts_total{outcome} */
+  CAP_M_WEBHOOK_PENDING,          /* cap_webhook_pending gauge */
+  CAP_M_WEBHOOK_SECONDS,          /* cap_webhook_delivery_seconds */
   CAP_M_LABEL_OVERFLOW,           /* cap_metrics_label_overflow_total */
   CAP_M__COUNT
 };

@@ -13,13 +13,15 @@
 #include <string.h>
 
 const char *const cap_execreq_capabilities[] = {"ffmpeg-render", "ffprobe", NULL};
+const char *const cap_execreq_events[] = {"started", "progress", "succeeded",
+                                          "failed",  "canceled", NULL};
 
 /* The longest a client may ask /exec to wait before it answers 202. */
 #define WAIT_MAX_S 90
 
-static const char *const known_fields[] = {"capability", "input_key",      "output_key",
-                                           "preset",     "output_prefix",  "wait",
-                                           "async",      "idempotency_key"};
+static const char *const known_fields[] = {
+    "capability", "input_key", "output_key",      "preset",       "output_prefix",
+    "wait",       "async",     "idempotency_key", "callback_url", "callback_events"};
 
 __attribute__((format(printf, 5, 6))) static int err(enum cap_err *code, enum cap_err c, char *msg,
                                                      size_t msglen, const char *fmt, ...) {
@@ -217,6 +219,69 @@ static int get_wait_async(struct cap_execreq *r, const cJSON *root, enum cap_err
   return 0;
 }
 
+/* Reads "callback_events" (only with a callback_url; default the three
+ * terminal events) into r. */
+static int get_events(struct cap_execreq *r, const cJSON *root, enum cap_err *code, char *msg,
+                      size_t msglen) {
+  const cJSON *ev = cJSON_GetObjectItemCaseSensitive(root, "callback_events");
+  if (ev == NULL) {
+    r->callback_events = r->callback_url ? CAP_CB_DEFAULT : 0;
+    return 0;
+  }
+  if (r->callback_url == NULL)
+    return err(code, CAP_E_INVALID_FIELD, msg, msglen, "%s",
+               "callback_events needs a callback_url");
+  if (!cJSON_IsArray(ev) || cJSON_GetArraySize(ev) == 0)
+    return err(code, CAP_E_INVALID_FIELD, msg, msglen, "%s",
+               "callback_events must be a non-empty array of started, progress, succeeded, "
+               "failed, canceled");
+  const cJSON *item;
+  cJSON_ArrayForEach(item, ev) {
+    unsigned bit = 0;
+    for (int i = 0; cJSON_IsString(item) && cap_execreq_events[i]; i++)
+      if (strcmp(item->valuestring, cap_execreq_events[i]) == 0)
+        bit = 1u << i;
+    if (bit == 0)
+      return err(code, CAP_E_INVALID_FIELD, msg, msglen, "%s",
+                 "callback_events may hold only started, progress, succeeded, failed, canceled");
+    if (r->callback_events & bit)
+      return err(code, CAP_E_INVALID_FIELD, msg, msglen, "callback_events lists \"%s\" twice",
+                 item->valuestring);
+    r->callback_events |= bit;
+  }
+  return 0;
+}
+
+void cap_execreq_events_format(unsigned mask, char *out, size_t outlen) {
+  size_t used = 0;
+  if (outlen == 0)
+    return;
+  out[0] = '\0';
+  for (int i = 0; cap_execreq_events[i]; i++) {
+    if (!(mask & (1u << i)))
+      continue;
+    int n = snprintf(out + used, outlen - used, "%s%s", used ? "," : "", cap_execreq_events[i]);
+    if (n < 0 || (size_t)n >= outlen - used)
+      return;
+    used += (size_t)n;
+  }
+}
+
+unsigned cap_execreq_events_parse(const char *list) {
+  unsigned mask = 0;
+  const char *s = list ? list : "";
+  while (*s) {
+    size_t n = strcspn(s, ",");
+    for (int i = 0; cap_execreq_events[i]; i++)
+      if (strlen(cap_execreq_events[i]) == n && strncmp(s, cap_execreq_events[i], n) == 0)
+        mask |= 1u << i;
+    s += n;
+    if (*s == ',')
+      s++;
+  }
+  return mask;
+}
+
 int cap_execreq_parse(struct cap_execreq *r, const char *body, size_t len, enum cap_err *code,
                       char *msg, size_t msglen) {
   cJSON *root = NULL;
@@ -233,9 +298,11 @@ int cap_execreq_parse(struct cap_execreq *r, const char *body, size_t len, enum 
       get_string(root, "output_prefix", 0, &r->output_prefix, code, msg, msglen) ||
       get_string(root, "preset", CAP_PRESET_NAME_MAX, &r->preset, code, msg, msglen) ||
       get_string(root, "idempotency_key", CAP_IDEMPOTENCY_KEY_MAX, &r->idempotency_key, code, msg,
-                 msglen))
+                 msglen) ||
+      get_string(root, "callback_url", 0, &r->callback_url, code, msg, msglen))
     goto fail;
-  if (check_capability(r, cap, code, msg, msglen) || get_wait_async(r, root, code, msg, msglen))
+  if (check_capability(r, cap, code, msg, msglen) || get_wait_async(r, root, code, msg, msglen) ||
+      get_events(r, root, code, msg, msglen))
     goto fail;
   rc = 0;
 fail:
@@ -250,5 +317,6 @@ void cap_execreq_free(struct cap_execreq *r) {
   free(r->output_prefix);
   free(r->preset);
   free(r->idempotency_key);
+  free(r->callback_url);
   memset(r, 0, sizeof(*r));
 }

@@ -125,13 +125,18 @@ static void move(struct cap_job *j, enum cap_job_stage to) {
   }
   if (to >= CAP_JOB_S_SUCCEEDED)
     note_outcome(j);
+  if (from == CAP_JOB_S_NEW || was != j->state)
+    j->owner_ops->changed(j->owner_ops, j);
 }
 
 static void on_input_ready(struct cap_objin *in, const struct cap_storage_err *err);
 static void on_input_fault(struct cap_objin *in, const struct cap_storage_err *err);
 static void on_output_done(struct cap_jobio *io, const struct cap_storage_err *err);
 
-static const struct cap_jobio_ops jobio_ops = {.output_done = on_output_done};
+static void on_output_upload(struct cap_jobio *io, const char *upload_id);
+
+static const struct cap_jobio_ops jobio_ops = {.output_done = on_output_done,
+                                               .output_upload = on_output_upload};
 
 /* Copies the preset's arguments, headers, class and limits into the job. */
 static void take_preset(struct cap_job *j, const struct cap_preset *p) {
@@ -184,6 +189,8 @@ struct cap_job *cap_job_create(struct cap_job_owner *o, const struct cap_execreq
   j->output_prefix = r->output_prefix ? xstrdup(r->output_prefix) : NULL;
   j->preset = r->preset ? xstrdup(r->preset) : NULL;
   j->idem_key = r->idempotency_key ? xstrdup(r->idempotency_key) : NULL;
+  j->callback_url = r->callback_url ? xstrdup(r->callback_url) : NULL;
+  j->callback_events = r->callback_url ? r->callback_events : 0;
   j->stage = CAP_JOB_S_NEW;
   j->state = CAP_JOB_QUEUED;
   j->created_at = wall_ms();
@@ -225,6 +232,10 @@ void cap_job_free(struct cap_job *j) {
   free(j->pkg);
   free(j->preset);
   free(j->idem_key);
+  free(j->callback_url);
+  free(j->upload_id);
+  free(j->saved_job);
+  free(j->saved_answer);
   for (size_t i = 0; j->args && j->args[i]; i++)
     free(j->args[i]);
   free(j->args);
@@ -351,11 +362,14 @@ static void kill_child(struct cap_job *j) {
 }
 
 void cap_job_cancel(struct cap_job *j, enum cap_err why) {
-  int timeout = why == CAP_E_TIMEOUT;
+  int timeout = why != CAP_E_CANCELED;
   if (cap_job_done(j) || j->stage == CAP_JOB_S_NEW)
     return;
-  if (timeout)
+  if (why == CAP_E_TIMEOUT)
     settle(j, CAP_JOB_S_FAILED, CAP_E_TIMEOUT, "The job ran past its time limit");
+  else if (why == CAP_E_INTERRUPTED)
+    settle(j, CAP_JOB_S_FAILED, CAP_E_INTERRUPTED,
+           "The server stopped before the job finished; send the same request again");
   else
     settle(j, CAP_JOB_S_CANCELED, CAP_E_CANCELED, "The job was canceled");
   /* A download under way stops here and its on_ready never runs. */
@@ -374,6 +388,7 @@ static void on_timeout(uv_timer_t *t) {
 static void on_progress(struct cap_proc *p, const char *key, const char *val) {
   struct cap_job *j = container_of(p, struct cap_job, proc);
   cap_jobprogress_note(&j->progress, j->id, j->req_id, uv_now(j->owner_ops->loop), key, val);
+  j->owner_ops->progressed(j->owner_ops, j);
 }
 
 static void on_proc_done(struct cap_proc *p);
@@ -513,6 +528,13 @@ static void start_render(struct cap_job *j) {
   if (spawn(j, argv, 0, 1, stream) == 0 && stream)
     cap_jobio_stream(&j->io, &j->proc);
   free(argv);
+}
+
+static void on_output_upload(struct cap_jobio *io, const char *upload_id) {
+  struct cap_job *j = container_of(io, struct cap_job, io);
+  free(j->upload_id);
+  j->upload_id = upload_id ? xstrdup(upload_id) : NULL;
+  j->owner_ops->upload(j->owner_ops, j);
 }
 
 static void on_output_done(struct cap_jobio *io, const struct cap_storage_err *err) {
@@ -794,9 +816,15 @@ static void ladder_failed(struct cap_ladder *l, const struct cap_storage_err *er
   kill_child(j);
 }
 
+static void ladder_storing(struct cap_ladder *l, const char *key) {
+  struct cap_job *j = l->data;
+  j->owner_ops->storing(j->owner_ops, j, key);
+}
+
 static void ladder_done(struct cap_ladder *l, const struct cap_storage_err *err) {
   struct cap_job *j = l->data;
   j->bytes = l->bytes;
+  j->owner_ops->ladder_ended(j->owner_ops, j, err == NULL || l->delete_failures == 0);
   if (cap_job_done(j)) {
     j->owner_ops->defer(j->owner_ops, j); /* The cleanup is over: let go of the rest. */
     return;
@@ -810,7 +838,7 @@ static void ladder_done(struct cap_ladder *l, const struct cap_storage_err *err)
 }
 
 static const struct cap_ladder_ops ladder_ops = {
-    .pause = ladder_pause, .failed = ladder_failed, .done = ladder_done};
+    .pause = ladder_pause, .failed = ladder_failed, .done = ladder_done, .storing = ladder_storing};
 
 /* Makes the job's temp directory, sets the package up over it and starts
  * its watches.  Returns 0, or fails the job and returns -1. */

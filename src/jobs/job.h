@@ -53,6 +53,17 @@ struct cap_job_owner {
   void (*settled)(struct cap_job_owner *o, struct cap_job *j);
   /* j is CLOSED: it holds nothing any more. */
   void (*closed)(struct cap_job_owner *o, struct cap_job *j);
+  /* j was queued or its public state changed (after settled for an
+   * outcome): the table journals it and tells its callback. */
+  void (*changed)(struct cap_job_owner *o, struct cap_job *j);
+  /* j's output has a multipart upload under way, with this id. */
+  void (*upload)(struct cap_job_owner *o, struct cap_job *j);
+  /* j's ladder is about to store key. */
+  void (*storing)(struct cap_job_owner *o, struct cap_job *j, const char *key);
+  /* j's ladder has ended; clean: nothing it stored is left to delete. */
+  void (*ladder_ended)(struct cap_job_owner *o, struct cap_job *j, int clean);
+  /* j's progress moved (a child's progress report). */
+  void (*progressed)(struct cap_job_owner *o, struct cap_job *j);
 };
 
 /* One run of a capability: its request, the preset's arguments copied at
@@ -68,6 +79,17 @@ struct cap_job {
   char *output_prefix; /* A ladder's, ending in '/'; NULL otherwise. */
   char *idem_key;
   unsigned char body_hash[32];
+  /* Where its webhooks go, and which (CAP_CB_* bits); NULL and 0
+   * without a callback. */
+  char *callback_url;
+  unsigned callback_events;
+  int64_t progress_event_ms; /* Loop time of the last progress webhook. */
+  /* The output's multipart upload while under way (journaled, so that a
+   * restart can abort it), or NULL. */
+  char *upload_id;
+  /* A job restored from the journal holds what it answered then: the
+   * GET /jobs/{id} object and the /exec answer.  NULL for live jobs. */
+  char *saved_job, *saved_answer;
   /* The preset as it was when the job was created. */
   char **args;
   char *format, *ext, *cls;
@@ -140,7 +162,8 @@ void cap_job_start(struct cap_pool_item *it);
 /* Cancels the job: takes it out of the queue, or kills its process group
  * at once (SIGKILL: the output is thrown away, so there is nothing for the
  * child to finish); the pool slot is released when the child has been
- * reaped.  why is CAP_E_CANCELED or CAP_E_TIMEOUT. */
+ * reaped.  why is CAP_E_CANCELED (a client's cancel), CAP_E_TIMEOUT or
+ * CAP_E_INTERRUPTED (the server is stopping: the job fails, retryable). */
 void cap_job_cancel(struct cap_job *j, enum cap_err why);
 /* Returns 1 once the job has reached its outcome. */
 int cap_job_done(const struct cap_job *j);

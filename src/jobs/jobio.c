@@ -75,6 +75,12 @@ static void on_space(struct cap_objout *out) {
   }
 }
 
+static void on_upload(struct cap_objout *out, const char *upload_id) {
+  struct cap_jobio *io = out->data;
+  if (io->ops->output_upload)
+    io->ops->output_upload(io, upload_id);
+}
+
 /* Readies the output and counts it as under way. */
 static void new_output(struct cap_jobio *io) {
   struct cap_objout *out = &io->out;
@@ -84,6 +90,7 @@ static void new_output(struct cap_jobio *io) {
   out->cache_control = io->spec.cache_control;
   out->on_space = on_space;
   out->on_done = on_out_done;
+  out->on_upload = on_upload;
   out->data = io;
   io->out_init = 1;
   io->live++;

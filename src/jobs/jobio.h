@@ -17,6 +17,8 @@ struct cap_jobio_ops {
   /* The output is stored (err NULL: io->bytes, etag and parts say what was
    * stored) or has failed for good (err says why). */
   void (*output_done)(struct cap_jobio *io, const struct cap_storage_err *err);
+  /* The store opened a multipart upload for the output (may be NULL). */
+  void (*output_upload)(struct cap_jobio *io, const char *upload_id);
 };
 
 /* Where the job's output goes and what it is; the owner fills these in

@@ -136,6 +136,10 @@ static void result_fields(const struct cap_job *j, struct cap_buf *b) {
 }
 
 void cap_jobjson_result(const struct cap_job *j, struct cap_buf *out) {
+  if (j->saved_answer) {
+    cap_buf_puts(out, j->saved_answer);
+    return;
+  }
   cap_buf_putc(out, '{');
   result_fields(j, out);
   cap_buf_putc(out, '}');
@@ -177,9 +181,19 @@ static void error_fields(const struct cap_job *j, struct cap_buf *b, int with_me
     key(b, "stderr_tail", 0);
     str(b, j->stderr_tail);
   }
+  /* The job never ran to its end through no fault of its own: the same
+   * request may simply be sent again. */
+  if (j->err == CAP_E_INTERRUPTED) {
+    key(b, "retryable", 0);
+    cap_buf_puts(b, "true");
+  }
 }
 
 void cap_jobjson_error(const struct cap_job *j, struct cap_buf *out) {
+  if (j->saved_answer) {
+    cap_buf_puts(out, j->saved_answer);
+    return;
+  }
   cap_buf_putc(out, '{');
   error_fields(j, out, 1);
   key(out, "job_id", 0);
@@ -230,7 +244,32 @@ static void input_progress(const struct cap_job *j, struct cap_buf *b) {
     cap_buf_printf(b, ",\"size\":%llu}", (unsigned long long)in->size);
 }
 
+/* Where the job's webhooks go and which: the URL without its query, which
+ * may carry the receiver's own secret. */
+static void callback_fields(const struct cap_job *j, struct cap_buf *b) {
+  key(b, "callback", 0);
+  cap_buf_putc(b, '{');
+  key(b, "url", 1);
+  cap_jsonw_str(b, j->callback_url, strcspn(j->callback_url, "?#"));
+  key(b, "events", 0);
+  cap_buf_putc(b, '[');
+  int first = 1;
+  for (int i = 0; cap_execreq_events[i]; i++) {
+    if (!(j->callback_events & (1u << i)))
+      continue;
+    if (!first)
+      cap_buf_putc(b, ',');
+    str(b, cap_execreq_events[i]);
+    first = 0;
+  }
+  cap_buf_puts(b, "]}");
+}
+
 void cap_jobjson_job(const struct cap_job *j, struct cap_buf *b) {
+  if (j->saved_job) {
+    cap_buf_puts(b, j->saved_job);
+    return;
+  }
   const struct cap_job_progress *g = &j->progress;
   cap_buf_putc(b, '{');
   key(b, "job_id", 1);
@@ -276,6 +315,8 @@ void cap_jobjson_job(const struct cap_job *j, struct cap_buf *b) {
   input_progress(j, b);
   if (j->pkg)
     package_progress(j->pkg, b);
+  if (j->callback_url)
+    callback_fields(j, b);
   key(b, "result", 0);
   if (j->state == CAP_JOB_SUCCEEDED)
     cap_jobjson_result(j, b);

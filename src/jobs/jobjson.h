@@ -15,6 +15,9 @@ void cap_jobjson_result(const struct cap_job *j, struct cap_buf *out);
 void cap_jobjson_error(const struct cap_job *j, struct cap_buf *out);
 /* The 202 answer: job_id, status, status_url. */
 void cap_jobjson_accepted(const struct cap_job *j, struct cap_buf *out);
+/* A job restored from the journal answers with the texts it saved: the
+ * result or error answer and the whole job are what they were when it
+ * ended. */
 /* The whole job, for GET /jobs/{id}. */
 void cap_jobjson_job(const struct cap_job *j, struct cap_buf *out);
 

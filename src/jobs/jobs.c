@@ -1,9 +1,13 @@
 #include "jobs.h"
 
 #include "alloc.h"
+#include "buf.h"
 #include "config.h"
 #include "container.h"
+#include "jobjson.h"
+#include "journal.h"
 #include "log.h"
+#include "outbox.h"
 #include "preset.h"
 #include "store.h"
 
@@ -66,8 +70,28 @@ static size_t sweep(struct cap_jobs *t, size_t need) {
   return dropped;
 }
 
+/* Puts j in the hash and at the end of the list. */
+static void link_job(struct cap_jobs *t, struct cap_job *j) {
+  size_t slot = hash(j->id) & (t->nslots - 1);
+  j->hnext = t->slots[slot];
+  t->slots[slot] = j;
+  j->prev = t->tail;
+  j->next = NULL;
+  if (t->tail)
+    t->tail->next = j;
+  else
+    t->head = j;
+  t->tail = j;
+  t->n++;
+}
+
 static void on_sweep(uv_timer_t *timer) {
-  sweep(timer->data, 0);
+  struct cap_jobs *t = timer->data;
+  sweep(t, 0);
+  /* The journal forgets what the table has forgotten by age, so that the
+   * file stays as large as a TTL's worth of jobs. */
+  if (t->jr)
+    cap_journal_job_purge(t->jr, wall_ms() - (int64_t)t->cfg->job_ttl_s * 1000);
 }
 
 static struct cap_jobs *table_of(struct cap_job_owner *o) {
@@ -123,8 +147,83 @@ static void owner_settled(struct cap_job_owner *o, struct cap_job *j) {
 
 static void check_quiet(struct cap_jobs *t);
 
+/* Queues the webhook of type ("job.<event>") for j when its callback asked
+ * for event, with the job as GET /jobs/{id} shows it now. */
+static void notify(struct cap_jobs *t, struct cap_job *j, unsigned event, const char *type) {
+  if (t->outbox == NULL || j->callback_url == NULL || !(j->callback_events & event))
+    return;
+  struct cap_buf b;
+  cap_buf_init(&b);
+  cap_jobjson_job(j, &b);
+  cap_buf_putc(&b, '\0');
+  cap_outbox_enqueue(t->outbox, j->owner, j->callback_url, j->id, type, b.data);
+  cap_buf_free(&b);
+}
+
+/* The one place a job's public state change reaches the journal and its
+ * callback.  The outcome is journaled at once (a crash from here on must
+ * not make the job look interrupted) and again once the job is CLOSED,
+ * when nothing of it changes any more; its webhook waits for that (a
+ * killed child's signal, a ladder's cleanup are part of what it says). */
+static void owner_changed(struct cap_job_owner *o, struct cap_job *j) {
+  struct cap_jobs *t = table_of(o);
+  cap_jobjournal_put(t->jr, j);
+  if (j->state == CAP_JOB_RUNNING)
+    notify(t, j, CAP_CB_STARTED, "job.started");
+}
+
+/* The job's final word: its row as it will stay, and its outcome's webhook. */
+static void job_final(struct cap_jobs *t, struct cap_job *j) {
+  cap_jobjournal_put(t->jr, j);
+  switch (j->state) {
+  case CAP_JOB_SUCCEEDED:
+    notify(t, j, CAP_CB_SUCCEEDED, "job.succeeded");
+    break;
+  case CAP_JOB_FAILED:
+    notify(t, j, CAP_CB_FAILED, "job.failed");
+    break;
+  case CAP_JOB_CANCELED:
+    notify(t, j, CAP_CB_CANCELED, "job.canceled");
+    break;
+  default:
+    break;
+  }
+}
+
+static void owner_upload(struct cap_job_owner *o, struct cap_job *j) {
+  cap_jobjournal_put(table_of(o)->jr, j);
+}
+
+static void owner_storing(struct cap_job_owner *o, struct cap_job *j, const char *key) {
+  struct cap_jobs *t = table_of(o);
+  if (t->jr)
+    cap_journal_object_add(t->jr, j->id, key);
+}
+
+static void owner_ladder_ended(struct cap_job_owner *o, struct cap_job *j, int clean) {
+  struct cap_jobs *t = table_of(o);
+  if (t->jr && clean)
+    cap_journal_object_clear(t->jr, j->id);
+}
+
+/* Progress webhooks go at most once per callback_progress_ms per job, and
+ * only while the job runs. */
+static void owner_progressed(struct cap_job_owner *o, struct cap_job *j) {
+  struct cap_jobs *t = table_of(o);
+  if (j->callback_url == NULL || !(j->callback_events & CAP_CB_PROGRESS) ||
+      j->state != CAP_JOB_RUNNING)
+    return;
+  int64_t now = (int64_t)uv_now(t->loop);
+  if (j->progress_event_ms && now - j->progress_event_ms < t->cfg->callback_progress_ms)
+    return;
+  j->progress_event_ms = now;
+  notify(t, j, CAP_CB_PROGRESS, "job.progress");
+}
+
 static void owner_closed(struct cap_job_owner *o, struct cap_job *j) {
-  check_quiet(table_of(o));
+  struct cap_jobs *t = table_of(o);
+  job_final(t, j);
+  check_quiet(t);
 }
 
 /* Points the jobs' view of the table at what it holds now: app.c sets
@@ -143,6 +242,11 @@ static void refresh_owner(struct cap_jobs *t) {
   o->defer = owner_defer;
   o->settled = owner_settled;
   o->closed = owner_closed;
+  o->changed = owner_changed;
+  o->upload = owner_upload;
+  o->storing = owner_storing;
+  o->ladder_ended = owner_ladder_ended;
+  o->progressed = owner_progressed;
 }
 
 struct cap_job *cap_job_new(struct cap_jobs *t, const struct cap_execreq *r, const char *owner,
@@ -215,6 +319,82 @@ int cap_jobs_init(struct cap_jobs *t, uv_loop_t *loop, const struct cap_config *
   return 0;
 }
 
+void cap_jobs_set_journal(struct cap_jobs *t, struct cap_journal *jr, struct cap_outbox *ob) {
+  t->jr = jr;
+  t->outbox = ob;
+}
+
+struct restore_ctx {
+  struct cap_jobs *t;
+  int64_t cutoff;
+  size_t restored, interrupted, skipped, leftovers;
+};
+
+/* Makes one row's job again (or drops the row of one past its TTL). */
+static void restore_row(void *arg, const struct cap_journal_job *row) {
+  struct restore_ctx *c = arg;
+  struct cap_jobs *t = c->t;
+  int ended = row->finished_at > 0;
+  /* An ended job that did not succeed may have left ladder objects whose
+   * deletes did not finish; an interrupted one may have left anything. */
+  if (!ended || strcmp(row->state, "succeeded") != 0) {
+    cap_jobrecover_add(&t->recover, row);
+    c->leftovers++;
+  }
+  if (ended && row->finished_at <= c->cutoff) {
+    c->skipped++;
+    return;
+  }
+  int interrupted;
+  struct cap_job *j = cap_jobjournal_restore(&t->owner, row, &interrupted);
+  if (j == NULL) {
+    c->skipped++;
+    return;
+  }
+  if (t->n >= (size_t)t->cfg->jobs_max && sweep(t, t->n + 1 - (size_t)t->cfg->jobs_max) == 0) {
+    cap_job_free(j);
+    c->skipped++;
+    return;
+  }
+  link_job(t, j);
+  c->restored++;
+  if (interrupted) {
+    c->interrupted++;
+    t->failed++;
+    cap_jobjournal_put(t->jr, j);
+    notify(t, j, CAP_CB_FAILED, "job.failed");
+    struct cap_log_rec *r = cap_log_begin(CAP_LOG_WARN, "job.interrupted");
+    cap_log_str(r, "job_id", j->id);
+    cap_log_str(r, "req_id", j->req_id);
+    cap_log_str(r, "was", row->state);
+    cap_log_str(r, "token_name", j->owner);
+    cap_log_end(r);
+  }
+}
+
+int cap_jobs_restore(struct cap_jobs *t) {
+  if (t->jr == NULL)
+    return 0;
+  refresh_owner(t);
+  cap_jobrecover_init(&t->recover, t->objstore, t->jr);
+  struct restore_ctx c = {.t = t, .cutoff = wall_ms() - (int64_t)t->cfg->job_ttl_s * 1000};
+  int rc = cap_journal_job_load(t->jr, restore_row, &c);
+  cap_journal_job_purge(t->jr, c.cutoff);
+  cap_jobrecover_start(&t->recover);
+  struct cap_journal_stats st;
+  cap_journal_stats(t->jr, &st);
+  struct cap_log_rec *r = cap_log_begin(c.interrupted ? CAP_LOG_WARN : CAP_LOG_INFO,
+                                        "journal.recovered");
+  cap_log_str(r, "path", cap_journal_path(t->jr));
+  cap_log_int(r, "jobs", (long long)c.restored);
+  cap_log_int(r, "interrupted", (long long)c.interrupted);
+  cap_log_int(r, "expired", (long long)c.skipped);
+  cap_log_int(r, "cleanups", (long long)c.leftovers);
+  cap_log_int(r, "size_bytes", (long long)st.size_bytes);
+  cap_log_end(r);
+  return rc;
+}
+
 void cap_jobs_set_presets(struct cap_jobs *t, struct cap_presets *set) {
   struct cap_presets *old = t->presets;
   t->presets = set;
@@ -239,9 +419,14 @@ struct cap_job *cap_jobs_find(struct cap_jobs *t, const char *id) {
 }
 
 struct cap_job *cap_jobs_find_idem(struct cap_jobs *t, const char *owner, const char *key) {
-  for (struct cap_job *j = t->tail; j; j = j->prev)
-    if (j->idem_key && strcmp(j->idem_key, key) == 0 && strcmp(j->owner, owner) == 0)
-      return expired(t, j) ? NULL : j;
+  for (struct cap_job *j = t->tail; j; j = j->prev) {
+    if (j->idem_key == NULL || strcmp(j->idem_key, key) != 0 || strcmp(j->owner, owner) != 0)
+      continue;
+    /* An interrupted job never finished: its key starts a new run. */
+    if (j->err == CAP_E_INTERRUPTED)
+      return NULL;
+    return expired(t, j) ? NULL : j;
+  }
   return NULL;
 }
 
@@ -263,18 +448,10 @@ int cap_jobs_submit(struct cap_jobs *t, struct cap_job *j) {
     return rc;
   if (t->n >= (size_t)t->cfg->jobs_max && sweep(t, t->n + 1 - (size_t)t->cfg->jobs_max) == 0)
     return -ENOSPC;
+  /* Linked first, so that the journal row written as it is queued is the
+   * row of a job the table holds. */
+  link_job(t, j);
   cap_job_attach(j);
-  size_t slot = hash(j->id) & (t->nslots - 1);
-  j->hnext = t->slots[slot];
-  t->slots[slot] = j;
-  j->prev = t->tail;
-  j->next = NULL;
-  if (t->tail)
-    t->tail->next = j;
-  else
-    t->head = j;
-  t->tail = j;
-  t->n++;
 
   struct cap_log_rec *r = cap_log_begin(CAP_LOG_INFO, "job.queued");
   cap_log_str(r, "job_id", j->id);
@@ -359,13 +536,16 @@ void cap_jobs_stop(struct cap_jobs *t) {
   t->stopping = 1;
   t->on_idle = NULL;
   for (struct cap_job *j = t->head; j; j = j->next) {
-    cap_job_cancel(j, CAP_E_CANCELED);
+    /* Not the client's doing: the job fails as interrupted, which a retry
+     * with the same key runs again, after the restart or elsewhere. */
+    cap_job_cancel(j, CAP_E_INTERRUPTED);
     /* A failed ladder's cleanup against a bucket out of reach would hold
      * the exit for every key's retries. */
     if (j->pkg)
       cap_ladder_hurry(j->pkg, LADDER_STOP_CLEANUP_MS);
   }
   uv_close((uv_handle_t *)&t->sweep, NULL);
+  cap_jobrecover_stop(&t->recover);
   check_quiet(t);
 }
 

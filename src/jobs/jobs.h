@@ -2,6 +2,7 @@
 #define CAP_JOBS_H
 
 #include "job.h"
+#include "jobjournal.h"
 #include "pool.h"
 
 #include <stddef.h>
@@ -13,6 +14,8 @@ struct cap_store;
 struct cap_presets;
 struct cap_sandbox;
 struct cap_climits;
+struct cap_journal;
+struct cap_outbox;
 
 /* Every job the server knows: the running and queued ones and, for a
  * while, the finished ones, so that clients can poll them.  The table is
@@ -58,12 +61,26 @@ struct cap_jobs {
   void (*on_idle)(void *arg, size_t undelivered);
   void *idle_arg;
   uint64_t submitted, succeeded, failed, canceled;
+  /* Where jobs are journaled and their webhooks queued; NULL when off. */
+  struct cap_journal *jr;
+  struct cap_outbox *outbox;
+  /* The cleanup owed to jobs a previous process did not finish. */
+  struct cap_jobrecover recover;
 };
 
 /* Sets up the table and the pools from cfg; presets must be set before
  * the first job (cap_jobs_set_presets).  Returns 0. */
 int cap_jobs_init(struct cap_jobs *t, uv_loop_t *loop, const struct cap_config *cfg,
                   struct cap_store *store);
+/* Gives the table its journal and outbox (either may be NULL); before
+ * cap_jobs_restore and the first job. */
+void cap_jobs_set_journal(struct cap_jobs *t, struct cap_journal *jr, struct cap_outbox *ob);
+/* Reads the journal back: ended jobs within their TTL become pollable
+ * again (with their idempotency keys); jobs that had not ended are failed
+ * as interrupted, their webhooks queued, and what they left in the store
+ * cleaned up (asynchronously).  Call once the object store has started.
+ * Returns 0 or the journal's negative errno. */
+int cap_jobs_restore(struct cap_jobs *t);
 /* Replaces the preset set (the table frees the old one; running jobs keep
  * the copy of their preset they were given). */
 void cap_jobs_set_presets(struct cap_jobs *t, struct cap_presets *set);

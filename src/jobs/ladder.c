@@ -460,6 +460,10 @@ static void start_upload(struct cap_ladder *l, struct cap_ladder_slot *s,
   s->out.on_done = on_stored;
   s->out.data = s;
   l->in_flight++;
+  /* The owner records the key before the store can hold it: a crash from
+   * here on leaves a name the next start can delete. */
+  if (l->ops->storing)
+    l->ops->storing(l, s->key);
   snprintf(path, sizeof(path), "%s/%s", l->dir, f->local);
   cap_objstore_put_file(&s->out, path, f->size);
 }

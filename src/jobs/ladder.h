@@ -39,6 +39,8 @@ struct cap_ladder_ops {
    * it failed and what it may have stored has been deleted.  Runs once,
    * never from inside a cap_ladder_* call. */
   void (*done)(struct cap_ladder *l, const struct cap_storage_err *err);
+  /* An upload of key (the full key) is about to start (may be NULL). */
+  void (*storing)(struct cap_ladder *l, const char *key);
 };
 
 enum cap_ladder_state {

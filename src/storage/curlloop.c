@@ -18,6 +18,7 @@ struct sock {
 struct xfer {
   cap_curlloop_done_fn done;
   void *arg;
+  cap_curlloop_allow_fn allow; /* NULL: any address. */
   CURL *easy;
   struct xfer *prev, *next;
 };
@@ -171,16 +172,29 @@ int cap_curlloop_init(struct cap_curlloop *cl, uv_loop_t *loop) {
 }
 
 /* Opens curl's sockets close-on-exec, so that no ffmpeg child keeps a
- * storage or registry connection open. */
+ * storage or registry connection open.  A guarded transfer's address is
+ * shown to its allow function first: this is the address curl connects
+ * to, so no later name lookup can change it. */
 static curl_socket_t open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *a) {
+  struct xfer *x = arg;
+  (void)purpose;
+  if (x && x->allow && !x->allow(x->arg, &a->addr))
+    return CURL_SOCKET_BAD;
   return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
 }
 
 int cap_curlloop_add(struct cap_curlloop *cl, CURL *easy, cap_curlloop_done_fn done, void *arg) {
+  return cap_curlloop_add_guarded(cl, easy, done, arg, NULL);
+}
+
+int cap_curlloop_add_guarded(struct cap_curlloop *cl, CURL *easy, cap_curlloop_done_fn done,
+                             void *arg, cap_curlloop_allow_fn allow) {
   struct xfer *x = xcalloc(1, sizeof(*x));
   curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+  curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, x);
   x->done = done;
   x->arg = arg;
+  x->allow = allow;
   x->easy = easy;
   curl_easy_setopt(easy, CURLOPT_PRIVATE, x);
   if (curl_multi_add_handle(cl->multi, easy) != CURLM_OK) {

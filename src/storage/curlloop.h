@@ -2,6 +2,7 @@
 #define CAP_CURLLOOP_H
 
 #include <curl/curl.h>
+#include <sys/socket.h>
 #include <uv.h>
 
 /* libcurl's multi interface driven by the libuv loop that serves HTTP and
@@ -32,6 +33,13 @@ struct cap_curlloop {
 int cap_curlloop_init(struct cap_curlloop *cl, uv_loop_t *loop);
 /* Starts easy; done(easy, result, arg) runs when it ends.  Returns 0 or -EIO. */
 int cap_curlloop_add(struct cap_curlloop *cl, CURL *easy, cap_curlloop_done_fn done, void *arg);
+/* Decides whether a transfer may connect to sa (1) or not (0). */
+typedef int (*cap_curlloop_allow_fn)(void *arg, const struct sockaddr *sa);
+/* As cap_curlloop_add, but every address easy is about to connect to is
+ * first shown to allow(arg, sa); a refused one fails that connection
+ * attempt (curl tries the next address or ends with a connect error). */
+int cap_curlloop_add_guarded(struct cap_curlloop *cl, CURL *easy, cap_curlloop_done_fn done,
+                             void *arg, cap_curlloop_allow_fn allow);
 /* Stops easy without calling its done callback; the handle is the caller's
  * again.  Not from inside one of easy's own curl callbacks. */
 void cap_curlloop_remove(struct cap_curlloop *cl, CURL *easy);

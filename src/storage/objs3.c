@@ -221,6 +221,12 @@ static void on_upload_space(struct cap_upload *u) {
     out->on_space(out);
 }
 
+static void on_upload_created(struct cap_upload *u) {
+  struct cap_objout *out = u->data;
+  if (out->on_upload)
+    out->on_upload(out, u->upload_id);
+}
+
 static void new_upload(struct cap_objout *out) {
   struct cap_objstore *os = out->os;
   out->upload = xmalloc(sizeof(*out->upload));
@@ -229,6 +235,7 @@ static void new_upload(struct cap_objout *out) {
   out->upload->cache_control = out->cache_control;
   out->upload->on_space = on_upload_space;
   out->upload->on_done = on_upload_done;
+  out->upload->on_created = on_upload_created;
   out->upload->data = out;
 }
 

@@ -204,3 +204,9 @@ void cap_objstore_end_delete(struct cap_objdel *d, const struct cap_storage_err 
     log_delete_failed(d, err);
   d->on_done(d, err);
 }
+
+void cap_objstore_recover_uploads(struct cap_objstore *os, const char *key, int prefix,
+                                  const char *upload_id, time_t before) {
+  if (os->st && os->ops == &cap_objstore_s3_ops)
+    cap_storage_recover_uploads(os->st, key, prefix, upload_id, before);
+}

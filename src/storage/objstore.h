@@ -185,6 +185,10 @@ struct cap_objout {
   /* Called when a starved stream may go on (space will give room again). */
   void (*on_space)(struct cap_objout *out);
   void (*on_done)(struct cap_objout *out, const struct cap_storage_err *err);
+  /* Called (may be NULL) when the store has opened a multipart upload for
+   * the output, with its id: the caller may record it, so that the upload
+   * can be aborted by id if the process dies before it ends. */
+  void (*on_upload)(struct cap_objout *out, const char *upload_id);
   void *data;
   /* Results. */
   uint64_t bytes;
@@ -241,6 +245,11 @@ struct cap_objdel {
   int busy;
 };
 
+/* After a crash: aborts the multipart uploads left for key (or under key
+ * with prefix set) by a process before this one (cap_storage_recover_uploads);
+ * nothing for the file store, whose temp files go at start-up. */
+void cap_objstore_recover_uploads(struct cap_objstore *os, const char *key, int prefix,
+                                  const char *upload_id, time_t before);
 /* Readies d (zeroed) to delete key in os. */
 void cap_objstore_delete_init(struct cap_objdel *d, struct cap_objstore *os, const char *key);
 /* Deletes the object (file store: unlinks it and the directories it

@@ -203,6 +203,11 @@ static void log_outcome(const char *event, const struct cap_s3_req *r, enum cap_
 struct st_req {
   struct cap_s3_req r;
   struct st_req *prev, *next;
+  /* A recovery listing: the key (or prefix) whose uploads go, those
+   * initiated before this time only. */
+  char *match;
+  int match_prefix;
+  time_t before;
 };
 
 static struct st_req *own_reqs;
@@ -220,6 +225,7 @@ static struct cap_s3_req *new_req(struct cap_storage *st) {
 
 static void free_req(struct cap_s3_req *r) {
   struct st_req *q = (struct st_req *)r;
+  free(q->match);
   if (q->prev)
     q->prev->next = q->next;
   else
@@ -427,6 +433,80 @@ static void on_list_done(struct cap_s3_req *r) {
 }
 
 static void schedule_retries(struct cap_storage *st);
+
+/* Queues an abort of key's upload id, sent by the retry timer and retried
+ * with growing delays until the store says it is gone. */
+static void queue_abort(struct cap_storage *st, const char *key, const char *upload_id) {
+  struct cap_pending_abort *p = xcalloc(1, sizeof(*p));
+  p->key = xstrdup(key);
+  p->upload_id = xstrdup(upload_id);
+  p->next = st->pending;
+  st->pending = p;
+  schedule_retries(st);
+}
+
+static void on_recover_list_done(struct cap_s3_req *r) {
+  struct cap_storage *st = r->data;
+  struct st_req *q = (struct st_req *)r;
+  if (!cap_s3_ok(r)) {
+    /* The orphan sweep finds these uploads later. */
+    log_outcome("storage.recover_list_failed", r, CAP_LOG_WARN);
+    free((char *)r->query[1].value);
+    cap_s3_req_free(r, free_req);
+    return;
+  }
+  size_t pl = strlen(st->conf.prefix), ml = strlen(q->match);
+  const char *p = r->resp.data;
+  while (p && (p = strstr(p, "<Upload>")) != NULL) {
+    const char *close = strstr(p, "</Upload>");
+    if (close == NULL)
+      break;
+    char key[1100], id[512], initiated[64];
+    size_t len = (size_t)(close - p);
+    if (cap_s3_xml_text(p, len, "Key", key, sizeof(key)) == 0 &&
+        cap_s3_xml_text(p, len, "UploadId", id, sizeof(id)) == 0 &&
+        cap_s3_xml_text(p, len, "Initiated", initiated, sizeof(initiated)) == 0) {
+      const char *rel = strncmp(key, st->conf.prefix, pl) == 0 ? key + pl : key;
+      int match = q->match_prefix ? strncmp(rel, q->match, ml) == 0 : strcmp(rel, q->match) == 0;
+      time_t t = parse_iso(initiated);
+      if (match && t > 0 && t < q->before) {
+        struct cap_log_rec *l = cap_log_begin(CAP_LOG_INFO, "storage.recover_abort");
+        cap_log_str(l, "key", rel);
+        cap_log_end(l);
+        queue_abort(st, rel, id);
+      }
+    }
+    p = close;
+  }
+  free((char *)r->query[1].value);
+  cap_s3_req_free(r, free_req);
+}
+
+void cap_storage_recover_uploads(struct cap_storage *st, const char *key, int prefix,
+                                 const char *upload_id, time_t before) {
+  if (st->kind != CAP_STORAGE_S3)
+    return;
+  if (upload_id && upload_id[0])
+    queue_abort(st, key, upload_id);
+  struct cap_s3_req *r = new_req(st);
+  struct st_req *q = (struct st_req *)r;
+  q->match = xstrdup(key);
+  q->match_prefix = prefix;
+  q->before = before;
+  struct cap_buf b;
+  cap_buf_init(&b);
+  cap_buf_puts(&b, st->conf.prefix);
+  cap_buf_puts(&b, key);
+  r->method = "GET";
+  r->query[0].name = "uploads";
+  r->query[0].value = "";
+  r->query[1].name = "prefix";
+  r->query[1].value = cap_buf_steal(&b);
+  r->nquery = 2;
+  r->resp_max = 8 << 20;
+  r->done = on_recover_list_done;
+  cap_s3_start(r);
+}
 
 static void on_deferred_abort_done(struct cap_s3_req *r) {
   struct cap_storage *st = r->data;

@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 #include <uv.h>
 
 struct cap_config;
@@ -77,6 +78,14 @@ void cap_storage_start(struct cap_storage *st);
 /* Stops the sweep and every transfer, closing handles (for shutdown).
  * cap_objstore_stop calls it. */
 void cap_storage_stop(struct cap_storage *st);
+/* Aborts the multipart uploads a job left behind when the process died:
+ * upload_id (may be NULL) at once, and every upload listed for key (or,
+ * with prefix set, under key) initiated before before (the process's
+ * start), so that an upload whose id never reached the journal goes too
+ * while a new job's upload of the same key is left alone.  Aborts are
+ * retried until the store confirms them.  Nothing for the file store. */
+void cap_storage_recover_uploads(struct cap_storage *st, const char *key, int prefix,
+                                 const char *upload_id, time_t before);
 /* Releases memory after the loop has ended. */
 void cap_storage_free(struct cap_storage *st);
 /* Appends the /health description ({"kind":...,"bucket":...}) to out. */

@@ -109,9 +109,13 @@ void cap_store_close(struct cap_store *s) {
   s->root_fd = s->tmp_fd = -1;
 }
 
+static int under(const char *key, const char *dir) {
+  size_t n = strlen(dir);
+  return strncmp(key, dir, n) == 0 && (key[n] == '/' || key[n] == '\0');
+}
+
 int cap_store_key_reserved(const char *key) {
-  size_t n = strlen(CAP_STORE_TMP_DIR);
-  return strncmp(key, CAP_STORE_TMP_DIR, n) == 0 && (key[n] == '/' || key[n] == '\0');
+  return under(key, CAP_STORE_TMP_DIR) || under(key, CAP_STORE_STATE_DIR);
 }
 
 int cap_store_key_usable(const char *key) {

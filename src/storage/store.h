@@ -12,6 +12,10 @@
  * sees half an object. */
 
 #define CAP_STORE_TMP_DIR ".cap-tmp"
+/* The journal's directory when it lives in the data directory: no key
+ * may name it either, so that no client reads or overwrites the journal
+ * through the file store. */
+#define CAP_STORE_STATE_DIR ".cap-state"
 
 struct cap_store {
   char *root;

@@ -358,6 +358,8 @@ static void on_ctl_done(struct cap_s3_req *r) {
     if (ok && cap_s3_xml_text(r->resp.data, r->resp.len, "UploadId", u->upload_id,
                               sizeof(u->upload_id)) == 0) {
       u->mp_state = 2;
+      if (u->on_created)
+        u->on_created(u);
     } else {
       u->mp_state = 0; /* Nothing to abort. */
       if (ok)

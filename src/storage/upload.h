@@ -81,6 +81,9 @@ struct cap_upload {
   int waiting;
   /* Called when a starved source may go on (cap_upload_space will give room). */
   void (*on_space)(struct cap_upload *u);
+  /* Called when CreateMultipartUpload has answered with upload_id (may be
+   * NULL): from then on the store holds parts until complete or abort. */
+  void (*on_created)(struct cap_upload *u);
   /* Called once when the upload has completed or failed and no request of
    * it is under way; then call cap_upload_free. */
   void (*on_done)(struct cap_upload *u, int ok);

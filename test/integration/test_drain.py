@@ -5,8 +5,9 @@ Drain (real ffmpeg jobs streaming into the S3 bed, Swift + s3api):
   /health says draining, job polls (new connections included) are served,
   the jobs finish and are stored whole, the server exits 0 within the grace;
 - a grace shorter than the jobs: the running and the queued ones are
-  canceled, no multipart upload stays open, no object, no child; exit 0;
-- a second SIGTERM cancels at once.
+  stopped and fail as interrupted (retryable: the client did not cancel
+  them), no multipart upload stays open, no object, no child; exit 0;
+- a second SIGTERM stops them at once, the same way.
 Notify: READY=1 once listening and STOPPING=1 on SIGTERM arrive as
 datagrams on $NOTIFY_SOCKET (path and abstract names), as systemd expects.
 Reload: SIGHUP reads the config file (log level), the token file and the
@@ -167,8 +168,9 @@ class DrainWithJobs(unittest.TestCase):
         self.assertEqual([(l.get("reason"), l.get("jobs_canceled")) for l in stopping],
                          [("grace_expired", 3)], stopping)
         fin = self.finished(srv)
-        self.assertEqual({jid: fin.get(jid, {}).get("state") for jid in ids},
-                         {jid: "canceled" for jid in ids}, fin)
+        self.assertEqual({jid: (fin.get(jid, {}).get("state"), fin.get(jid, {}).get("code"))
+                          for jid in ids},
+                         {jid: ("failed", "interrupted") for jid in ids}, fin)
         self.assertEqual(self.open_uploads(), [], srv.log_text()[-3000:])
         self.assertEqual(self.objects(self.prefix + "/out/"), {})
         for g in pgids:
@@ -187,7 +189,8 @@ class DrainWithJobs(unittest.TestCase):
         self.assertEqual(rc, 0)
         self.assertLess(time.time() - t0, 10)
         self.assertEqual([l.get("reason") for l in lines(srv, "server.stopping")], ["signal"])
-        self.assertEqual(self.finished(srv)[jid].get("state"), "canceled")
+        fin = self.finished(srv)[jid]
+        self.assertEqual((fin.get("state"), fin.get("code")), ("failed", "interrupted"), fin)
         self.assertEqual(self.open_uploads(), [])
         self.assertEqual(mt.group_members(pgid), {})
 

@@ -295,10 +295,63 @@ static void test_escaped_nul(void) {
   cap_execreq_free(&r);
 }
 
+/* callback_url is taken as given (the policy is the caller's); its events
+ * default to the terminal three and are checked here. */
+static void test_callback(void) {
+  struct cap_execreq r;
+  char list[64];
+  CHECK_EQ_INT(parse_str(&r, "{\"capability\":\"ffprobe\",\"input_key\":\"a\"}"), 0);
+  CHECK(r.callback_url == NULL);
+  CHECK_EQ_INT(r.callback_events, 0);
+  cap_execreq_free(&r);
+  CHECK_EQ_INT(parse_str(&r, "{\"capability\":\"ffprobe\",\"input_key\":\"a\","
+                             "\"callback_url\":\"https://h.example/x?s=1\"}"),
+               0);
+  CHECK_EQ_STR(r.callback_url, "https://h.example/x?s=1");
+  CHECK_EQ_INT(r.callback_events, CAP_CB_SUCCEEDED | CAP_CB_FAILED | CAP_CB_CANCELED);
+  cap_execreq_free(&r);
+  CHECK_EQ_INT(parse_str(&r, "{\"capability\":\"ffprobe\",\"input_key\":\"a\","
+                             "\"callback_url\":\"https://h.example/\","
+                             "\"callback_events\":[\"progress\",\"started\",\"canceled\"]}"),
+               0);
+  CHECK_EQ_INT(r.callback_events, CAP_CB_STARTED | CAP_CB_PROGRESS | CAP_CB_CANCELED);
+  cap_execreq_events_format(r.callback_events, list, sizeof(list));
+  CHECK_EQ_STR(list, "started,progress,canceled");
+  CHECK_EQ_INT(cap_execreq_events_parse(list), r.callback_events);
+  CHECK_EQ_INT(cap_execreq_events_parse("failed,bogus,,succeeded"),
+               CAP_CB_FAILED | CAP_CB_SUCCEEDED);
+  CHECK_EQ_INT(cap_execreq_events_parse(NULL), 0);
+  cap_execreq_events_format(0, list, sizeof(list));
+  CHECK_EQ_STR(list, "");
+  cap_execreq_free(&r);
+
+  static const char *const bad[] = {
+      "\"callback_url\":5",
+      "\"callback_url\":null",
+      "\"callback_url\":[\"https://h.example/\"]",
+      "\"callback_events\":[\"succeeded\"]", /* Without a callback_url. */
+      "\"callback_url\":\"https://h.example/\",\"callback_events\":[]",
+      "\"callback_url\":\"https://h.example/\",\"callback_events\":\"succeeded\"",
+      "\"callback_url\":\"https://h.example/\",\"callback_events\":[\"done\"]",
+      "\"callback_url\":\"https://h.example/\",\"callback_events\":[\"job.succeeded\"]",
+      "\"callback_url\":\"https://h.example/\",\"callback_events\":[\"failed\",\"failed\"]",
+      "\"callback_url\":\"https://h.example/\",\"callback_events\":[1]",
+      "\"callback_url\":\"https://h.example/\",\"callback_events\":[\"Succeeded\"]",
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    char body[256];
+    snprintf(body, sizeof(body), "{\"capability\":\"ffprobe\",\"input_key\":\"a\",%s}", bad[i]);
+    if (!CHECK_EQ_INT(parse_str(&r, body), -EINVAL) || !CHECK_EQ_STR(code, "invalid_field"))
+      fprintf(stderr, "  body %s: %s\n", body, msg);
+    cap_execreq_free(&r);
+  }
+}
+
 int main(void) {
   test_capability_names();
   test_valid();
   test_errors();
   test_escaped_nul();
+  test_callback();
   return check_report();
 }

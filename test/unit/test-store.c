@@ -143,6 +143,10 @@ static void test_key_usable(void) {
   CHECK_EQ_INT(cap_store_key_usable(CAP_STORE_TMP_DIR), 0);
   CHECK_EQ_INT(cap_store_key_usable(CAP_STORE_TMP_DIR "/x.mp4"), 0);
   CHECK_EQ_INT(cap_store_key_usable(CAP_STORE_TMP_DIR "/a/b"), 0);
+  /* The journal's directory is out of reach too. */
+  CHECK_EQ_INT(cap_store_key_usable(CAP_STORE_STATE_DIR), 0);
+  CHECK_EQ_INT(cap_store_key_usable(CAP_STORE_STATE_DIR "/journal.db"), 0);
+  CHECK_EQ_INT(cap_store_key_usable(".cap-statex/journal.db"), 1);
   /* Only the top-level temp directory is special. */
   CHECK_EQ_INT(cap_store_key_usable(CAP_STORE_TMP_DIR "x/y"), 1);
   CHECK_EQ_INT(cap_store_key_usable(CAP_STORE_TMP_DIR "2"), 1);
