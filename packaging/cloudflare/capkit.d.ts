@@ -171,3 +171,49 @@ export declare class CapError extends Error {
 }
 
 export declare function createCapKit(options: CapKitOptions): CapKit;
+
+/** The body of a webhook cap-server sends to a job's callback_url. */
+export interface CapWebhookEvent {
+  type: "job.started" | "job.progress" | "job.succeeded" | "job.failed" | "job.canceled" | string;
+  /** When the event happened: RFC 3339 UTC with milliseconds. */
+  timestamp: string;
+  /** The job object, as GET /jobs/{id} answers it at that moment. */
+  data: {
+    job_id: string;
+    status: "queued" | "running" | "uploading" | "succeeded" | "failed" | "canceled";
+    result?: ExecResult | null;
+    error?: { code: string; message: string; retryable?: boolean; [field: string]: unknown } | null;
+    [field: string]: unknown;
+  };
+}
+
+export interface VerifyWebhookOptions {
+  /** Largest difference between webhook-timestamp and now, in seconds. Default 300. */
+  toleranceS?: number;
+  /** The current time (milliseconds since the epoch, or a Date). Default Date.now(). */
+  now?: number | Date;
+}
+
+/**
+ * Verifies one delivery (Standard Webhooks: webhook-id, webhook-timestamp,
+ * webhook-signature "v1,<base64 HMAC-SHA256>") and returns its parsed body.
+ * Reads the request's body. `secrets`: "whsec_<base64>", or several during a
+ * rotation (any may match). The event's id, the same on every retry, is
+ * `request.headers.get("webhook-id")`. Throws CapWebhookError.
+ */
+export declare function verifyWebhook(
+  request: Request,
+  secrets: string | string[],
+  options?: VerifyWebhookOptions,
+): Promise<CapWebhookEvent>;
+
+export declare class CapWebhookError extends Error {
+  constructor(message: string, code: CapWebhookError["code"]);
+  name: "CapWebhookError";
+  /** missing_headers: a webhook-* header is absent or malformed; stale_timestamp: further than
+   * toleranceS from now; bad_signature: no signature matches; bad_payload: the signed body is not an
+   * event; bad_secret: a secret is not whsec_<base64> (the receiver's configuration). */
+  code: "missing_headers" | "stale_timestamp" | "bad_signature" | "bad_payload" | "bad_secret";
+  /** What a receiver should answer: 400, 401, or 500 for bad_secret. */
+  status: number;
+}

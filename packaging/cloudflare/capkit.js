@@ -23,6 +23,9 @@
 //                     job that failed (ffmpeg_failed, timeout, storage_*)
 //                     would fail the same way elsewhere.
 //
+// verifyWebhook (at the end) checks the signed webhooks cap-server sends to
+// a callback_url.
+//
 // No dependencies; runs on Workers (workerd) and Node 20+.
 
 /** An error from the registry, a provider or a job. */
@@ -352,4 +355,128 @@ export function createCapKit(options) {
   }
 
   return { resolve, exec, health };
+}
+
+// ---------------------------------------------------------------------------
+// Webhooks
+//
+// cap-server pushes job events (callback_url in POST /exec) the Standard
+// Webhooks way: headers webhook-id (the same on every retry of one event),
+// webhook-timestamp (unix seconds of this attempt) and webhook-signature,
+// "v1,<base64 HMAC-SHA256 over "<id>.<timestamp>.<body>">", one per secret
+// during a rotation, space-separated.  verifyWebhook checks one delivery
+// with WebCrypto; any other Standard Webhooks library accepts the same
+// deliveries.
+
+/** Why a webhook delivery was not accepted. */
+export class CapWebhookError extends Error {
+  /**
+   * @param {string} message
+   * @param {"missing_headers"|"stale_timestamp"|"bad_signature"|"bad_payload"|"bad_secret"} code
+   */
+  constructor(message, code) {
+    super(message);
+    this.name = "CapWebhookError";
+    /** "missing_headers", "stale_timestamp", "bad_signature", "bad_payload" or "bad_secret". */
+    this.code = code;
+    // What a receiver should answer: the sender's fault is a 4xx (cap-server
+    // retries it with backoff, in case the receiver's secret is the newer
+    // one); a receiver without a usable secret is misconfigured (500).
+    /** The HTTP status a receiver should answer with. */
+    this.status = code === "bad_secret" ? 500 : code === "missing_headers" || code === "bad_payload" ? 400 : 401;
+  }
+}
+
+const WEBHOOK_PREFIX = "whsec_";
+const utf8 = new TextEncoder();
+
+function base64Bytes(s) {
+  const bin = atob(s); // throws on characters outside the alphabet
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  return out;
+}
+
+// One HMAC key per secret.  A secret is "whsec_" + base64 of the key bytes;
+// the bare base64 is accepted too, as the Standard Webhooks libraries do.
+async function webhookKeys(secrets) {
+  const list = Array.isArray(secrets) ? secrets : [secrets];
+  if (list.length === 0) throw new CapWebhookError("verifyWebhook: no secret given", "bad_secret");
+  const keys = [];
+  for (const secret of list) {
+    if (typeof secret !== "string") throw new CapWebhookError("verifyWebhook: a secret is not a string", "bad_secret");
+    const b64 = secret.startsWith(WEBHOOK_PREFIX) ? secret.slice(WEBHOOK_PREFIX.length) : secret;
+    let raw;
+    try {
+      raw = base64Bytes(b64.trim());
+    } catch {
+      raw = new Uint8Array(0);
+    }
+    // Never put the secret itself into the message: it ends up in logs.
+    if (raw.length === 0) throw new CapWebhookError("verifyWebhook: a secret is not whsec_<base64>", "bad_secret");
+    keys.push(await crypto.subtle.importKey("raw", raw, { name: "HMAC", hash: "SHA-256" }, false, ["verify"]));
+  }
+  return keys;
+}
+
+/**
+ * Verifies one webhook delivery from cap-server and returns its event.
+ *
+ * Reads the request's body (once, as bytes: the signature covers the exact
+ * bytes sent).  Throws CapWebhookError when a webhook-* header is missing or
+ * malformed, the timestamp is further than toleranceS from now (a replayed
+ * or delayed-in-transit delivery), no signature matches any of the secrets,
+ * or the signed body is not JSON.  Signatures are checked with
+ * crypto.subtle.verify, which compares in constant time.
+ *
+ * @param {Request} request
+ * @param {string|string[]} secrets "whsec_..." (an array during a rotation: any one may match)
+ * @param {{toleranceS?: number, now?: number|Date}} [options] now: the current time (ms or Date; default Date.now())
+ * @returns {Promise<{type: string, timestamp: string, data: object}>} the parsed body;
+ *   the event's id (for de-duplicating retries) is request.headers.get("webhook-id")
+ */
+export async function verifyWebhook(request, secrets, { toleranceS = 300, now } = {}) {
+  const keys = await webhookKeys(secrets);
+  const id = request.headers.get("webhook-id");
+  const ts = request.headers.get("webhook-timestamp");
+  const sigs = request.headers.get("webhook-signature");
+  if (!id || !ts || !sigs) {
+    throw new CapWebhookError("webhook-id, webhook-timestamp and webhook-signature are required", "missing_headers");
+  }
+  if (!/^[0-9]{1,15}$/.test(ts)) throw new CapWebhookError("webhook-timestamp is not unix seconds", "missing_headers");
+  const nowS = Math.floor((now === undefined ? Date.now() : Number(now)) / 1000);
+  if (Math.abs(nowS - Number(ts)) > toleranceS) {
+    throw new CapWebhookError(`webhook-timestamp is more than ${toleranceS} s away from now`, "stale_timestamp");
+  }
+  const body = new Uint8Array(await request.arrayBuffer());
+  const prefix = utf8.encode(`${id}.${ts}.`);
+  const signed = new Uint8Array(prefix.length + body.length);
+  signed.set(prefix);
+  signed.set(body, prefix.length);
+  // Every "v1,<base64>" against every key; other versions are skipped, so a
+  // sender may add a newer scheme next to v1.
+  let ok = false;
+  for (const entry of sigs.split(" ")) {
+    if (!entry.startsWith("v1,")) continue;
+    let mac;
+    try {
+      mac = base64Bytes(entry.slice(3));
+    } catch {
+      continue;
+    }
+    for (const key of keys) {
+      if (await crypto.subtle.verify("HMAC", key, mac, signed)) ok = true;
+    }
+  }
+  if (!ok) throw new CapWebhookError("no webhook-signature matches the secret", "bad_signature");
+  let event;
+  try {
+    event = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(body));
+  } catch {
+    event = null;
+  }
+  if (!event || typeof event !== "object" || typeof event.type !== "string") {
+    throw new CapWebhookError("the signed body is not a webhook event", "bad_payload");
+  }
+  return event;
 }

@@ -1,10 +1,27 @@
 #!/usr/bin/env bash
-# Installs the pinned workerd (the Workers runtime the Cloudflare tests run
-# on) into packaging/cloudflare/node_modules, only when it is missing.
-# Needs node and npm.  Quiet when there is nothing to do.
+# Installs the pinned devDependencies of package.json into
+# packaging/cloudflare/node_modules, only when one is missing or at another
+# version: workerd (the Workers runtime the Cloudflare tests run on) and
+# standardwebhooks (the reference Standard Webhooks library the webhook test
+# verifies deliveries with).  Needs node and npm.  Quiet when there is
+# nothing to do.
 set -euo pipefail
 cd "$(dirname "$0")"
-if [[ -x node_modules/.bin/workerd ]]; then
+# Every devDependency installed at exactly its pinned version (read from
+# disk, no network): then there is nothing to do.
+installed() {
+  [[ -x node_modules/.bin/workerd ]] || return 1
+  command -v node >/dev/null 2>&1 || return 0
+  node -e '
+    const fs = require("fs");
+    const want = JSON.parse(fs.readFileSync("package.json", "utf8")).devDependencies || {};
+    for (const [name, version] of Object.entries(want)) {
+      let got = null;
+      try { got = JSON.parse(fs.readFileSync(`node_modules/${name}/package.json`, "utf8")).version; } catch {}
+      if (got !== version) process.exit(1);
+    }'
+}
+if installed; then
   exit 0
 fi
 if ! command -v npm >/dev/null 2>&1; then
