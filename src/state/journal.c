@@ -101,6 +101,13 @@ struct cap_journal {
   uint64_t last_error_log_ms[S__COUNT];
   /* Checkpoints, on libuv's thread pool with their own connection. */
   uv_loop_t *loop;
+  /* The checkpointer's own connection, opened with the timer and used only
+   * by the one checkpoint under way.  Held open, not opened per
+   * checkpoint: SQLite cannot close a file descriptor while another
+   * connection of the process holds locks on the file (POSIX locks belong
+   * to the process), so a closed connection would leave a descriptor
+   * behind anyway. */
+  sqlite3 *ckpt_db;
   uv_timer_t timer;
   uv_work_t work;
   enum ckpt_state ckpt;
@@ -310,14 +317,7 @@ fail:
  * here, never on the loop. */
 static void ckpt_work(uv_work_t *w) {
   struct cap_journal *jr = w->data;
-  sqlite3 *db = NULL;
-  int rc = sqlite3_open_v2(jr->path, &db, SQLITE_OPEN_READWRITE, NULL);
-  if (rc == SQLITE_OK) {
-    sqlite3_busy_timeout(db, 1000);
-    rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-  }
-  sqlite3_close(db);
-  jr->ckpt_rc = rc;
+  jr->ckpt_rc = sqlite3_wal_checkpoint_v2(jr->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
 }
 
 static void ckpt_after(uv_work_t *w, int status) {
@@ -353,6 +353,10 @@ static void on_tick(uv_timer_t *t) {
 
 int cap_journal_attach(struct cap_journal *jr, uv_loop_t *loop) {
   jr->loop = loop;
+  if (sqlite3_open_v2(jr->path, &jr->ckpt_db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX,
+                      NULL) != SQLITE_OK)
+    return UV_EIO;
+  sqlite3_busy_timeout(jr->ckpt_db, 1000);
   int rc = uv_timer_init(loop, &jr->timer);
   if (rc != 0)
     return rc;
@@ -378,6 +382,9 @@ void cap_journal_close(struct cap_journal *jr) {
     return;
   for (int i = 0; i < S__COUNT; i++)
     sqlite3_finalize(jr->st[i]);
+  /* A checkpoint under way has ended: the loop that ran it is over. */
+  if (jr->ckpt_db)
+    sqlite3_close(jr->ckpt_db);
   if (jr->db) {
     /* The last checkpoint folds the WAL in, so that a backup of the
      * database file alone is whole after a clean stop. */
