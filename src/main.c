@@ -167,7 +167,11 @@ int main(int argc, char **argv) {
     rc = cap_app_load_presets(&app, err, sizeof(err));
   }
   if (rc != 0) {
+    /* Both: a terminal shows stderr, journald and a log file get the line. */
     fprintf(stderr, "cap-server: %s\n", err);
+    struct cap_log_rec *r = cap_log_begin(CAP_LOG_ERROR, "server.start_failed");
+    cap_log_str(r, "error", err);
+    cap_log_end(r);
     cap_log_close();
     cap_config_free(&cfg);
     return 2;

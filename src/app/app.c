@@ -140,6 +140,16 @@ static int open_journal(struct cap_app *app, char *err, size_t errlen) {
   int rc = cap_journal_open(path, cfg->journal_reset, &app->journal, err, errlen);
   if (rc != 0)
     return rc;
+  int64_t jobs, events;
+  struct cap_journal_stats st;
+  cap_journal_counts(app->journal, &jobs, &events);
+  cap_journal_stats(app->journal, &st);
+  struct cap_log_rec *r = cap_log_begin(CAP_LOG_INFO, "journal.opened");
+  cap_log_str(r, "path", path);
+  cap_log_int(r, "jobs", (long long)jobs);
+  cap_log_int(r, "events", (long long)events);
+  cap_log_int(r, "size_bytes", (long long)st.size_bytes);
+  cap_log_end(r);
   rc = cap_journal_attach(app->journal, app->loop);
   if (rc != 0) {
     snprintf(err, errlen, "journal: %s", uv_strerror(rc));

@@ -179,6 +179,18 @@ static void push(struct cap_jobrecover *rc, const char *job_id, const char *key)
   rc->tail = it;
 }
 
+/* Puts key first in the queue: an output that may be whole must go before
+ * a retry of its job, started after this start, can store it again. */
+static void push_front(struct cap_jobrecover *rc, const char *job_id, const char *key) {
+  struct cap_jobrecover_item *it = xcalloc(1, sizeof(*it));
+  it->job_id = xstrdup(job_id);
+  it->key = xstrdup(key);
+  it->next = rc->head;
+  rc->head = it;
+  if (rc->tail == NULL)
+    rc->tail = it;
+}
+
 struct add_ctx {
   struct cap_jobrecover *rc;
   const char *job_id;
@@ -188,15 +200,25 @@ struct add_ctx {
 static void add_object(void *arg, const char *key) {
   struct add_ctx *c = arg;
   push(c->rc, c->job_id, key);
+  c->rc->objects_queued++;
   c->n++;
 }
 
 void cap_jobrecover_add(struct cap_jobrecover *rc, const struct cap_journal_job *row) {
+  if (row->upload_id && row->upload_id[0])
+    rc->uploads_by_id++;
   if (row->output_key)
     cap_objstore_recover_uploads(rc->os, row->output_key, 0, row->upload_id, rc->started);
   if (row->output_prefix)
     cap_objstore_recover_uploads(rc->os, row->output_prefix, 1, NULL, rc->started);
   rc->aborted_lists++;
+  /* A job that died uploading may have stored its output whole (the PUT or
+   * the Complete answered, the journal never heard): the client was told
+   * it failed, so the object goes. */
+  if (row->finished_at <= 0 && row->output_key && strcmp(row->state, "uploading") == 0) {
+    push_front(rc, row->id, row->output_key);
+    rc->objects_queued++;
+  }
   if (rc->jr == NULL)
     return;
   struct add_ctx c = {.rc = rc, .job_id = row->id};

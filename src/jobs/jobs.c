@@ -390,6 +390,8 @@ int cap_jobs_restore(struct cap_jobs *t) {
   cap_log_int(r, "interrupted", (long long)c.interrupted);
   cap_log_int(r, "expired", (long long)c.skipped);
   cap_log_int(r, "cleanups", (long long)c.leftovers);
+  cap_log_int(r, "aborted_uploads", (long long)t->recover.uploads_by_id);
+  cap_log_int(r, "deleted_objects", (long long)t->recover.objects_queued);
   cap_log_int(r, "size_bytes", (long long)st.size_bytes);
   cap_log_end(r);
   return rc;

@@ -113,6 +113,8 @@ struct cap_journal {
   enum ckpt_state ckpt;
   int timer_open;
   int ckpt_rc;
+  int ckpt_log, ckpt_done; /* The last checkpoint's WAL frames, and those it copied. */
+  double ckpt_s;
   uint64_t dirty_since_ms; /* Loop time of the first write since the last checkpoint; 0: none. */
 };
 
@@ -317,7 +319,10 @@ fail:
  * here, never on the loop. */
 static void ckpt_work(uv_work_t *w) {
   struct cap_journal *jr = w->data;
-  jr->ckpt_rc = sqlite3_wal_checkpoint_v2(jr->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+  double t0 = mono_s();
+  jr->ckpt_rc = sqlite3_wal_checkpoint_v2(jr->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE,
+                                          &jr->ckpt_log, &jr->ckpt_done);
+  jr->ckpt_s = mono_s() - t0;
 }
 
 static void ckpt_after(uv_work_t *w, int status) {
@@ -327,6 +332,11 @@ static void ckpt_after(uv_work_t *w, int status) {
     jr->ckpt = CKPT_IDLE;
   if (status == 0 && jr->ckpt_rc == SQLITE_OK) {
     jr->stats.checkpoints++;
+    struct cap_log_rec *r = cap_log_begin(CAP_LOG_DEBUG, "journal.checkpoint");
+    cap_log_int(r, "wal_frames", jr->ckpt_log);
+    cap_log_int(r, "copied_frames", jr->ckpt_done);
+    cap_log_int(r, "dur_us", (long long)(jr->ckpt_s * 1e6));
+    cap_log_end(r);
   } else {
     struct cap_log_rec *r = cap_log_begin(CAP_LOG_WARN, "journal.error");
     cap_log_str(r, "path", jr->path);
@@ -357,6 +367,10 @@ int cap_journal_attach(struct cap_journal *jr, uv_loop_t *loop) {
                       NULL) != SQLITE_OK)
     return UV_EIO;
   sqlite3_busy_timeout(jr->ckpt_db, 1000);
+  /* A connection finds out that the database is in WAL mode only when it
+   * first reads it; until then a checkpoint on it does nothing. */
+  if (exec_sql(jr->ckpt_db, "PRAGMA journal_mode=WAL") != SQLITE_OK)
+    return UV_EIO;
   int rc = uv_timer_init(loop, &jr->timer);
   if (rc != 0)
     return rc;
@@ -619,6 +633,20 @@ int cap_journal_event_load(struct cap_journal *jr,
       cb(arg, &e);
   }
   return finish_load(jr, q, rc);
+}
+
+static int64_t count_of(struct cap_journal *jr, const char *q) {
+  sqlite3_stmt *s = NULL;
+  int64_t n = -1;
+  if (sqlite3_prepare_v2(jr->db, q, -1, &s, NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
+    n = sqlite3_column_int64(s, 0);
+  sqlite3_finalize(s);
+  return n;
+}
+
+void cap_journal_counts(struct cap_journal *jr, int64_t *jobs, int64_t *events) {
+  *jobs = count_of(jr, "SELECT count(*) FROM jobs");
+  *events = count_of(jr, "SELECT count(*) FROM outbox");
 }
 
 void cap_journal_stats(const struct cap_journal *jr, struct cap_journal_stats *out) {

@@ -103,5 +103,7 @@ struct cap_journal_stats {
   int64_t size_bytes; /* Database plus WAL, as last measured. */
 };
 void cap_journal_stats(const struct cap_journal *jr, struct cap_journal_stats *out);
+/* The rows it holds now: jobs and outbox events (-1 when it cannot say). */
+void cap_journal_counts(struct cap_journal *jr, int64_t *jobs, int64_t *events);
 
 #endif

@@ -469,7 +469,12 @@ static void on_recover_list_done(struct cap_s3_req *r) {
       const char *rel = strncmp(key, st->conf.prefix, pl) == 0 ? key + pl : key;
       int match = q->match_prefix ? strncmp(rel, q->match, ml) == 0 : strcmp(rel, q->match) == 0;
       time_t t = parse_iso(initiated);
-      if (match && t > 0 && t < q->before) {
+      /* Initiated has whole seconds (the fraction, when sent, is dropped):
+       * an upload begun in the second this process started may be a dead
+       * job's, and is taken for one.  A new job's upload of the same key
+       * within its first second is not a case that arises: an upload is
+       * multipart only past a part's worth of output. */
+      if (match && t > 0 && t <= q->before) {
         struct cap_log_rec *l = cap_log_begin(CAP_LOG_INFO, "storage.recover_abort");
         cap_log_str(l, "key", rel);
         cap_log_end(l);

@@ -81,7 +81,7 @@ void cap_storage_stop(struct cap_storage *st);
 /* Aborts the multipart uploads a job left behind when the process died:
  * upload_id (may be NULL) at once, and every upload listed for key (or,
  * with prefix set, under key) initiated before before (the process's
- * start), so that an upload whose id never reached the journal goes too
+ * start) or in the same second, so that an upload whose id never reached the journal goes too
  * while a new job's upload of the same key is left alone.  Aborts are
  * retried until the store confirms them.  Nothing for the file store. */
 void cap_storage_recover_uploads(struct cap_storage *st, const char *key, int prefix,
