@@ -146,6 +146,8 @@ struct cap_job {
   struct cap_job *prev, *next; /* The table's list, oldest first. */
   struct cap_job *defer_next;  /* The table's deferred queue. */
   int deferred;                /* On that queue. */
+  struct cap_job *jr_next;     /* The table's list of rows to journal. */
+  int jr_dirty;                /* On that list. */
 };
 
 /* Returns a new job (stage NEW) for r made with what o holds (r's strings

@@ -36,6 +36,8 @@ static int64_t wall_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static void journal_flush(struct cap_jobs *t);
+
 static void unlink_job(struct cap_jobs *t, struct cap_job *j) {
   struct cap_job **pp = &t->slots[hash(j->id) & (t->nslots - 1)];
   while (*pp != j)
@@ -62,12 +64,58 @@ static size_t sweep(struct cap_jobs *t, size_t need) {
     if (!cap_job_quiescent(j) || j->waiters)
       continue;
     if (j->finished_at <= cutoff || dropped < need) {
+      if (j->jr_dirty)
+        journal_flush(t);
       unlink_job(t, j);
       cap_job_free(j);
       dropped++;
     }
   }
   return dropped;
+}
+
+/* Writes the rows of the jobs changed since the last flush, in one
+ * transaction. */
+static void journal_flush(struct cap_jobs *t) {
+  if (t->jr_head == NULL)
+    return;
+  cap_journal_begin(t->jr);
+  for (struct cap_job *j = t->jr_head, *next; j; j = next) {
+    next = j->jr_next;
+    j->jr_next = NULL;
+    j->jr_dirty = 0;
+    cap_jobjournal_put(t->jr, j);
+  }
+  t->jr_head = NULL;
+  cap_journal_commit(t->jr);
+  if (t->jr_open) {
+    uv_check_stop(&t->jr_check);
+    uv_idle_stop(&t->jr_idle);
+  }
+}
+
+static void on_journal_check(uv_check_t *h) {
+  journal_flush(h->data);
+}
+
+static void on_idle_tick(uv_idle_t *h);
+
+/* Notes that j's row must be written this loop turn.  Once the table's
+ * handles are closed (stopping), it is written at once. */
+static void journal_mark(struct cap_jobs *t, struct cap_job *j) {
+  if (t->jr == NULL || j->jr_dirty)
+    return;
+  j->jr_dirty = 1;
+  j->jr_next = t->jr_head;
+  t->jr_head = j;
+  if (!t->jr_open) {
+    journal_flush(t);
+    return;
+  }
+  uv_check_start(&t->jr_check, on_journal_check);
+  /* The idle handle keeps a change made in a timer callback from waiting
+   * in poll for the next event. */
+  uv_idle_start(&t->jr_idle, on_idle_tick);
 }
 
 /* Puts j in the hash and at the end of the list. */
@@ -167,14 +215,14 @@ static void notify(struct cap_jobs *t, struct cap_job *j, unsigned event, const 
  * killed child's signal, a ladder's cleanup are part of what it says). */
 static void owner_changed(struct cap_job_owner *o, struct cap_job *j) {
   struct cap_jobs *t = table_of(o);
-  cap_jobjournal_put(t->jr, j);
+  journal_mark(t, j);
   if (j->state == CAP_JOB_RUNNING)
     notify(t, j, CAP_CB_STARTED, "job.started");
 }
 
 /* The job's final word: its row as it will stay, and its outcome's webhook. */
 static void job_final(struct cap_jobs *t, struct cap_job *j) {
-  cap_jobjournal_put(t->jr, j);
+  journal_mark(t, j);
   switch (j->state) {
   case CAP_JOB_SUCCEEDED:
     notify(t, j, CAP_CB_SUCCEEDED, "job.succeeded");
@@ -191,7 +239,7 @@ static void job_final(struct cap_jobs *t, struct cap_job *j) {
 }
 
 static void owner_upload(struct cap_job_owner *o, struct cap_job *j) {
-  cap_jobjournal_put(table_of(o)->jr, j);
+  journal_mark(table_of(o), j);
 }
 
 static void owner_storing(struct cap_job_owner *o, struct cap_job *j, const char *key) {
@@ -314,6 +362,11 @@ int cap_jobs_init(struct cap_jobs *t, uv_loop_t *loop, const struct cap_config *
   t->deferred_check.data = t;
   uv_idle_init(loop, &t->deferred_idle);
   t->deferred_idle.data = t;
+  uv_check_init(loop, &t->jr_check);
+  t->jr_check.data = t;
+  uv_idle_init(loop, &t->jr_idle);
+  t->jr_idle.data = t;
+  t->jr_open = 1;
   open_inotify(t);
   refresh_owner(t);
   return 0;
@@ -490,6 +543,11 @@ static void close_deferred(struct cap_jobs *t) {
     return;
   uv_close((uv_handle_t *)&t->deferred_check, NULL);
   uv_close((uv_handle_t *)&t->deferred_idle, NULL);
+  /* What is left goes now; later changes are written at once. */
+  journal_flush(t);
+  t->jr_open = 0;
+  uv_close((uv_handle_t *)&t->jr_check, NULL);
+  uv_close((uv_handle_t *)&t->jr_idle, NULL);
 }
 
 /* Calls on_idle while draining, and on_quiet (after closing the table's
@@ -552,6 +610,8 @@ void cap_jobs_stop(struct cap_jobs *t) {
 }
 
 void cap_jobs_free(struct cap_jobs *t) {
+  t->jr_open = 0;
+  journal_flush(t);
   for (struct cap_job *j = t->head, *next; j; j = next) {
     next = j->next;
     cap_job_free(j);

@@ -51,6 +51,13 @@ struct cap_jobs {
   struct cap_job *deferred_head, *deferred_tail;
   uv_check_t deferred_check;
   uv_idle_t deferred_idle;
+  /* Jobs whose row changed this loop turn: written together, in one
+   * transaction, after the turn's I/O callbacks (the answer a change
+   * caused is on its way by then). */
+  struct cap_job *jr_head;
+  uv_check_t jr_check;
+  uv_idle_t jr_idle;
+  int jr_open;
   /* Called once when stopping and no job holds anything any more. */
   void (*on_quiet)(void *arg);
   void *quiet_arg;

@@ -68,6 +68,11 @@ void cap_journal_close(struct cap_journal *jr);
 /* The journal's file, owned by jr. */
 const char *cap_journal_path(const struct cap_journal *jr);
 
+/* Groups the writes that follow, up to cap_journal_commit, into one
+ * transaction: one WAL append for many rows.  A failed commit rolls them
+ * back (logged like a failed write); returns 0 or a negative errno. */
+void cap_journal_begin(struct cap_journal *jr);
+int cap_journal_commit(struct cap_journal *jr);
 /* Inserts or replaces the job's row.  Returns 0 or a negative errno (the
  * failure is logged once per kind; the server goes on in memory). */
 int cap_journal_job_put(struct cap_journal *jr, const struct cap_journal_job *row);
