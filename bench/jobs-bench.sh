@@ -46,6 +46,31 @@
 #      wind-down is reported too).  CANCEL_RUNS runs each, alternating;
 #      medians and their ratio (goal <= 0.10).  Run it with CAP_SERVER_BIN
 #      set to a build from before the change to see the old server itself.
+#   6. Journal on vs off (issue 15): two more servers, identical but for
+#      `--journal on` / `--journal off`, each with its own data directory
+#      holding the same clips (hard links).  (a) Dispatch: POST /exec of an
+#      async ffprobe job on a keep-alive connection (journal_bench.py
+#      dispatch), the time to the 202 answer (the journal writes the queued
+#      row before it), each job awaited before the next, JOURNAL_DISPATCH_RUNS
+#      per side in JOURNAL_DISPATCH_ROUNDS alternating rounds; medians and the
+#      difference (goal: on - off <= 1 ms).  (b) Throughput: part 2's workload
+#      (TP_JOBS ffprobe jobs, TP_CONC connections) on both, TP_REPEAT runs
+#      each, alternating; jobs/s and the ratio on/off (goal >= 0.95).  (c)
+#      Journal write latency: the journal-on server's cap_journal_write_seconds
+#      histogram after (a) and (b), p50 and p99 interpolated within its
+#      buckets.  (d) Database size: a fourth server, journal on,
+#      --job-ttl-s 3600, --jobs-max 1000000, runs JOURNAL_SIZE_JOBS (100,000)
+#      synchronous ffprobe jobs, each with an Idempotency-Key; its --ffprobe is
+#      a tiny stub that prints the real ffprobe's JSON for the probe clip
+#      (captured at start), so that 100,000 jobs take minutes instead of the
+#      hours real ffprobe runs would (every other part of a job is the real
+#      server: HTTP, queue, pool, child spawn, journal writes, result JSON of
+#      the real size); --sandbox off for the same reason.  The journal's files
+#      and rows are sampled every 10%; at the end the server is stopped
+#      (checkpoint) and the size at rest is measured, then it is started again
+#      on that journal to time loading it.  JOURNAL_SIZE_MAX_S stops the run
+#      early; the report then says how many jobs ran and extrapolates
+#      linearly (rows do not expire within the 1 h TTL).
 #   Server and direct runs alternate round by round (parts 2 and 3: one run
 #   per round; part 1: DISPATCH_RUNS / DISPATCH_ROUNDS runs per round), so that
 #   background load changing over the minutes hits both sides alike.
@@ -90,7 +115,13 @@
 #   CANCEL_RUNS      cancels per side, part 5          [5]   {2}
 #   CANCEL_RUNUP_S   how long the render runs first    [3]
 #   CANCEL_GRACE_MS  the baseline's cap (the old cancel_grace_ms default) [5000]
-#   BENCH_PARTS      which parts to run                ["1 2 3 4 5"]
+#   JOURNAL_DISPATCH_RUNS   async dispatches per side, part 6  [200] {40}
+#   JOURNAL_DISPATCH_ROUNDS ... split into this many rounds    [10]  {2}
+#   JOURNAL_SIZE_JOBS       jobs for the database size, part 6 [100000] {5000}
+#   JOURNAL_SIZE_CONC       client connections for it          [8]
+#   JOURNAL_SIZE_POOL       that server's --pool-cpu           [4]
+#   JOURNAL_SIZE_MAX_S      stop it after this many seconds    [2400] {300}
+#   BENCH_PARTS      which parts to run                ["1 2 3 4 5 6"]
 #   OUT_DIR          hyperfine JSON exports, server log, summary.txt
 #                    [bench/results/jobs-<UTC timestamp>/, git-ignored]
 #   KEEP_TMP         1 = keep the temporary data dir   [0]
@@ -141,7 +172,13 @@ CANCEL_GRACE_MS=${CANCEL_GRACE_MS:-5000}
 OUT_DIR=${OUT_DIR:-$BENCH_DIR/results/jobs-$(date -u +%Y%m%dT%H%M%SZ)}
 KEEP_TMP=${KEEP_TMP:-0}
 BENCH_PARTS_GIVEN=${BENCH_PARTS+1}
-BENCH_PARTS=${BENCH_PARTS:-1 2 3 4 5}
+BENCH_PARTS=${BENCH_PARTS:-1 2 3 4 5 6}
+JOURNAL_DISPATCH_RUNS=${JOURNAL_DISPATCH_RUNS:-$(q 200 40)}
+JOURNAL_DISPATCH_ROUNDS=${JOURNAL_DISPATCH_ROUNDS:-$(q 10 2)}
+JOURNAL_SIZE_JOBS=${JOURNAL_SIZE_JOBS:-$(q 100000 5000)}
+JOURNAL_SIZE_CONC=${JOURNAL_SIZE_CONC:-8}
+JOURNAL_SIZE_POOL=${JOURNAL_SIZE_POOL:-4}
+JOURNAL_SIZE_MAX_S=${JOURNAL_SIZE_MAX_S:-$(q 2400 300)}
 QUIET_WAIT=${QUIET_WAIT:-0}
 NOISE_MAX=${NOISE_MAX:-10}
 NOISE_RETRIES=${NOISE_RETRIES:-2}
@@ -151,7 +188,9 @@ BENCH_NAME=jobs-bench
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 for v in DISPATCH_RUNS DISPATCH_ROUNDS PROBE_SECONDS TP_JOBS TP_REPEAT TP_CONC POOL_CPU RENDER_SECONDS RENDER_RUNS \
-  SANDBOX_RUNS SANDBOX_ROUNDS SANDBOX_RENDER_RUNS CANCEL_RUNS CANCEL_RUNUP_S CANCEL_GRACE_MS; do
+  SANDBOX_RUNS SANDBOX_ROUNDS SANDBOX_RENDER_RUNS CANCEL_RUNS CANCEL_RUNUP_S CANCEL_GRACE_MS \
+  JOURNAL_DISPATCH_RUNS JOURNAL_DISPATCH_ROUNDS JOURNAL_SIZE_JOBS JOURNAL_SIZE_CONC JOURNAL_SIZE_POOL \
+  JOURNAL_SIZE_MAX_S; do
   [[ ${!v} =~ ^[0-9]+$ && ${!v} -gt 0 ]] || die "$v must be a positive integer (got '${!v}')"
 done
 for v in DISPATCH_WARMUP TP_WARMUP RENDER_WARMUP QUIET_WAIT NOISE_MAX NOISE_RETRIES; do
@@ -165,7 +204,7 @@ D_PER_ROUND=$(((DISPATCH_RUNS + DISPATCH_ROUNDS - 1) / DISPATCH_ROUNDS))
 DISPATCH_RUNS=$((D_PER_ROUND * DISPATCH_ROUNDS))
 S_PER_ROUND=$(((SANDBOX_RUNS + SANDBOX_ROUNDS - 1) / SANDBOX_ROUNDS))
 SANDBOX_RUNS=$((S_PER_ROUND * SANDBOX_ROUNDS))
-for p in $BENCH_PARTS; do [[ $p == [12345] ]] || die "BENCH_PARTS: '$p' is not one of 1 2 3 4 5"; done
+for p in $BENCH_PARTS; do [[ $p == [123456] ]] || die "BENCH_PARTS: '$p' is not one of 1 2 3 4 5 6"; done
 [[ -n ${BENCH_PARTS// /} ]] || die "BENCH_PARTS is empty"
 want() { [[ " $BENCH_PARTS " == *" $1 "* ]]; }
 
@@ -174,6 +213,9 @@ CAP_PID=""
 SB_ON_PID=""
 SB_OFF_PID=""
 CANCEL_SRV_PID=""
+J_ON_PID=""
+J_OFF_PID=""
+J_SIZE_PID=""
 # Every cap-server this script runs: their CPU is not "other programs".
 SRV_PIDS=()
 TMP=""
@@ -185,12 +227,15 @@ cleanup() {
   stop_pid "$SB_ON_PID" "cap-server (sandbox on)"
   stop_pid "$SB_OFF_PID" "cap-server (sandbox off)"
   stop_pid "$CANCEL_SRV_PID" "cap-server (pool of 1)"
+  stop_pid "$J_ON_PID" "cap-server (journal on)"
+  stop_pid "$J_OFF_PID" "cap-server (journal off)"
+  stop_pid "$J_SIZE_PID" "cap-server (journal size)"
   stop_pid "$CAP_PID" cap-server
   wait 2>/dev/null || true
   if [[ -n $TMP && -d $TMP ]]; then
     # Keep the server log next to the results; the clips are not worth keeping.
     [[ -f $TMP/server.log && -d $OUT_DIR ]] && cp "$TMP/server.log" "$OUT_DIR/server.log" 2>/dev/null
-    for f in "$TMP"/server-sandbox-*.log "$TMP"/server-cancel.log; do
+    for f in "$TMP"/server-sandbox-*.log "$TMP"/server-cancel.log "$TMP"/server-journal-*.log; do
       [[ -f $f && -d $OUT_DIR ]] && cp "$f" "$OUT_DIR/" 2>/dev/null
     done
     if [[ $KEEP_TMP == 1 ]]; then log "jobs-bench: kept $TMP"; else rm -rf "$TMP"; fi
@@ -216,6 +261,13 @@ if want 4 && ! "$CAP_SERVER_BIN" --help 2>/dev/null | grep -q -- '--sandbox '; t
   SANDBOX_NOTE="part 4 (sandbox on/off) skipped: $CAP_SERVER_BIN has no --sandbox option"
   log "jobs-bench: $SANDBOX_NOTE"
   BENCH_PARTS=${BENCH_PARTS//4/}
+fi
+JOURNAL_NOTE=""
+if want 6 && ! "$CAP_SERVER_BIN" --help 2>/dev/null | grep -q -- '--journal '; then
+  [[ -z $BENCH_PARTS_GIVEN ]] || die "BENCH_PARTS has 6 but $CAP_SERVER_BIN has no --journal option"
+  JOURNAL_NOTE="part 6 (journal on/off) skipped: $CAP_SERVER_BIN has no --journal option"
+  log "jobs-bench: $JOURNAL_NOTE"
+  BENCH_PARTS=${BENCH_PARTS//6/}
 fi
 
 FFMPEG=$(command -v ffmpeg)
@@ -736,7 +788,7 @@ gen_clip() { # seconds size out
 log "jobs-bench: generating clips in $DATA"
 gen_clip "$PROBE_SECONDS" "$PROBE_SIZE" "$DATA/uploads/probe.mp4"
 if want 3 || want 4 || want 5; then gen_clip "$RENDER_SECONDS" "$RENDER_SIZE" "$DATA/uploads/render.mp4"; fi
-if want 2; then
+if want 2 || want 6; then
   for ((i = 0; i < TP_JOBS; i++)); do
     cp "$DATA/uploads/probe.mp4" "$(printf '%s/uploads/tp/%04d.mp4' "$DATA" "$i")"
   done
@@ -1029,6 +1081,121 @@ if want 5; then
   SRV_PIDS=("$CAP_PID")
 fi
 
+# ------------------------------------------------------ 6. journal on / off ---
+if want 6; then
+  log ""
+  check_background "part 6"
+  log "== 6. journal on vs off: async dispatch, throughput, write latency; database size after $JOURNAL_SIZE_JOBS jobs =="
+  JB=$BENCH_DIR/journal_bench.py
+  # Two servers, identical but for --journal, each with its own data
+  # directory holding the same clips (hard links).
+  for mode in on off; do
+    d=$TMP/journal-$mode
+    mkdir -p "$d/uploads/tp"
+    ln "$DATA/uploads/probe.mp4" "$d/uploads/"
+    ln "$DATA"/uploads/tp/*.mp4 "$d/uploads/tp/"
+    start_server "$d" "$TMP/server-journal-$mode.log" "$TMP/server-journal-$mode.out" --journal "$mode"
+    if [[ $mode == on ]]; then J_ON_PID=$STARTED_PID J_ON_PORT=$STARTED_PORT
+    else J_OFF_PID=$STARTED_PID J_OFF_PORT=$STARTED_PORT; fi
+  done
+  [[ -f $TMP/journal-on/.cap-state/journal.db ]] || die "--journal on made no $TMP/journal-on/.cap-state/journal.db"
+  [[ ! -e $TMP/journal-off/.cap-state/journal.db ]] || die "--journal off made $TMP/journal-off/.cap-state/journal.db"
+  J_ON_LOG=$TMP/server-journal-on.log
+  J_OFF_LOG=$TMP/server-journal-off.log
+  log "jobs-bench: journal on: pid $J_ON_PID port $J_ON_PORT; journal off: pid $J_OFF_PID port $J_OFF_PORT"
+
+  log "  -- (a) async dispatch (time to the 202), $JOURNAL_DISPATCH_ROUNDS rounds, $JOURNAL_DISPATCH_RUNS per side"
+  read -r JD_ON JD_OFF JD_DIFF JD_ON90 JD_OFF90 JD_N < <("$PYTHON" "$JB" dispatch "$J_ON_PORT" "$J_OFF_PORT" \
+    "$TMP/token" "$JOURNAL_DISPATCH_RUNS" "$JOURNAL_DISPATCH_ROUNDS" "$DISPATCH_WARMUP" "$OUT_DIR/journal-dispatch.json") \
+    || die "part 6 dispatch failed"
+  [[ -n ${JD_N:-} ]] || die "part 6 dispatch printed nothing"
+  log "  dispatch medians: on $JD_ON ms, off $JD_OFF ms (on - off $JD_DIFF ms); p90 $JD_ON90 / $JD_OFF90 ms"
+
+  log "  -- (b) throughput: $TP_JOBS ffprobe jobs, $TP_CONC connections, $TP_REPEAT run(s) each"
+  on_first=$(($(log_lines "$J_ON_LOG") + 1))
+  off_first=$(($(log_lines "$J_OFF_LOG") + 1))
+  alternate jthroughput "$TP_REPEAT" 1 "$TP_WARMUP" \
+    "journal on: $TP_JOBS jobs, $TP_CONC connections" \
+    "$PYTHON $HELPER client $J_ON_PORT $TMP/token $TP_JOBS $TP_CONC uploads/tp/" \
+    "journal off: $TP_JOBS jobs, $TP_CONC connections" \
+    "$PYTHON $HELPER client $J_OFF_PORT $TMP/token $TP_JOBS $TP_CONC uploads/tp/"
+  logstats "$on_first" $((ALT_A_RUNS * TP_JOBS)) JTON "$J_ON_LOG"
+  logstats "$off_first" $((ALT_B_RUNS * TP_JOBS)) JTOFF "$J_OFF_LOG"
+  read -r JT_ON _ _ JT_ON_MIN JT_ON_MAX < <("$PYTHON" "$HELPER" merge "$OUT_DIR"/jthroughput-a-*.json)
+  read -r JT_OFF _ _ JT_OFF_MIN JT_OFF_MAX < <("$PYTHON" "$HELPER" merge "$OUT_DIR"/jthroughput-b-*.json)
+  JT_ON_JPS=$(awk -v n="$TP_JOBS" -v t="$JT_ON" 'BEGIN { printf "%.2f", n / t }')
+  JT_OFF_JPS=$(awk -v n="$TP_JOBS" -v t="$JT_OFF" 'BEGIN { printf "%.2f", n / t }')
+  JT_RATIO=$(ratio "$JT_ON_JPS" "$JT_OFF_JPS")
+  JT_CPU_ON=$(awk -v c="$ALT_SELF_MS" -v n=$((TP_REPEAT * TP_JOBS)) 'BEGIN { printf "%.2f", c / n }')
+  JT_CPU_OFF=$(awk -v c="$ALT_B_SELF_MS" -v n=$((TP_REPEAT * TP_JOBS)) 'BEGIN { printf "%.2f", c / n }')
+
+  log "  -- (c) journal write latency (cap_journal_write_seconds)"
+  read -r JW_P50 JW_P99 JW_N JW_MEAN JW_OK JW_ERR < <("$PYTHON" "$JB" histq "$J_ON_PORT" "$TMP/token" \
+    "$OUT_DIR/journal-on-metrics.txt") || die "part 6: reading /metrics failed"
+  [[ -n ${JW_ERR:-} ]] || die "part 6: no journal figures in /metrics"
+  log "  journal writes: $JW_N (ok $JW_OK, error $JW_ERR), p50 $JW_P50 ms, p99 $JW_P99 ms, mean $JW_MEAN ms"
+  [[ $JW_ERR == 0 ]] || die "part 6: the journal counted $JW_ERR failed writes"
+  JB_ON_FILES=$(for f in "$TMP/journal-on/.cap-state"/journal.db*; do [[ -e $f ]] && printf '%s %s B; ' "${f##*/}" "$(stat -c %s "$f")"; done)
+  stop_pid "$J_ON_PID" "cap-server (journal on)"
+  stop_pid "$J_OFF_PID" "cap-server (journal off)"
+  J_ON_PID="" J_OFF_PID=""
+  SRV_PIDS=("$CAP_PID")
+
+  log "  -- (d) database size: $JOURNAL_SIZE_JOBS jobs, --job-ttl-s 3600, ffprobe stub (real ffprobe JSON), at most $JOURNAL_SIZE_MAX_S s"
+  # The stub prints what the real ffprobe printed for the probe clip: a
+  # result of the real size, without ffprobe's ~100 ms start-up.
+  STUB=$TMP/ffprobe-stub
+  cat >"$TMP/ffprobe-stub.c" <<C
+#include <fcntl.h>
+#include <unistd.h>
+int main(void) {
+  char buf[65536];
+  ssize_t n;
+  int fd = open("$TMP/probe-direct.json", O_RDONLY);
+  if (fd < 0)
+    return 1;
+  while ((n = read(fd, buf, sizeof(buf))) > 0)
+    if (write(1, buf, (size_t)n) != n)
+      return 1;
+  return 0;
+}
+C
+  cc -O2 -o "$STUB" "$TMP/ffprobe-stub.c" || die "cannot compile the ffprobe stub (cc)"
+  d=$TMP/journal-size
+  mkdir -p "$d/uploads"
+  ln "$DATA/uploads/probe.mp4" "$d/uploads/"
+  J_SIZE_ARGS=(--journal on --job-ttl-s 3600 --jobs-max 1000000 --queue-max 100000
+    --pool-cpu "$JOURNAL_SIZE_POOL" --sandbox off --ffprobe "$STUB")
+  start_server "$d" "$TMP/server-journal-size.log" "$TMP/server-journal-size.out" "${J_SIZE_ARGS[@]}"
+  J_SIZE_PID=$STARTED_PID
+  SRV_PIDS+=("$J_SIZE_PID")
+  read -r JS_JOBS JS_S JS_DB JS_WAL JS_SHM JS_ROWS JS_PAGES JS_PSIZE < <("$PYTHON" "$JB" size "$STARTED_PORT" \
+    "$TMP/token" "$JOURNAL_SIZE_JOBS" "$JOURNAL_SIZE_CONC" "$d/.cap-state/journal.db" "$OUT_DIR/journal-size.json" \
+    "$JOURNAL_SIZE_MAX_S") || die "part 6 size run failed"
+  [[ -n ${JS_PSIZE:-} ]] || die "part 6 size run printed nothing"
+  JS_RSS=$(awk '/^VmRSS:/ { print $2 }' "/proc/$J_SIZE_PID/status")
+  JS_LIVE=$((JS_DB + JS_WAL + JS_SHM))
+  stop_pid "$J_SIZE_PID" "cap-server (journal size)"
+  J_SIZE_PID=""
+  SRV_PIDS=("$CAP_PID")
+  JS_REST_DB=$(stat -c %s "$d/.cap-state/journal.db")
+  JS_REST_WAL=$(stat -c %s "$d/.cap-state/journal.db-wal" 2>/dev/null || echo 0)
+  JS_PER_JOB=$(awk -v b="$JS_REST_DB" -v n="$JS_JOBS" 'BEGIN { printf "%.0f", b / n }')
+  JS_AT_100K=$(awk -v b="$JS_REST_DB" -v n="$JS_JOBS" 'BEGIN { printf "%.1f", b / n * 100000 / 1048576 }')
+  # Loading that journal: from exec to the server.start line.
+  t0=$EPOCHREALTIME
+  start_server "$d" "$TMP/server-journal-size-2.log" "$TMP/server-journal-size-2.out" "${J_SIZE_ARGS[@]}"
+  t1=$EPOCHREALTIME
+  J_SIZE_PID=$STARTED_PID
+  JS_LOAD_S=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+  JS_OPENED=$(grep -m1 -E '"event":"journal.(opened|recovered)"' "$TMP/server-journal-size-2.log" || true)
+  JS_LOAD_RSS=$(awk '/^VmRSS:/ { print $2 }' "/proc/$J_SIZE_PID/status")
+  stop_pid "$J_SIZE_PID" "cap-server (journal size)"
+  J_SIZE_PID=""
+  cp "$TMP/server-journal-size.log" "$OUT_DIR/" 2>/dev/null || true
+  log "  $JS_JOBS jobs in $JS_S s: live db $JS_DB + wal $JS_WAL + shm $JS_SHM bytes, $JS_ROWS rows; at rest $JS_REST_DB bytes (wal $JS_REST_WAL); start-up on it ${JS_LOAD_S} s"
+fi
+
 # ------------------------------------------------------------------- report ---
 CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
 {
@@ -1087,7 +1254,21 @@ CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/n
       "   $CANCEL_PRESET, DELETE -> next job, median of $CANCEL_RUNS" "$C_SRV" "$C_OLD" "$C_RATIO" "<= 0.10" \
       "$(verdict "$C_RATIO" '<=' 0.10)"
   fi
+  if want 6; then
+    printf '\n'
+    printf '%-44s %12s %12s %9s %8s %s\n' "6. journal (same jobs, two servers)" "on" "off" "on - off" "goal" ""
+    printf '%-44s %12s %12s %9s %8s %s\n' "--------------------------------------------" "------------" "------------" "---------" "--------" "------"
+    printf '%-44s %9s ms %9s ms %6s ms %8s %s\n' \
+      "   POST /exec async -> 202, median of $JD_N" "$JD_ON" "$JD_OFF" "$JD_DIFF" "<= 1 ms" \
+      "$(verdict "$JD_DIFF" '<=' 1)"
+    printf '%-44s %7s j/s %7s j/s %9s %8s %s\n' \
+      "   throughput, $TP_JOBS jobs, median of $TP_REPEAT (ratio)" "$JT_ON_JPS" "$JT_OFF_JPS" "$JT_RATIO" ">= 0.95" \
+      "$(verdict "$JT_RATIO" '>=' 0.95)"
+    printf '%-44s %9s ms %9s ms\n' "   journal write latency p50 / p99" "$JW_P50" "$JW_P99"
+    printf '%-44s %12s\n' "   database at rest after $JS_JOBS jobs" "$(awk -v b="$JS_REST_DB" 'BEGIN { printf "%.1f MiB", b / 1048576 }')"
+  fi
   if [[ -n $SANDBOX_NOTE ]]; then printf '\n%s\n' "$SANDBOX_NOTE"; fi
+  if [[ -n $JOURNAL_NOTE ]]; then printf '\n%s\n' "$JOURNAL_NOTE"; fi
   printf '\n'
   if want 1 || want 2 || want 3; then
     printf '%-44s %12s %12s %12s %9s\n' "CPU time (user+sys) per job" "server kids" "server self" "direct" "ratio"
@@ -1151,6 +1332,31 @@ CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/n
       "$C_WIND" "$C_WIND_MIN" "$C_WIND_MAX"
     printf '     %s of %s run(s) past cancel_grace_ms %s, where the old server sent SIGKILL: slot held %s ms (median)\n' \
       "$C_CAPPED" "$CANCEL_RUNS" "$CANCEL_GRACE_MS" "$C_OLD"
+  fi
+  if want 6; then
+    printf '  6. dispatch p90: on %s ms, off %s ms (keep-alive connection, each job awaited before the next)\n' \
+      "$JD_ON90" "$JD_OFF90"
+    printf '     throughput wall per run: on %s s (%s..%s), off %s s (%s..%s); server CPU per job on %s ms, off %s ms\n' \
+      "$(awk -v s="$JT_ON" 'BEGIN { printf "%.2f", s }')" "$(awk -v s="$JT_ON_MIN" 'BEGIN { printf "%.2f", s }')" \
+      "$(awk -v s="$JT_ON_MAX" 'BEGIN { printf "%.2f", s }')" "$(awk -v s="$JT_OFF" 'BEGIN { printf "%.2f", s }')" \
+      "$(awk -v s="$JT_OFF_MIN" 'BEGIN { printf "%.2f", s }')" "$(awk -v s="$JT_OFF_MAX" 'BEGIN { printf "%.2f", s }')" \
+      "$JT_CPU_ON" "$JT_CPU_OFF"
+    printf '     server logs (medians): http.request %s / %s ms, job.finished %s / %s ms (on / off)\n' \
+      "$JTON_http_ms" "$JTOFF_http_ms" "$JTON_job_ms" "$JTOFF_job_ms"
+    printf '     journal writes on the on server: %s (ok %s, error %s), mean %s ms; p50/p99 interpolated in the\n' \
+      "$JW_N" "$JW_OK" "$JW_ERR" "$JW_MEAN"
+    printf '     histogram buckets (50 us .. 250 ms); files after (a)+(b): %s\n' "$JB_ON_FILES"
+    printf '     size run: %s of %s jobs in %s s (ffprobe stub printing the real JSON, %s B a result; --sandbox off,\n' \
+      "$JS_JOBS" "$JOURNAL_SIZE_JOBS" "$JS_S" "$(stat -c %s "$TMP/probe-direct.json" 2>/dev/null || echo '?')"
+    printf '     pool %s, %s connections, TTL 3600 s): while running db %s + wal %s + shm %s = %s bytes,\n' \
+      "$JOURNAL_SIZE_POOL" "$JOURNAL_SIZE_CONC" "$JS_DB" "$JS_WAL" "$JS_SHM" "$JS_LIVE"
+    printf '     %s rows, %s pages of %s B; at rest (SIGTERM, checkpoint) db %s bytes, wal %s bytes = %s bytes a job\n' \
+      "$JS_ROWS" "$JS_PAGES" "$JS_PSIZE" "$JS_REST_DB" "$JS_REST_WAL" "$JS_PER_JOB"
+    if [[ $JS_JOBS -lt 100000 ]]; then
+      printf '     EXTRAPOLATED to 100,000 jobs (linear, no row expires within the TTL): %s MiB\n' "$JS_AT_100K"
+    fi
+    printf '     server RSS with them in memory: %s KiB; started again on that journal in %s s (RSS %s KiB): %s\n' \
+      "$JS_RSS" "$JS_LOAD_S" "$JS_LOAD_RSS" "$JS_OPENED"
   fi
   printf '  background load just before each part (sampled 1 s): %s\n' "$(IFS=';'; echo "${BG_NOTES[*]}" | sed 's/;/; /g')"
   printf '  other programs above %s%% CPU during a timed call: %s call(s) redone, %s kept after %s retries' \

@@ -426,7 +426,12 @@ def start(args=(), token=TOKEN, env=None, settle=15):
 
 
 def tmp_entries(server):
-    root = os.path.join(data_dir(server), ".cap-tmp")
+    return tmp_entries_in(data_dir(server))
+
+
+def tmp_entries_in(data):
+    """What DATA/.cap-tmp holds, relative paths, sorted."""
+    root = os.path.join(data, ".cap-tmp")
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
         for n in dirnames + filenames:
