@@ -148,6 +148,7 @@ struct cap_job {
   int deferred;                /* On that queue. */
   struct cap_job *jr_next;     /* The table's list of rows to journal. */
   int jr_dirty;                /* On that list. */
+  uint64_t jr_hash;            /* Of the row last written, to skip a same one. */
 };
 
 /* Returns a new job (stage NEW) for r made with what o holds (r's strings

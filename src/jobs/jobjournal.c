@@ -4,6 +4,7 @@
 #include "buf.h"
 #include "errcode.h"
 #include "execreq.h"
+#include "hash.h"
 #include "jobjson.h"
 #include "log.h"
 
@@ -18,7 +19,20 @@ static int64_t wall_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-void cap_jobjournal_put(struct cap_journal *jr, const struct cap_job *j) {
+/* What tells one row of a job from another: an ended job's row is written
+ * when it settles and again once it is CLOSED, and most often nothing
+ * changed in between, while its JSON (a probe's result) is the bulk of
+ * what the journal writes. */
+static uint64_t row_hash(const struct cap_journal_job *r) {
+  uint64_t h = cap_hash_str(r->state, 0);
+  h = cap_hash_str(r->code ? r->code : "", h);
+  h = cap_hash_str(r->upload_id ? r->upload_id : "", h);
+  h = cap_hash_str(r->job_json ? r->job_json : "", h);
+  h = cap_hash_str(r->answer_json ? r->answer_json : "", h);
+  return h ^ (uint64_t)r->started_at * 31 ^ (uint64_t)r->finished_at * 17;
+}
+
+void cap_jobjournal_put(struct cap_journal *jr, struct cap_job *j) {
   if (jr == NULL)
     return;
   char events[128] = "";
@@ -59,7 +73,9 @@ void cap_jobjournal_put(struct cap_journal *jr, const struct cap_job *j) {
       .job_json = ended ? job.data : NULL,
       .answer_json = ended ? answer.data : NULL,
   };
-  cap_journal_job_put(jr, &row);
+  uint64_t h = row_hash(&row);
+  if (h != j->jr_hash && cap_journal_job_put(jr, &row) == 0)
+    j->jr_hash = h;
   cap_buf_free(&job);
   cap_buf_free(&answer);
 }

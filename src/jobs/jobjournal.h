@@ -12,8 +12,9 @@
  * and a ladder's objects). */
 
 /* Writes j's row (its public state; for an ended job the JSON it answers
- * with).  Does nothing when jr is NULL. */
-void cap_jobjournal_put(struct cap_journal *jr, const struct cap_job *j);
+ * with), unless it is the row last written for j (j->jr_hash says).  Does
+ * nothing when jr is NULL. */
+void cap_jobjournal_put(struct cap_journal *jr, struct cap_job *j);
 
 /* Returns a new job, CLOSED, made from row for owner o (the caller owns
  * it), or NULL when the row is not usable.  A row of a job that had not
