@@ -103,8 +103,8 @@ static char *dup_or_null(const char *s) {
  * reached, and saves the answers it gives from now on. */
 static void interrupt(struct cap_job *j, const char *was) {
   char msg[200];
-  snprintf(msg, sizeof(msg),
-           "The server stopped while the job was %s; send the same request again", was);
+  snprintf(msg, sizeof(msg), "The server stopped while the job was %s; send the same request again",
+           was);
   j->state = CAP_JOB_FAILED;
   j->err = CAP_E_INTERRUPTED;
   j->err_msg = xstrdup(msg);

@@ -37,8 +37,8 @@ struct cap_jobrecover {
   time_t started; /* This process's start: uploads begun before it are left over. */
   uint64_t aborted_lists, deleted, delete_failures;
   uint64_t uploads_by_id, objects_queued; /* Cleanups queued at start-up. */
-  uint64_t job_failures; /* Failed deletes of the job at the head. */
-  int starting, ended;   /* Inside cap_objstore_delete; its delete ended there. */
+  uint64_t job_failures;                  /* Failed deletes of the job at the head. */
+  int starting, ended;                    /* Inside cap_objstore_delete; its delete ended there. */
   int stopped;
 };
 

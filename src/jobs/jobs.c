@@ -436,8 +436,8 @@ int cap_jobs_restore(struct cap_jobs *t) {
   cap_jobrecover_start(&t->recover);
   struct cap_journal_stats st;
   cap_journal_stats(t->jr, &st);
-  struct cap_log_rec *r = cap_log_begin(c.interrupted ? CAP_LOG_WARN : CAP_LOG_INFO,
-                                        "journal.recovered");
+  struct cap_log_rec *r =
+      cap_log_begin(c.interrupted ? CAP_LOG_WARN : CAP_LOG_INFO, "journal.recovered");
   cap_log_str(r, "path", cap_journal_path(t->jr));
   cap_log_int(r, "jobs", (long long)c.restored);
   cap_log_int(r, "interrupted", (long long)c.interrupted);

@@ -24,8 +24,8 @@
 /* The checkpointer looks this often; it copies the WAL into the database
  * once the WAL has grown past CHECKPOINT_WAL_BYTES or has waited
  * CHECKPOINT_MAX_AGE_MS since the last write. */
-#define CHECKPOINT_TICK_MS 2000
-#define CHECKPOINT_WAL_BYTES (1 << 20)
+#define CHECKPOINT_TICK_MS    2000
+#define CHECKPOINT_WAL_BYTES  (1 << 20)
 #define CHECKPOINT_MAX_AGE_MS 10000
 /* The WAL is cut back to this when it is rewound, so that a burst does not
  * leave a large file behind. */
@@ -115,8 +115,8 @@ struct cap_journal {
   int ckpt_rc;
   int ckpt_log, ckpt_done; /* The last checkpoint's WAL frames, and those it copied. */
   double ckpt_s;
-  int in_txn;       /* Between cap_journal_begin and cap_journal_commit. */
-  double txn_t0;    /* When the transaction began. */
+  int in_txn;              /* Between cap_journal_begin and cap_journal_commit. */
+  double txn_t0;           /* When the transaction began. */
   uint64_t dirty_since_ms; /* Loop time of the first write since the last checkpoint; 0: none. */
 };
 
@@ -240,7 +240,8 @@ static int setup_db(struct cap_journal *jr, char *err, size_t errlen) {
     rc = exec_sql(jr->db, v);
   }
   if (rc != SQLITE_OK) {
-    snprintf(err, errlen, "journal: cannot set up %s: %s; check the directory's permissions and "
+    snprintf(err, errlen,
+             "journal: cannot set up %s: %s; check the directory's permissions and "
              "free space, or move it aside with --journal-reset",
              jr->path, sqlite3_errmsg(jr->db));
     return errno_of(rc);

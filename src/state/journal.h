@@ -24,9 +24,9 @@ struct cap_journal_job {
   const char *capability; /* "ffmpeg", "ffprobe". */
   const char *preset;
   const char *idem_key;
-  const unsigned char *body_hash; /* 32 bytes, or NULL. */
-  const char *state;              /* "queued", "running", ..., "succeeded". */
-  const char *code;               /* The error code once failed or canceled. */
+  const unsigned char *body_hash;              /* 32 bytes, or NULL. */
+  const char *state;                           /* "queued", "running", ..., "succeeded". */
+  const char *code;                            /* The error code once failed or canceled. */
   int64_t created_at, started_at, finished_at; /* Wall clock, ms; 0: not yet. */
   const char *input_key, *output_key, *output_prefix;
   const char *upload_id; /* The output's multipart upload under way, or NULL. */
@@ -95,8 +95,7 @@ int cap_journal_object_clear(struct cap_journal *jr, const char *job_id);
 
 /* The webhook outbox. */
 int cap_journal_event_add(struct cap_journal *jr, const struct cap_journal_event *e);
-int cap_journal_event_update(struct cap_journal *jr, const char *id, int attempts,
-                             int64_t next_at);
+int cap_journal_event_update(struct cap_journal *jr, const char *id, int attempts, int64_t next_at);
 int cap_journal_event_delete(struct cap_journal *jr, const char *id);
 /* Calls cb for every waiting event, oldest first. */
 int cap_journal_event_load(struct cap_journal *jr,

@@ -394,15 +394,20 @@ static void abort_orphan(struct cap_storage *st, const char *key, const char *id
   cap_s3_start(r);
 }
 
-static void on_list_done(struct cap_s3_req *r) {
-  struct cap_storage *st = r->data;
-  st->sweep_running = 0;
-  if (!cap_s3_ok(r)) {
-    log_outcome("storage.sweep_failed", r, CAP_LOG_WARN);
-    cap_s3_req_free(r, free_req);
-    return;
-  }
-  time_t cutoff = time(NULL) - st->cfg->orphan_age_s;
+/* One upload of a ListMultipartUploads answer: its key without the
+ * storage prefix (requests and refusals name keys that way), its id, and
+ * when it began (whole seconds). */
+struct listed_upload {
+  const char *rel;
+  const char *id;
+  time_t initiated;
+};
+
+/* Calls fn(st, u, arg) for each upload the listing r holds; returns how
+ * many it held. */
+static int each_upload(struct cap_storage *st, const struct cap_s3_req *r,
+                       void (*fn)(struct cap_storage *st, const struct listed_upload *u, void *arg),
+                       void *arg) {
   size_t pl = strlen(st->conf.prefix);
   const char *p = r->resp.data, *end = p ? p + r->resp.len : NULL;
   int seen = 0;
@@ -416,16 +421,34 @@ static void on_list_done(struct cap_s3_req *r) {
         cap_s3_xml_text(p, len, "UploadId", id, sizeof(id)) == 0 &&
         cap_s3_xml_text(p, len, "Initiated", initiated, sizeof(initiated)) == 0) {
       seen++;
-      time_t t = parse_iso(initiated);
-      /* Listed keys carry the prefix; requests and the refusals do not. */
-      const char *rel = strncmp(key, st->conf.prefix, pl) == 0 ? key + pl : key;
-      if (t > 0 && t < cutoff && !refused_recently(st, rel, id))
-        abort_orphan(st, rel, id);
+      struct listed_upload u = {.rel = strncmp(key, st->conf.prefix, pl) == 0 ? key + pl : key,
+                                .id = id,
+                                .initiated = parse_iso(initiated)};
+      fn(st, &u, arg);
     }
     p = close;
     if (p >= end)
       break;
   }
+  return seen;
+}
+
+static void sweep_upload(struct cap_storage *st, const struct listed_upload *u, void *arg) {
+  time_t cutoff = *(const time_t *)arg;
+  if (u->initiated > 0 && u->initiated < cutoff && !refused_recently(st, u->rel, u->id))
+    abort_orphan(st, u->rel, u->id);
+}
+
+static void on_list_done(struct cap_s3_req *r) {
+  struct cap_storage *st = r->data;
+  st->sweep_running = 0;
+  if (!cap_s3_ok(r)) {
+    log_outcome("storage.sweep_failed", r, CAP_LOG_WARN);
+    cap_s3_req_free(r, free_req);
+    return;
+  }
+  time_t cutoff = time(NULL) - st->cfg->orphan_age_s;
+  int seen = each_upload(st, r, sweep_upload, &cutoff);
   struct cap_log_rec *l = cap_log_begin(CAP_LOG_INFO, "storage.sweep");
   cap_log_int(l, "uploads_open", seen);
   cap_log_end(l);
@@ -445,44 +468,30 @@ static void queue_abort(struct cap_storage *st, const char *key, const char *upl
   schedule_retries(st);
 }
 
+static void recover_upload(struct cap_storage *st, const struct listed_upload *u, void *arg) {
+  const struct st_req *q = arg;
+  int match = q->match_prefix ? strncmp(u->rel, q->match, strlen(q->match)) == 0
+                              : strcmp(u->rel, q->match) == 0;
+  /* Initiated has whole seconds (the fraction, when sent, is dropped): an
+   * upload begun in the second this process started may be a dead job's,
+   * and is taken for one.  A new job's upload of the same key within its
+   * first second is not a case that arises: an upload is multipart only
+   * past a part's worth of output. */
+  if (!match || u->initiated <= 0 || u->initiated > q->before)
+    return;
+  struct cap_log_rec *l = cap_log_begin(CAP_LOG_INFO, "storage.recover_abort");
+  cap_log_str(l, "key", u->rel);
+  cap_log_end(l);
+  queue_abort(st, u->rel, u->id);
+}
+
 static void on_recover_list_done(struct cap_s3_req *r) {
   struct cap_storage *st = r->data;
-  struct st_req *q = (struct st_req *)r;
-  if (!cap_s3_ok(r)) {
+  if (!cap_s3_ok(r))
     /* The orphan sweep finds these uploads later. */
     log_outcome("storage.recover_list_failed", r, CAP_LOG_WARN);
-    free((char *)r->query[1].value);
-    cap_s3_req_free(r, free_req);
-    return;
-  }
-  size_t pl = strlen(st->conf.prefix), ml = strlen(q->match);
-  const char *p = r->resp.data;
-  while (p && (p = strstr(p, "<Upload>")) != NULL) {
-    const char *close = strstr(p, "</Upload>");
-    if (close == NULL)
-      break;
-    char key[1100], id[512], initiated[64];
-    size_t len = (size_t)(close - p);
-    if (cap_s3_xml_text(p, len, "Key", key, sizeof(key)) == 0 &&
-        cap_s3_xml_text(p, len, "UploadId", id, sizeof(id)) == 0 &&
-        cap_s3_xml_text(p, len, "Initiated", initiated, sizeof(initiated)) == 0) {
-      const char *rel = strncmp(key, st->conf.prefix, pl) == 0 ? key + pl : key;
-      int match = q->match_prefix ? strncmp(rel, q->match, ml) == 0 : strcmp(rel, q->match) == 0;
-      time_t t = parse_iso(initiated);
-      /* Initiated has whole seconds (the fraction, when sent, is dropped):
-       * an upload begun in the second this process started may be a dead
-       * job's, and is taken for one.  A new job's upload of the same key
-       * within its first second is not a case that arises: an upload is
-       * multipart only past a part's worth of output. */
-      if (match && t > 0 && t <= q->before) {
-        struct cap_log_rec *l = cap_log_begin(CAP_LOG_INFO, "storage.recover_abort");
-        cap_log_str(l, "key", rel);
-        cap_log_end(l);
-        queue_abort(st, rel, id);
-      }
-    }
-    p = close;
-  }
+  else
+    each_upload(st, r, recover_upload, r);
   free((char *)r->query[1].value);
   cap_s3_req_free(r, free_req);
 }
