@@ -76,7 +76,11 @@ static void ladder_fields(const struct cap_job *j, struct cap_buf *b) {
   key(b, "output_prefix", 1);
   str(b, j->output_prefix);
   key(b, "master_key", 0);
-  joined(b, j->output_prefix, "", "master.m3u8");
+  joined(b, j->output_prefix, "", CAP_LADDER_MASTER_NAME);
+  if (j->ladder->package == CAP_LADDER_DASH) {
+    key(b, "mpd_key", 0);
+    joined(b, j->output_prefix, "", CAP_LADDER_MPD_NAME);
+  }
   key(b, "renditions", 0);
   cap_buf_putc(b, '[');
   for (size_t i = 0, n = 0; l && i < l->nrends; i++) {

@@ -6,6 +6,7 @@
 #include "jobcmd.h"
 #include "log.h"
 #include "metrics.h"
+#include "mpd.h"
 #include "preset.h"
 #include "store.h"
 
@@ -140,7 +141,7 @@ void cap_ladder_init(struct cap_ladder *l, const struct cap_ladder_ops *ops,
   }
   for (size_t i = 0; i < CAP_LADDER_SLOTS_MAX; i++)
     l->slots[i].ladder = l;
-  snprintf(l->master_key_rel, sizeof(l->master_key_rel), "master.m3u8");
+  snprintf(l->master_key_rel, sizeof(l->master_key_rel), CAP_LADDER_MASTER_NAME);
 }
 
 /* --- The backlog, and pausing ffmpeg ------------------------------------ */
@@ -626,6 +627,10 @@ void cap_ladder_free(struct cap_ladder *l) {
     l->head = f->next;
     free(f);
   }
+  for (size_t i = 0; i < l->nrends; i++) {
+    free(l->rends[i].dur_us);
+    l->rends[i].dur_us = NULL;
+  }
   free(l->prefix);
   l->prefix = NULL;
 }
@@ -681,6 +686,11 @@ static int next_delete(struct cap_ladder *l, char *rel, size_t n) {
   if (l->master_started) {
     l->master_started = 0;
     snprintf(rel, n, "%s", l->master_key_rel);
+    return 1;
+  }
+  if (l->mpd_started) {
+    l->mpd_started = 0;
+    snprintf(rel, n, "%s", CAP_LADDER_MPD_NAME);
     return 1;
   }
   while (l->del_rend < l->nrends) {
@@ -764,6 +774,39 @@ static int write_local(struct cap_ladder *l, const char *name, const char *data,
   return close(fd) == 0 ? 0 : -errno;
 }
 
+struct dur_ctx {
+  struct cap_ladder_rend *r;
+  const char *ext;
+  int bad;
+};
+
+/* Keeps a segment's duration for the MPD, whose $Number$ template names
+ * segments as ffmpeg does here (seg_%05d from 0): a playlist naming them
+ * otherwise cannot be described, and fails the package. */
+static void on_duration(void *arg, size_t index, const char *uri, double duration) {
+  struct dur_ctx *c = arg;
+  char want[64];
+  snprintf(want, sizeof(want), "seg_%05zu.%s", index, c->ext);
+  if (strcmp(uri, want) != 0 || !(duration > 0) || duration > 86400) {
+    c->bad = 1;
+    return;
+  }
+  if (c->r->ndur == index) {
+    c->r->dur_us = xrealloc(c->r->dur_us, (index + 1) * sizeof(*c->r->dur_us));
+    c->r->dur_us[c->r->ndur++] = (uint64_t)(duration * CAP_MPD_TIMESCALE + 0.5);
+  }
+}
+
+/* Reads rendition r's finished playlist (text) into its timeline. */
+static int read_timeline(struct cap_ladder *l, struct cap_ladder_rend *r, const char *text,
+                         size_t len) {
+  struct dur_ctx c = {r, cap_ladderspec_segext(l->spec), 0};
+  struct cap_m3u8_media info;
+  r->ndur = 0;
+  int rc = cap_m3u8_parse_media(text, len, 0, on_duration, &c, &info);
+  return rc != 0 ? rc : c.bad || r->ndur != info.nsegs ? -EINVAL : 0;
+}
+
 /* Queues each media playlist, marked VOD, once all its segments are stored. */
 static int queue_playlists(struct cap_ladder *l) {
   for (size_t i = 0; i < l->nrends; i++) {
@@ -774,6 +817,12 @@ static int queue_playlists(struct cap_ladder *l) {
     snprintf(name, sizeof(name), "%s/index.m3u8", r->name);
     cap_buf_init(&b);
     int rc = read_local(l, name, &b);
+    if (rc != 0) {
+      cap_buf_free(&b);
+      return rc;
+    }
+    if (l->spec->package == CAP_LADDER_DASH)
+      rc = read_timeline(l, r, b.data ? b.data : "", b.len);
     if (rc != 0) {
       cap_buf_free(&b);
       return rc;
@@ -817,6 +866,47 @@ static void describe(struct cap_ladder *l) {
   cap_buf_free(&b);
 }
 
+/* Writes a DASH package's MPD over the segments stored, and queues it
+ * ahead of the master (both name only what is stored already). */
+static int queue_mpd(struct cap_ladder *l) {
+  struct cap_mpd_rep reps[CAP_LADDER_RUNGS_MAX + 1];
+  char codecs[CAP_LADDER_RUNGS_MAX + 1][96], init[CAP_LADDER_RUNGS_MAX + 1][128];
+  char media[CAP_LADDER_RUNGS_MAX + 1][64];
+  const char *audio_codecs = l->has_audio ? l->rends[l->nrends - 1].codecs : NULL;
+  for (size_t i = 0; i < l->nrends; i++) {
+    const struct cap_ladder_rend *r = &l->rends[i];
+    /* ffmpeg's master gives a video variant the audio's codecs as well;
+     * a DASH Representation carries one stream. */
+    if (r->audio)
+      snprintf(codecs[i], sizeof(codecs[i]), "%s", r->codecs);
+    else
+      cap_mpd_codecs_without(r->codecs, audio_codecs, codecs[i], sizeof(codecs[i]));
+    snprintf(init[i], sizeof(init[i]), "%s/%s", r->name, r->map);
+    snprintf(media[i], sizeof(media[i]), "%s/seg_$Number%%05d$.%s", r->name,
+             cap_ladderspec_segext(l->spec));
+    reps[i] = (struct cap_mpd_rep){.id = r->name,
+                                   .audio = r->audio,
+                                   .bandwidth = (uint64_t)(r->peak_bps + 0.999),
+                                   .width = r->width,
+                                   .height = r->height,
+                                   .codecs = codecs[i],
+                                   .init = init[i],
+                                   .media = media[i],
+                                   .dur = r->dur_us,
+                                   .nsegs = r->ndur};
+  }
+  struct cap_buf b;
+  cap_buf_init(&b);
+  cap_mpd_write(&b, l->spec->segment_s, reps, l->nrends);
+  int rc = write_local(l, CAP_LADDER_MPD_NAME, b.data, b.len);
+  cap_buf_free(&b);
+  if (rc == 0) {
+    l->mpd_started = 1;
+    enqueue(l, NULL, F_MASTER, CAP_LADDER_MPD_NAME, CAP_LADDER_MPD_NAME, 0);
+  }
+  return rc;
+}
+
 static int queue_master(struct cap_ladder *l) {
   struct cap_m3u8_variant v[CAP_LADDER_RUNGS_MAX];
   char uris[CAP_LADDER_RUNGS_MAX][64];
@@ -841,11 +931,13 @@ static int queue_master(struct cap_ladder *l) {
   struct cap_buf b;
   cap_buf_init(&b);
   cap_m3u8_write_master(&b, version ? version : 6, v, n, l->has_audio ? "audio/index.m3u8" : NULL);
-  int rc = write_local(l, "master.m3u8", b.data, b.len);
+  int rc = write_local(l, CAP_LADDER_MASTER_NAME, b.data, b.len);
   cap_buf_free(&b);
+  if (rc == 0 && l->spec->package == CAP_LADDER_DASH)
+    rc = queue_mpd(l);
   if (rc == 0) {
     l->master_started = 1;
-    enqueue(l, NULL, F_MASTER, "master.m3u8", l->master_key_rel, 0);
+    enqueue(l, NULL, F_MASTER, CAP_LADDER_MASTER_NAME, l->master_key_rel, 0);
   }
   return rc;
 }

@@ -18,7 +18,8 @@
  * stored.  When ffmpeg has exited, the media playlists follow their
  * segments, and a master written here (bandwidths measured from what was
  * stored) goes last: a reader of the bucket never finds a playlist that
- * names a missing object.
+ * names a missing object.  A DASH package adds an MPD over the same
+ * segments (mpd.c), stored with the master once the playlists are.
  *
  * The local backlog is bounded: when more finished files wait than the
  * limits allow, the owner is asked to pause ffmpeg (SIGSTOP), and to let
@@ -27,6 +28,10 @@
 
 struct cap_ladder;
 struct cap_store;
+
+/* Where a package's manifests go, under its prefix. */
+#define CAP_LADDER_MASTER_NAME "master.m3u8"
+#define CAP_LADDER_MPD_NAME    "manifest.mpd"
 
 struct cap_ladder_ops {
   /* stop 1: pause the writer (uploads fell behind); 0: let it go on. */
@@ -48,7 +53,7 @@ enum cap_ladder_state {
   CAP_LADDER_RUNNING,   /* ffmpeg writes; segments go up as playlists list them. */
   CAP_LADDER_FINISHING, /* ffmpeg has exited: the last segments go up. */
   CAP_LADDER_PLAYLISTS, /* The media playlists go up. */
-  CAP_LADDER_MASTER,    /* The master goes up. */
+  CAP_LADDER_MASTER,    /* The master (and a DASH package's MPD) go up. */
   CAP_LADDER_STORED,    /* Everything is stored. */
   CAP_LADDER_ABORTING,  /* Failed: the uploads under way are stopping. */
   CAP_LADDER_DELETING,  /* Failed: what may have been stored is deleted. */
@@ -80,6 +85,10 @@ struct cap_ladder_rend {
   uint64_t bandwidth, average_bandwidth; /* For the master: with the audio's. */
   int width, height;
   char codecs[96];
+  /* A DASH package's timeline: each segment's duration (microseconds),
+   * read from the finished playlist; NULL for HLS. */
+  uint64_t *dur_us;
+  size_t ndur;
 };
 
 #define CAP_LADDER_SLOTS_MAX 32
@@ -120,10 +129,10 @@ struct cap_ladder {
   int handles_open; /* Watches and the kick timer not yet closed. */
   /* Deletion after a failure: the rendition and the item reached. */
   size_t del_rend, del_item;
-  int deletes_listed;      /* Every key has been handed to a delete. */
-  int delete_failures;     /* Keys that may still be stored: deletes failed or given up. */
-  uint64_t hurry_deadline; /* Loop time past which the cleanup gives up; 0: none. */
-  int master_started;
+  int deletes_listed;              /* Every key has been handed to a delete. */
+  int delete_failures;             /* Keys that may still be stored: deletes failed or given up. */
+  uint64_t hurry_deadline;         /* Loop time past which the cleanup gives up; 0: none. */
+  int master_started, mpd_started; /* Their uploads began: a failure deletes them first. */
   /* Results. */
   size_t objects;
   uint64_t bytes;

@@ -138,11 +138,17 @@ static int parse_shape(const cJSON *o, struct cap_ladderspec *s) {
 int cap_ladderspec_parse(const cJSON *o, struct cap_ladderspec **out, char *err, size_t errlen) {
   struct cap_ladderspec *s = xcalloc(1, sizeof(*s));
   const char *pkg = str_of(o, "package");
-  const char *what = "package must be \"hls\"";
-  if (pkg == NULL || strcmp(pkg, "hls") != 0)
+  const char *what = "package must be \"hls\" or \"dash\"";
+  if (pkg == NULL || (strcmp(pkg, "hls") != 0 && strcmp(pkg, "dash") != 0))
     goto fail;
+  s->package = strcmp(pkg, "dash") == 0 ? CAP_LADDER_DASH : CAP_LADDER_HLS;
   what = "segment_type must be fmp4 or mpegts, segment_s 1-60, scale scale|scale_cuda|scale_npp";
   if (parse_shape(o, s) != 0)
+    goto fail;
+  /* dash.js, Shaka and ffmpeg's own DASH reader take ISO BMFF segments;
+   * an MPD over MPEG-TS segments would be valid and played by nobody. */
+  what = "a dash package needs segment_type fmp4";
+  if (s->package == CAP_LADDER_DASH && s->segtype != CAP_LADDER_FMP4)
     goto fail;
   what = "rungs must be 1-8 objects {name, height (even, 16-8640), bitrate[, maxrate, bufsize]} "
          "with distinct names other than \"audio\", highest first";

@@ -5,13 +5,18 @@
 
 struct cJSON;
 
-/* What a multi-output (ladder) preset declares: its package (HLS), the
+/* What a multi-output (ladder) preset declares: its package (HLS, or DASH
+ * and HLS over the same CMAF segments), the
  * segment type and length, the rungs, and the encoder arguments shared by
  * every video rung and by the one audio rendition.  It stays data: the
  * server builds ffmpeg's command line from it (jobcmd.c), and no field a
  * client sends ever reaches it. */
 
 enum cap_ladder_segtype { CAP_LADDER_FMP4 = 0, CAP_LADDER_TS = 1 };
+
+/* What the package's readers load: HLS playlists, or those and a DASH MPD
+ * (only over fMP4 segments, which both describe). */
+enum cap_ladder_package { CAP_LADDER_HLS = 0, CAP_LADDER_DASH = 1 };
 
 #define CAP_LADDER_RUNGS_MAX 8
 #define CAP_LADDER_NAME_MAX  31
@@ -23,6 +28,7 @@ struct cap_ladder_rung {
 };
 
 struct cap_ladderspec {
+  enum cap_ladder_package package;
   enum cap_ladder_segtype segtype;
   int segment_s;
   char *scale; /* The scaling filter: "scale", "scale_cuda" or "scale_npp". */

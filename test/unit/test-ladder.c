@@ -352,8 +352,99 @@ static void test_hurry(void) {
   teardown(&f);
 }
 
+/* The package of a test: three renditions, each complete. */
+static void whole_package(const struct fixture *f) {
+  write_inits(f);
+  segment(f, "720p", 0, 2000, 0);
+  segment(f, "720p", 1, 4000, 1);
+  segment(f, "360p", 0, 1000, 0);
+  segment(f, "360p", 1, 1000, 1);
+  segment(f, "audio", 0, 500, 0);
+  segment(f, "audio", 1, 500, 1);
+  write_file(f, CAP_JOBCMD_FFMASTER, ffmaster, strlen(ffmaster));
+}
+
+/* A DASH package: the same objects as HLS, and an MPD over them whose
+ * Representations carry their own stream's bandwidth and codecs. */
+static void test_dash_package(void) {
+  struct fixture f;
+  setup(&f, 0, 32);
+  f.spec.package = CAP_LADDER_DASH;
+  whole_package(&f);
+  cap_ladder_finish(&f.l);
+  RUN_UNTIL(&f, f.done);
+  CHECK_EQ_INT(f.done_code, CAP_STORAGE_OK);
+  CHECK_EQ_INT(f.l.objects, 6 + 3 + 3 + 2); /* Segments, inits, playlists, master, MPD. */
+  CHECK(stored(&f, "master.m3u8"));
+  char *m = read_stored(&f, CAP_LADDER_MPD_NAME);
+  CHECK(m && strstr(m, "type=\"static\" mediaPresentationDuration=\"PT8S\""));
+  /* 720p alone: its peak segment, 4000 B in 4 s; no audio in it. */
+  CHECK(m && strstr(m, "<Representation id=\"720p\" bandwidth=\"8000\" width=\"1280\" "
+                       "height=\"720\" codecs=\"avc1.64001f\">"));
+  CHECK(m && strstr(m, "<Representation id=\"audio\" bandwidth=\"1000\" codecs=\"mp4a.40.2\">"));
+  CHECK(m && strstr(m, "initialization=\"360p/init.mp4\" media=\"360p/seg_$Number%05d$.m4s\""));
+  CHECK(m && strstr(m, "<S t=\"0\" d=\"4000000\" r=\"1\"/>"));
+  teardown(&f);
+}
+
+/* A failure while the manifests go up deletes them first, then the rest. */
+static void test_dash_abort_deletes_manifests(void) {
+  struct fixture f;
+  setup(&f, 1, 32);
+  f.spec.package = CAP_LADDER_DASH;
+  whole_package(&f);
+  cap_ladder_finish(&f.l);
+  for (int i = 0; i < 20 && f.l.state != CAP_LADDER_MASTER; i++) {
+    RUN_UNTIL(&f, f.nheld > 0);
+    release_held();
+    RUN_UNTIL(&f, f.nheld > 0 || f.l.state == CAP_LADDER_MASTER);
+  }
+  CHECK_EQ_INT(f.l.state, CAP_LADDER_MASTER);
+  RUN_UNTIL(&f, f.nheld == 2); /* The MPD and the master, held. */
+  CHECK_EQ_INT(f.nheld, 2);
+  cap_ladder_abort(&f.l, CAP_STORAGE_E_FAILED, "test");
+  release_held(); /* They reach the store anyway. */
+  RUN_UNTIL(&f, f.nheld > 0 || f.done);
+  while (f.nheld && !f.done) {
+    release_held();
+    RUN_UNTIL(&f, f.nheld > 0 || f.done);
+  }
+  CHECK_EQ_INT(f.done, 1);
+  CHECK_EQ_INT(f.l.state, CAP_LADDER_REMOVED);
+  CHECK(!stored(&f, CAP_LADDER_MPD_NAME));
+  CHECK(!stored(&f, "master.m3u8"));
+  CHECK(!stored(&f, "720p/seg_00001.m4s"));
+  CHECK_EQ_INT(f.l.delete_failures, 0);
+  teardown(&f);
+}
+
+/* Segments named otherwise than the MPD's template would say cannot be
+ * described: the package fails and is taken back. */
+static void test_dash_odd_names(void) {
+  struct fixture f;
+  static const char pl[] = "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:4\n"
+                           "#EXT-X-MAP:URI=\"init.mp4\"\n#EXTINF:4.000000,\nclip7.m4s\n"
+                           "#EXT-X-ENDLIST\n";
+  setup(&f, 0, 32);
+  f.spec.package = CAP_LADDER_DASH;
+  whole_package(&f);
+  write_file(&f, "360p/clip7.m4s", "x", 1);
+  write_file(&f, "360p/index.m3u8", pl, strlen(pl));
+  RUN_UNTIL(&f, stored(&f, "360p/clip7.m4s"));
+  cap_ladder_finish(&f.l);
+  RUN_UNTIL(&f, f.done);
+  CHECK_EQ_INT(f.failed, 1);
+  CHECK_EQ_INT(f.done_code, CAP_STORAGE_E_LOCAL);
+  CHECK(!stored(&f, CAP_LADDER_MPD_NAME));
+  CHECK(!stored(&f, "720p/seg_00000.m4s"));
+  teardown(&f);
+}
+
 int main(void) {
   test_package();
+  test_dash_package();
+  test_dash_abort_deletes_manifests();
+  test_dash_odd_names();
   test_backlog();
   test_abort_deletes();
   test_hostile_playlist();

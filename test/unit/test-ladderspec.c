@@ -37,6 +37,7 @@ static void test_parse(void) {
   CHECK_EQ_STR(s->segment_cache_control, "public, max-age=31536000, immutable");
   CHECK_EQ_STR(s->playlist_cache_control, "public, max-age=60");
   CHECK(s->decode_args != NULL && s->decode_args[0] == NULL);
+  CHECK_EQ_INT(s->package, CAP_LADDER_HLS);
   struct cap_ladderspec *c = cap_ladderspec_dup(s);
   cap_ladderspec_free(s);
   CHECK_EQ_STR(c->video_args[1], "libx264");
@@ -48,7 +49,9 @@ static void test_parse(void) {
  * filters, the muxer's options, the allow-lists. */
 static void test_refused(void) {
   static const char *const bad[] = {
-      "{\"package\":\"dash\",\"rungs\":[{\"name\":\"a\",\"height\":360,\"bitrate\":\"1k\"}]}",
+      "{\"package\":\"smooth\",\"rungs\":[{\"name\":\"a\",\"height\":360,\"bitrate\":\"1k\"}]}",
+      "{\"package\":\"dash\",\"segment_type\":\"mpegts\",\"rungs\":[{\"name\":\"a\",\"height\":360,"
+      "\"bitrate\":\"1k\"}]}",
       "{\"package\":\"hls\",\"rungs\":[]}",
       "{\"package\":\"hls\",\"rungs\":[{\"name\":\"audio\",\"height\":360,\"bitrate\":\"1k\"}]}",
       "{\"package\":\"hls\",\"rungs\":[{\"name\":\"../x\",\"height\":360,\"bitrate\":\"1k\"}]}",
@@ -116,7 +119,8 @@ static void test_builtin(void) {
   struct cap_presets *set = NULL;
   char err[400] = "";
   CHECK_EQ_INT(cap_preset_load(NULL, &set, err, sizeof(err)), 0);
-  static const char *const names[] = {"hls-ladder", "hls-ladder-ts", "hls-ladder-nvenc", NULL};
+  static const char *const names[] = {"hls-ladder", "hls-ladder-ts", "hls-ladder-nvenc",
+                                      "dash-ladder", NULL};
   for (size_t i = 0; set && names[i]; i++) {
     const struct cap_preset *p = cap_preset_find(set, names[i]);
     CHECK(p != NULL && p->ladder != NULL);
@@ -124,6 +128,8 @@ static void test_builtin(void) {
       CHECK_EQ_STR(p->format, "hls");
       CHECK_EQ_INT(p->ladder->nrungs, 4);
       CHECK_EQ_INT(p->ladder->segment_s, 4);
+      CHECK_EQ_INT(p->ladder->package,
+                   strcmp(names[i], "dash-ladder") == 0 ? CAP_LADDER_DASH : CAP_LADDER_HLS);
     }
   }
   const struct cap_preset *one = cap_preset_find(set, "720p");

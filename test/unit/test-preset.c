@@ -52,8 +52,8 @@ static void test_builtin(void) {
     fprintf(stderr, "  %s\n", err);
     return;
   }
-  /* The single-output presets, and three ladders (test-ladderspec checks those). */
-  CHECK_EQ_INT(set->n, sizeof(wants) / sizeof(wants[0]) + 3);
+  /* The single-output presets, and four ladders (test-ladderspec checks those). */
+  CHECK_EQ_INT(set->n, sizeof(wants) / sizeof(wants[0]) + 4);
   for (size_t i = 0; i < sizeof(wants) / sizeof(wants[0]); i++) {
     const struct want *w = &wants[i];
     const struct cap_preset *p = cap_preset_find(set, w->name);
@@ -101,7 +101,7 @@ static void test_builtin(void) {
   set = NULL;
   CHECK_EQ_INT(cap_preset_load(NULL, &set, err, sizeof(err)), 0);
   if (CHECK(set != NULL)) {
-    CHECK_EQ_INT(set->n, 11);
+    CHECK_EQ_INT(set->n, 12);
     CHECK(cap_preset_find(set, "thumbnail-jpg") != NULL);
     cap_preset_set_free(set);
   }
