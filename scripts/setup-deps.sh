@@ -9,8 +9,9 @@
 #          man and groff (packaging checks), Caddy (the TLS front), Node.js
 #          and npm (workerd, the Worker runtime, from packaging/cloudflare),
 #          slowhttptest (slow-client attacks on the connection budget),
-#          Chromium and a font for it (the HLS player test drives hls.js in
-#          headless Chromium through playwright-core, from test/player)
+#          Chromium and a font for it (the player tests drive hls.js and
+#          dash.js in headless Chromium through playwright-core, from
+#          test/player)
 #   bench  wrk, hyperfine, Node.js and npm for the comparison stack
 set -euo pipefail
 
@@ -67,7 +68,7 @@ install_missing
 if [ "$want_workerd" = 1 ]; then
   "$(dirname "$0")/../packaging/cloudflare/setup.sh"
 fi
-# hls.js and playwright-core (no browser download: it drives the Debian
+# hls.js, dash.js and playwright-core (no browser download: it drives the Debian
 # chromium above), pinned by test/player/package-lock.json.
 if [ "$want_player" = 1 ]; then
   "$(dirname "$0")/../test/player/setup.sh"

@@ -36,7 +36,9 @@ API:
   play_in_browser(master_url, force_level=None, timeout=120, env=None,
                   rate=4, check=True) -> dict
       node test/player/play.js; the dict is its JSON line (ok, reason,
-      levels, level_switched, frag_loaded, errors, ...).  check=True raises
+      levels, level_switched, frag_loaded, errors, ...).  An .mpd URL is
+      played with dash.js instead (representations in place of levels,
+      dashjs_version in place of hls_version).  check=True raises
       AssertionError unless ok.  env: added to the environment, e.g.
       bed.env() so that play.js signs its GETs to the S3 bed.
   serve(get) -> context manager yielding srv (srv.base, srv.url(key),
@@ -44,7 +46,8 @@ API:
       ffmpeg (it cannot sign requests to the bed) or a local directory.
   dir_getter(root), dir_keys(root, prefix=""), s3_getter(bed, bucket),
   s3_keys(bed, bucket, prefix): get functions and key listings.
-  have_player() -> (bool, why): node, Chromium and test/player/node_modules.
+  have_player(url=None) -> (bool, why): node, Chromium and
+      test/player/node_modules (plus dash.js when url is an .mpd).
 
 What check_package enforces (RFC 8216 and cap-server's master shape):
   master: starts with #EXTM3U; tags only from MASTER_TAGS; one
@@ -1087,13 +1090,22 @@ def decode_all(master_url, timeout=300):
     return took
 
 
-def have_player():
-    """(True, "") when play.js can run here, else (False, why)."""
+def _is_mpd(url):
+    """True when play.js plays url as DASH: its path ends in .mpd."""
+    return urllib.parse.urlsplit(url).path.lower().endswith(".mpd")
+
+
+def have_player(url=None):
+    """(True, "") when play.js can run here, else (False, why).  With an
+    .mpd url (DASH) it also needs dash.js in test/player/node_modules."""
     if not shutil.which("node"):
         return False, "node is not installed"
     if not os.access(CHROMIUM, os.X_OK):
         return False, "%s is not installed (apt-get install chromium)" % CHROMIUM
-    for need in ("hls.js/dist/hls.min.js", "playwright-core/package.json"):
+    needs = ["hls.js/dist/hls.min.js", "playwright-core/package.json"]
+    if url is not None and _is_mpd(url):
+        needs.append("dashjs/dist/modern/umd/dash.all.min.js")
+    for need in needs:
         if not os.path.exists(os.path.join(PLAYER_DIR, "node_modules", need)):
             return False, "test/player/node_modules lacks %s (run test/player/setup.sh)" % need
     return True, ""
@@ -1103,7 +1115,14 @@ def play_in_browser(master_url, force_level=None, timeout=120, env=None, rate=4,
     """Play master_url to its end in headless Chromium with hls.js (see
     test/player/play.js).  Returns play.js's JSON result (plus returncode);
     with check, AssertionError unless it reached `ended` with no fatal
-    error (and, with force_level, switched to that level)."""
+    error (and, with force_level, switched to that level).
+
+    master_url may also be a DASH MPD (a path ending in .mpd): play.js then
+    plays it with dash.js (test/player/dash-player.html) and the result has
+    player "dash.js", dashjs_version and representations (video, sorted by
+    bandwidth, lowest first: force_level indexes them) instead of
+    hls_version and levels; every dash.js ERROR counts as fatal.  Check
+    have_player(master_url) first: it also looks for dash.js then."""
     argv = [NODE, PLAY_JS, master_url, "--timeout", str(timeout), "--rate", str(rate)]
     if force_level is not None:
         argv += ["--force-level", str(int(force_level))]
@@ -1123,6 +1142,9 @@ def play_in_browser(master_url, force_level=None, timeout=120, env=None, rate=4,
         brief = {k: result.get(k) for k in ("reason", "ended", "fatal_errors", "errors", "video_errors",
                                               "page_errors", "http_errors", "levels", "level_switched",
                                               "frag_buffered", "current_time", "duration")}
+        if "representations" in result:   # DASH: levels are representations
+            brief.pop("levels")
+            brief["representations"] = result["representations"]
         raise AssertionError("playback failed (exit %d): %s\n%s"
                              % (r.returncode, json.dumps(brief)[:4000], r.stderr[-1000:]))
     return result

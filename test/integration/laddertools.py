@@ -11,6 +11,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import dashcheck  # noqa: E402
 import hlscheck  # noqa: E402
 import mediatools as mt  # noqa: E402
 import storagetools as st  # noqa: E402
@@ -22,7 +23,8 @@ BED = None
 TMP = None
 
 CONTENT_TYPES = {"m3u8": "application/vnd.apple.mpegurl", "m4s": "video/iso.segment",
-                 "mp4": "video/mp4", "ts": "video/mp2t"}
+                 "mp4": "video/mp4", "ts": "video/mp2t", "mpd": "application/dash+xml"}
+MANIFESTS = ("m3u8", "mpd")
 SEGMENT_CACHE = "public, max-age=31536000, immutable"
 PLAYLIST_CACHE = "public, max-age=60"
 
@@ -101,14 +103,22 @@ class LadderCase(unittest.TestCase):
         self.assertEqual(j.get("status"), "succeeded", j)
         return j
 
-    def check_package(self, prefix, result, segext, source=12.0, play=False):
+    def check_package(self, prefix, result, segext, source=12.0, play=False, dash=False):
+        """The HLS package (and, with dash, the MPD over the same segments)
+        is valid, is all the bucket holds under prefix, and matches the
+        result; ffmpeg decodes it; with play, a browser player plays it."""
         get = hlscheck.s3_getter(BED, BUCKET)
         names = [r["name"] for r in result["renditions"]]
         summary = hlscheck.check_package(get, full(prefix), source_duration=source,
                                          expect_renditions=names)
+        keys = set(summary["keys"])
+        if dash:
+            keys |= self.check_mpd(get, prefix, result, source)
+        else:
+            self.assertNotIn("mpd_key", result)
         listed = bucket_objects(prefix)
-        self.assertEqual({full(prefix) + k for k in listed}, set(summary["keys"]),
-                         "the bucket holds exactly what the playlists name")
+        self.assertEqual({full(prefix) + k for k in listed}, keys,
+                         "the bucket holds exactly what the manifests name")
         self.assertEqual(result["objects"], len(listed), result)
         self.assertEqual(result["bytes"], sum(listed.values()), result)
         self.assertEqual(result["master_key"], prefix + "master.m3u8")
@@ -124,17 +134,56 @@ class LadderCase(unittest.TestCase):
             ext = key.rsplit(".", 1)[1]
             h = BED.head_object(BUCKET, "%s/%s%s" % (PREFIX, prefix, key))
             self.assertEqual(h.get("ContentType"), CONTENT_TYPES[ext], key)
-            want = PLAYLIST_CACHE if ext == "m3u8" else SEGMENT_CACHE
+            want = PLAYLIST_CACHE if ext in MANIFESTS else SEGMENT_CACHE
             self.assertEqual(h.get("CacheControl"), want, key)
-            if ext != "m3u8":
+            if ext not in MANIFESTS:
                 self.assertEqual(ext, "mp4" if "init" in key else segext, key)
         # ffmpeg cannot sign requests: it reads the bucket through a plain
         # HTTP server over the same signed GETs.
         with hlscheck.serve(get) as srv:
             hlscheck.decode_all(srv.url(full(prefix) + "master.m3u8"))
+            if dash:
+                dashcheck.decode_mpd(srv.url(full(prefix) + "manifest.mpd"))
         if play:
             self.play(prefix, len(names))
+            if dash:
+                self.play_dash(prefix, len(names))
         return summary
+
+    def check_mpd(self, get, prefix, result, source):
+        """The MPD is valid and describes what the result (and the HLS
+        master) says: the same renditions, sizes and codecs, each stream's
+        own bandwidth.  Returns the keys it names."""
+        self.assertEqual(result["mpd_key"], prefix + "manifest.mpd", result)
+        ids = [r["name"] for r in result["renditions"]] + (["audio"] if result["audio"] else [])
+        d = dashcheck.check_mpd(get, full(prefix) + "manifest.mpd", source_duration=source,
+                                expect_representations=ids)
+        by_id = {r["id"]: r for r in d["representations"]}
+        audio = result["audio"]["codecs"] if result["audio"] else None
+        for r in result["renditions"]:
+            rep = by_id[r["name"]]
+            self.assertEqual((rep["width"], rep["height"]), (r["width"], r["height"]), rep)
+            self.assertEqual(rep["codecs"], r["codecs"].replace("," + audio, "") if audio else r["codecs"])
+            self.assertEqual(rep["segments"], r["segments"], rep)
+            self.assertLess(rep["bandwidth"], r["bandwidth"] if audio else r["bandwidth"] + 1,
+                            "an MPD Representation's bandwidth is its own stream's")
+        if audio:
+            self.assertEqual(by_id["audio"]["codecs"], audio)
+        return d["keys"]
+
+    def play_dash(self, prefix, levels):
+        """dash.js in Chromium plays the MPD from the bed to its end,
+        switching Representation when forced."""
+        url = bed_url(prefix + "manifest.mpd")
+        ok, why = hlscheck.have_player(url)
+        if not ok:
+            self.fail("the DASH player test cannot run: %s (scripts/setup-deps.sh test)" % why)
+        force = 0 if levels > 1 else None
+        r = hlscheck.play_in_browser(url, force_level=force, env=BED.env(), timeout=120)
+        self.assertTrue(r.get("ok"), r)
+        self.assertEqual(len(r.get("representations", [])), levels, r)
+        if force is not None:
+            self.assertTrue(r.get("level_switched"), r)
 
     def play(self, prefix, levels):
         """hls.js in Chromium plays the master from the bed to its end,

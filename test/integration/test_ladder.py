@@ -15,17 +15,27 @@ SigV4 (Swift + s3api, s3bed.py).
 - rungs above the source are dropped and the result says so; a source
   below every rung gets one rendition at its own height; a source without
   audio gets no audio group;
+- dash-ladder: the same CMAF package with an MPD over it as well; the
+  strict MPD checker (dashcheck.py) passes on it (timeline against the
+  measured segments, each Representation's own bandwidth, codecs and size,
+  every URL an object, nothing else stored); ffmpeg's DASH reader decodes
+  it over HTTP; dash.js in headless Chromium plays it to the end,
+  switching Representation when forced, and hls.js plays its master; the
+  checker itself refuses broken MPDs;
 - the request: output_prefix vs output_key mix-ups, prefix rules and
   token prefixes, an input without video (422 input_unsuitable).
 
 The streaming and failure cases are in test_ladder_streaming.py.
 """
 import os
+import re
 import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import dashcheck  # noqa: E402
+import hlscheck  # noqa: E402
 import laddertools as lt  # noqa: E402
 import mediatools as mt  # noqa: E402
 import storagetools as st  # noqa: E402
@@ -70,6 +80,52 @@ class Ladder(LadderCase):
         self.assertEqual([r["name"] for r in j["renditions"]], ["360p"])
         summary = self.check_package("vod/silent/", j, "m4s", source=6.0)
         self.assertNotIn("audio/index.m3u8", summary["keys"])
+
+    def test_dash_ladder(self):
+        j = self.ladder("vod/dash/", preset="dash-ladder")
+        self.assertEqual(j["mpd_key"], "vod/dash/manifest.mpd")
+        self.assertEqual(j["master_key"], "vod/dash/master.m3u8")
+        self.assertEqual([r["name"] for r in j["renditions"]], ["720p", "480p", "360p"])
+        self.assertEqual(j["dropped"], ["1080p"])
+        self.check_package("vod/dash/", j, "m4s", play=True, dash=True)
+
+    def test_dash_silent_source_and_a_checker_that_can_fail(self):
+        """A source without audio: an MPD without an audio set.  Then the
+        MPD checker is shown broken variants of this package and must
+        refuse each one."""
+        j = self.ladder("vod/dsilent/", preset="dash-ladder", key="in/silent.mp4")
+        self.assertIsNone(j["audio"], j)
+        self.check_package("vod/dsilent/", j, "m4s", source=6.0, dash=True)
+        get = hlscheck.s3_getter(lt.BED, lt.BUCKET)
+        key = lt.full("vod/dsilent/manifest.mpd")
+        text = get(key).decode()
+        self.assertNotIn('contentType="audio"', text)
+        bw = re.search(r'bandwidth="(\d+)"', text).group(1)
+        broken = {
+            "type": (text.replace('type="static"', 'type="dynamic"'), "not static"),
+            "bandwidth": (text.replace('bandwidth="%s"' % bw, 'bandwidth="%d"' % (int(bw) // 2)),
+                          "measured peak"),
+            "codecs": (re.sub(r'codecs="avc1\.[0-9a-f]+"', 'codecs="avc1.640033"', text), "@codecs"),
+            "width": (text.replace('width="640"', 'width="1280"'), "the media are"),
+            "duration": (re.sub(r'mediaPresentationDuration="[^"]+"',
+                                'mediaPresentationDuration="PT9S"', text), "longest timeline"),
+            "timeline": (re.sub(r' d="(\d+)"', lambda m: ' d="%d"' % (int(m.group(1)) + 500000), text, 1),
+                         "measures"),
+            "element": (text.replace("<Period", "<BaseURL>http://elsewhere/</BaseURL><Period"),
+                        "unexpected element"),
+            "escape": (text.replace('media="360p/', 'media="../../360p/'), "leaves the MPD's folder"),
+        }
+        for what, (bad, phrase) in broken.items():
+            with self.subTest(broken=what):
+                self.assertNotEqual(bad, text)
+                g = (lambda b: lambda k: b.encode() if k == key else get(k))(bad)
+                with self.assertRaises(AssertionError) as cm:
+                    dashcheck.check_mpd(g, key, source_duration=6.0)
+                self.assertIn(phrase, str(cm.exception))
+        seg = lt.full("vod/dsilent/360p/seg_00001.m4s")
+        with self.assertRaises(AssertionError) as cm:
+            dashcheck.check_mpd(lambda k: None if k == seg else get(k), key)
+        self.assertIn("does not exist", str(cm.exception))
 
     # --- the request ------------------------------------------------------
 

@@ -1,8 +1,14 @@
 #!/usr/bin/env node
-// Plays an HLS package to its end in headless Chromium with hls.js, and
-// prints one JSON line of what happened.
+// Plays an HLS package to its end in headless Chromium with hls.js, or a
+// DASH package with dash.js, and prints one JSON line of what happened.
 //
 //   node test/player/play.js <master_url> [--force-level N] [--timeout S] [--rate R]
+//                            [--dash | --hls]
+//
+// A URL whose path ends in .mpd is played as DASH (dash-player.html,
+// dash.js) unless --hls says otherwise; --dash forces DASH for any URL.
+// Everything below is the HLS behaviour; the DASH differences are listed
+// after it.
 //
 // <master_url> is the master playlist where the package lies, e.g. the S3
 // bed's http://127.0.0.1:<port>/<bucket>/vod/abc/master.m3u8.  A small server
@@ -32,6 +38,20 @@
 // fatal hls.js error, no media element error and no page error (and, with
 // --force-level, the switch to N happened); 1 when playback failed; 2 for a
 // usage error or a browser that did not start.
+//
+// DASH (dash-player.html with node_modules/dashjs/dist/modern/umd/
+// dash.all.min.js): master_url is the MPD.  --force-level N indexes the
+// video Representations sorted by bandwidth, lowest first; video ABR is off,
+// playback starts on the lowest one (the highest when N is 0) and switches
+// with player.setRepresentationForTypeById('video', id, true).  The output
+// has player "dash.js", dashjs_version instead of hls_version,
+// representations (index, id, bandwidth, width, height, frame_rate, codecs,
+// mime_type) instead of levels, audio_tracks, audio_representations,
+// video_tracks, initial_level, representation_switched, and the HLS fields
+// otherwise (level_switched from QUALITY_CHANGE_RENDERED; frag_loaded from
+// FRAGMENT_LOADING_COMPLETED, frag_buffered from dash.js's
+// bytesAppendedEndFragment, both per representation index).  Every dash.js
+// ERROR event counts as fatal, so ok needs none.
 "use strict";
 const http = require("http");
 const https = require("https");
@@ -44,18 +64,23 @@ const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 
 function usage(msg) {
   if (msg) process.stderr.write("play.js: " + msg + "\n");
-  process.stderr.write("usage: node play.js <master_url> [--force-level N] [--timeout S] [--rate R]\n");
+  process.stderr.write("usage: node play.js <master_url> [--force-level N] [--timeout S] [--rate R] [--dash | --hls]\n");
   process.exit(2);
 }
 
 function parseArgs(argv) {
-  const o = { url: null, forceLevel: null, timeout: 120, rate: 4 };
+  const o = { url: null, forceLevel: null, timeout: 120, rate: 4, dash: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const val = () => { if (i + 1 >= argv.length) usage(a + " needs a value"); return argv[++i]; };
     if (a === "--force-level") { o.forceLevel = Number(val()); if (!Number.isInteger(o.forceLevel) || o.forceLevel < 0) usage("bad --force-level"); }
     else if (a === "--timeout") { o.timeout = Number(val()); if (!(o.timeout > 0)) usage("bad --timeout"); }
     else if (a === "--rate") { o.rate = Number(val()); if (!(o.rate > 0 && o.rate <= 16)) usage("bad --rate (0 < R <= 16)"); }
+    else if (a === "--dash" || a === "--hls") {
+      const d = a === "--dash";
+      if (o.dash !== null && o.dash !== d) usage("--dash and --hls together");
+      o.dash = d;
+    }
     else if (a === "-h" || a === "--help") usage();
     else if (a.startsWith("-")) usage("unknown option " + a);
     else if (o.url === null) o.url = a;
@@ -66,6 +91,8 @@ function parseArgs(argv) {
   try { u = new URL(o.url); } catch (e) { usage("bad URL " + o.url); }
   if (u.protocol !== "http:" && u.protocol !== "https:") usage("http(s) URL needed");
   o.parsed = u;
+  // An .mpd path is DASH unless --hls says otherwise.
+  if (o.dash === null) o.dash = /\.mpd$/i.test(u.pathname);
   return o;
 }
 
@@ -107,12 +134,18 @@ function sigv4(method, host, rawPath, query, creds) {
   };
 }
 
-// --- the page's server: player, hls.js, and the pass-through ---------------
+// --- the page's server: player, hls.js or dash.js, and the pass-through -----
 
-function startServer(upstream, creds, stats) {
-  const files = {
+const HLS_JS = path.join(HERE, "node_modules", "hls.js", "dist", "hls.min.js");
+const DASH_JS = path.join(HERE, "node_modules", "dashjs", "dist", "modern", "umd", "dash.all.min.js");
+
+function startServer(upstream, creds, stats, dash) {
+  const files = dash ? {
+    "/__player/dash-player.html": [path.join(HERE, "dash-player.html"), "text/html; charset=utf-8"],
+    "/__player/dash.all.min.js": [DASH_JS, "text/javascript"],
+  } : {
     "/__player/player.html": [path.join(HERE, "player.html"), "text/html; charset=utf-8"],
-    "/__player/hls.js": [path.join(HERE, "node_modules", "hls.js", "dist", "hls.min.js"), "text/javascript"],
+    "/__player/hls.js": [HLS_JS, "text/javascript"],
   };
   const client = upstream.protocol === "https:" ? https : http;
   const server = http.createServer((req, res) => {
@@ -162,6 +195,7 @@ async function main() {
   const opts = parseArgs(process.argv.slice(2));
   const t0 = Date.now();
   const result = { ok: false, reason: null, master_url: opts.url, forced_level: opts.forceLevel };
+  if (opts.dash) result.player = "dash.js";
   const stats = { requests: 0, http_errors: [] };
   const emit = (code) => {
     Object.assign(result, { requests: stats.requests, http_errors: stats.http_errors,
@@ -176,7 +210,11 @@ async function main() {
     result.reason = "playwright-core missing: run test/player/setup.sh (" + e.message + ")";
     return emit(2);
   }
-  if (!fs.existsSync(path.join(HERE, "node_modules", "hls.js", "dist", "hls.min.js"))) {
+  if (opts.dash && !fs.existsSync(DASH_JS)) {
+    result.reason = "dash.js missing: run test/player/setup.sh";
+    return emit(2);
+  }
+  if (!opts.dash && !fs.existsSync(HLS_JS)) {
     result.reason = "hls.js missing: run test/player/setup.sh";
     return emit(2);
   }
@@ -199,7 +237,7 @@ async function main() {
   hardTimer.unref();
 
   try {
-    server = await startServer(opts.parsed, creds, stats);
+    server = await startServer(opts.parsed, creds, stats, opts.dash);
     const origin = "http://127.0.0.1:" + server.address().port;
     try {
       browser = await chromium.launch({
@@ -218,7 +256,8 @@ async function main() {
     const pageErrors = [];
     page.on("pageerror", (e) => pageErrors.push(String(e.message || e)));
     page.on("console", (m) => { if (m.type() === "error" && pageErrors.length < 50) pageErrors.push("console: " + m.text()); });
-    await page.goto(origin + "/__player/player.html", { waitUntil: "load", timeout: 30000 });
+    await page.goto(origin + (opts.dash ? "/__player/dash-player.html" : "/__player/player.html"),
+                    { waitUntil: "load", timeout: 30000 });
     await page.evaluate((o) => window.runPlayer(o),
       { src: opts.parsed.pathname + opts.parsed.search, forceLevel: opts.forceLevel, rate: opts.rate });
     let timedOut = false;
@@ -247,6 +286,8 @@ async function main() {
     const switchedTo = (state.level_switched || []).map((x) => x.level);
     // hls.js announces no LEVEL_SWITCHED for a level set before loading
     // starts, so "played the start level first" is its buffered fragments.
+    // (dash.js does announce its first QUALITY_CHANGE_RENDERED; the same
+    // rule holds for it.)
     const fb = state.frag_buffered || {};
     result.switched = opts.forceLevel === null ? null : switchedTo.includes(opts.forceLevel) &&
       (state.start_level === opts.forceLevel || (fb[String(state.start_level)] || 0) > 0) &&
@@ -257,7 +298,9 @@ async function main() {
     if (state.fatal_errors) problems.push(state.fatal_errors + " fatal error(s)");
     if ((state.video_errors || []).length) problems.push("media element error");
     if (result.page_errors.length) problems.push("page errors");
-    if (opts.forceLevel !== null && !result.switched) problems.push("no switch to level " + opts.forceLevel);
+    if (opts.forceLevel !== null && !result.switched) {
+      problems.push((opts.dash ? "no switch to representation " : "no switch to level ") + opts.forceLevel);
+    }
     result.ok = problems.length === 0;
     result.reason = problems.length ? problems.join("; ") : "ended";
     await cleanup();
