@@ -36,7 +36,7 @@ export interface ExecRequest {
   input_key: string;
   /** Where a single-output preset's object goes. */
   output_key?: string;
-  /** Where a ladder preset (hls-ladder, hls-ladder-ts, ...) puts its package; a "/" is added when missing. */
+  /** Where a ladder preset (hls-ladder, hls-ladder-ts, dash-ladder, ...) puts its package; a "/" is added when missing. */
   output_prefix?: string;
   preset?: string;
   /** Seconds to wait before a 202 (0-90); the kit then long-polls. */
@@ -74,6 +74,8 @@ export interface ExecResult {
   /** A ladder's: the prefix (with its "/"), the master playlist's key, the video renditions (highest first). */
   output_prefix?: string;
   master_key?: string;
+  /** A dash-ladder's DASH manifest (over the same segments as master_key). */
+  mpd_key?: string;
   renditions?: Rendition[];
   /** The audio rendition, or null for a source without audio. */
   audio?: Rendition | null;

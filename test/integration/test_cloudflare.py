@@ -467,6 +467,17 @@ class KitTest(unittest.TestCase):
         files = [os.path.join(d, n) for d, _, ns in os.walk(root) for n in ns]
         self.assertEqual(len(files), r["objects"], files)
         self.assertEqual(sum(os.path.getsize(p) for p in files), r["bytes"])
+        self.assertNotIn("mpd_key", r)
+        # dash-ladder through the kit: the MPD's key comes back with the master's.
+        st, _, r = self.run_job("/render", {"input_key": "uploads/in.mp4",
+                                            "output_prefix": "vod/kitd", "preset": "dash-ladder"})
+        self.assertEqual(st, 200, r)
+        self.assertEqual((r["status"], r["master_key"], r["mpd_key"]),
+                         ("succeeded", "vod/kitd/master.m3u8", "vod/kitd/manifest.mpd"), r)
+        with open(os.path.join(mt.data_dir(self.a), "vod", "kitd", "manifest.mpd")) as f:
+            mpd = f.read()
+        self.assertIn('<Representation id="240p"', mpd)
+        self.assertIn('width="320" height="240"', mpd)
         # A ladder preset with output_key is the caller's mistake: passed on, not retried.
         st, _, r = self.run_job("/render", {"input_key": "uploads/in.mp4",
                                             "output_key": "vod/kit.m3u8", "preset": "hls-ladder"})

@@ -18,7 +18,7 @@ from capsrv import TOKEN  # noqa: E402
 
 IN_W, IN_H = 426, 240          # odd aspect (71:40): scaled widths must be rounded to even
 CPU_PRESETS = ["1080p", "720p", "4k-h265", "audio-aac", "thumbnail-jpg", "remux-mp4",
-               "hls-ladder", "hls-ladder-ts"]
+               "hls-ladder", "hls-ladder-ts", "dash-ladder"]
 NVENC_PRESETS = ["1080p-nvenc", "4k-h265-nvenc", "hls-ladder-nvenc"]
 
 # What each built-in preset must produce.
@@ -35,6 +35,7 @@ EXPECT = {
     # Ladders: a package under a prefix (test_ladder.py checks packages in depth).
     "hls-ladder": dict(ladder="m4s"),
     "hls-ladder-ts": dict(ladder="ts"),
+    "dash-ladder": dict(ladder="m4s", mpd=True),
 }
 
 
@@ -183,6 +184,12 @@ class BuiltinPresets(mt.CleanCheckMixin, unittest.TestCase):
         files = sorted(os.path.relpath(os.path.join(d, n), root)
                        for d, _, ns in os.walk(root) for n in ns)
         self.assertIn("master.m3u8", files)
+        if EXPECT[name].get("mpd"):
+            self.assertEqual(j["mpd_key"], prefix + "manifest.mpd", j)
+            self.assertIn("manifest.mpd", files)
+        else:
+            self.assertNotIn("mpd_key", j)
+            self.assertFalse(any(f.endswith(".mpd") for f in files), files)
         self.assertTrue(any(f.endswith("." + seg) for f in files), files)
         self.assertEqual(len(files), j["objects"], files)
         self.rendered[name] = j
@@ -192,6 +199,9 @@ class BuiltinPresets(mt.CleanCheckMixin, unittest.TestCase):
 
     def test_17_hls_ladder_ts(self):
         self.check_ladder("hls-ladder-ts")
+
+    def test_18_dash_ladder(self):
+        self.check_ladder("dash-ladder")
 
     def test_19_every_available_preset_rendered(self):
         # Any preset the server calls available must be one we render above.
