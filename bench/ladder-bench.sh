@@ -28,14 +28,17 @@
 #      ffmpeg argv cap-server runs (rebuilt from cap_jobcmd_ladder() in
 #      src/jobs/jobcmd.c and the preset, and checked word for word against
 #      /proc/<pid>/cmdline of the server's ffmpeg in every run of this
-#      script) with the local source file instead of file:/dev/fd/3 and a
+#      script) with the local source file instead of the input the server
+#      gives its ffmpeg (file:/dev/fd/3 for a downloaded input; for a
+#      bucket input read by range, input_mode stream, the server's default,
+#      its loopback input endpoint with protocols http,tcp) and a
 #      local directory instead of the job's temp directory, fd 4
 #      (-progress pipe:4) on /dev/null, at the cpu class's nice 10 and
 #      ionice best-effort:7 like the server's ffmpeg (BARE_NICE,
 #      BARE_IONICE).  Ratio S3 / bare (goal <= 1.05).  The server's time
-#      includes what the job costs besides ffmpeg: the input's download
-#      from the bucket, the streams ffprobe, the upload tail, the playlists
-#      and the master.  Also:
+#      includes what the job costs besides ffmpeg: reading the input from
+#      the bucket, the streams ffprobe, the upload tail, the playlists
+#      and the master (and a dash package's MPD).  Also:
 #        time to the first segment: from POST /exec to the end of the first
 #          segment's PUT in the bed's proxy log (and when GET /jobs/{id},
 #          polled every POLL_MS, first shows package.segments_uploaded >= 1),

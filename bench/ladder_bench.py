@@ -444,8 +444,9 @@ def ladder_spec():
     if LADDER not in p:
         die("preset %s is not in %s" % (LADDER, PRESETS_JSON))
     s = p[LADDER]
-    if s.get("package") != "hls" or s.get("scale", "scale") != "scale":
-        die("%s is not a CPU HLS ladder preset" % LADDER)
+    # A dash package runs the same ffmpeg; cap-server adds the MPD at the end.
+    if s.get("package") not in ("hls", "dash") or s.get("scale", "scale") != "scale":
+        die("%s is not a CPU HLS or DASH ladder preset" % LADDER)
     return p, s
 
 
@@ -465,9 +466,11 @@ def server_input_formats():
     return m.group(1)
 
 
-def ladder_argv(s, rungs, audio, inp, out_dir, formats):
+def ladder_argv(s, rungs, audio, inp, out_dir, formats, protocols="file"):
     """cap_jobcmd_ladder() (src/jobs/jobcmd.c) for preset s: the same words
-    in the same order.  The cpu class runs with threads 0 (no -threads)."""
+    in the same order.  The cpu class runs with threads 0 (no -threads).
+    protocols: "file" for a downloaded input, "http,tcp" for one streamed
+    through the server's input endpoint (input_mode stream)."""
     seg = s["segment_s"]
     segtype = s.get("segment_type", "fmp4")
     ext = "ts" if segtype == "mpegts" else "m4s"
@@ -480,7 +483,7 @@ def ladder_argv(s, rungs, audio, inp, out_dir, formats):
     a = [FFMPEG, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error",
          "-progress", "pipe:4", "-y"]
     a += s.get("decode_args", [])
-    a += ["-protocol_whitelist", "file", "-format_whitelist", formats, "-i", inp]
+    a += ["-protocol_whitelist", protocols, "-format_whitelist", formats, "-i", inp]
     a += ["-filter_complex", graph]
     for i, r in enumerate(rungs):
         a += ["-map", "[v%d]" % i, "-b:v:%d" % i, r["bitrate"], "-maxrate:v:%d" % i, r["maxrate"],
@@ -961,8 +964,14 @@ def main():
         if not ran:
             die("%s: no ffmpeg child of cap-server seen by the sampler (SAMPLE_MS %d)" % (what, SAMPLE_MS))
         got = ran[0]
-        want = ladder_argv(spec, rungs, audio, "file:/dev/fd/3",
-                           os.path.join(srv.data, ".cap-tmp", job_id), formats)
+        inp, protocols = "file:/dev/fd/3", "file"
+        # A bucket input is read by range through the server's own input
+        # endpoint (input_mode stream, the default): one loopback URL per job.
+        streamed = [a for a in got if re.fullmatch(r"http://127\.0\.0\.1:\d+/in/[0-9a-f]{32}", a)]
+        if streamed:
+            inp, protocols = streamed[0], "http,tcp"
+        want = ladder_argv(spec, rungs, audio, inp, os.path.join(srv.data, ".cap-tmp", job_id), formats,
+                           protocols)
         check_argv(got, want, what)
         save_argv("server-" + srv.tag, got)
 
