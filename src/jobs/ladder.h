@@ -177,4 +177,55 @@ void cap_ladder_free(struct cap_ladder *l);
 size_t cap_ladder_segments(const struct cap_ladder *l);
 const char *cap_ladder_state_name(enum cap_ladder_state s);
 
+/* --- Shared by ladder.c and ladderend.c only ------------------------------
+ * ladder.c runs the package while ffmpeg writes it; ladderend.c knows its
+ * end (the playlists and manifests, or the deletion after a failure).
+ * Nothing else calls what follows. */
+
+enum cap_ladder_file_kind {
+  CAP_LADDER_F_MAP,
+  CAP_LADDER_F_SEG,
+  CAP_LADDER_F_PLAYLIST,
+  CAP_LADDER_F_MASTER
+};
+
+/* A finished file waiting to be stored. */
+struct cap_ladder_file {
+  struct cap_ladder_file *next;
+  struct cap_ladder_rend *r; /* NULL for the master. */
+  enum cap_ladder_file_kind kind;
+  char local[96];  /* Under the job's temp directory. */
+  char keyrel[96]; /* Under the output prefix. */
+  uint64_t size;
+  double duration;
+};
+
+/* Queues the finished file local (under the job's temp directory) to be
+ * stored as keyrel under the prefix; segments and init segments count in
+ * the backlog.  Fails the ladder when the file has gone. */
+void cap_ladder_enqueue(struct cap_ladder *l, struct cap_ladder_rend *r,
+                        enum cap_ladder_file_kind kind, const char *local, const char *keyrel,
+                        double duration);
+/* Reads temp file name (under the job's directory) whole into b, at most
+ * a playlist's worth.  Returns 0 or a negative errno. */
+int cap_ladder_read_local(struct cap_ladder *l, const char *name, struct cap_buf *b);
+/* Returns prefix + rel, which the caller frees. */
+char *cap_ladder_full_key(const struct cap_ladder *l, const char *rel);
+/* Returns a slot with nothing under way, or NULL. */
+struct cap_ladder_slot *cap_ladder_free_slot(struct cap_ladder *l);
+/* Runs the ladder's next step on a later loop turn. */
+void cap_ladder_schedule(struct cap_ladder *l);
+
+/* The end: stops the deletes under way and counts them, and the keys
+ * not yet deleted, in delete_failures; the cleanup is over. */
+void cap_ladder_give_up(struct cap_ladder *l);
+/* The end: queues each media playlist, marked VOD (0 or -errno). */
+int cap_ladder_queue_playlists(struct cap_ladder *l);
+/* Writes the master (and a DASH package's MPD before it) and queues them
+ * (0 or -errno). */
+int cap_ladder_queue_master(struct cap_ladder *l);
+/* Starts deletes of what may have been stored, while slots are free; sets
+ * l->cleaned once every one has ended. */
+void cap_ladder_pump_deletes(struct cap_ladder *l);
+
 #endif
