@@ -233,12 +233,21 @@ int cap_ladder_read_local(struct cap_ladder *l, const char *name, struct cap_buf
 struct seg_ctx {
   struct cap_ladder *l;
   struct cap_ladder_rend *r;
+  int bad; /* The playlist named a segment ffmpeg would not have written. */
 };
 
+/* Queues a segment the playlist newly lists.  ffmpeg names them seg_%05d
+ * from 0 in playlist order (jobcmd.c); the cleanup after a failure and a
+ * DASH package's template count on it, so another name is not ffmpeg's
+ * and nothing after it is taken. */
 static void on_segment(void *arg, size_t index, const char *uri, double duration) {
   struct seg_ctx *c = arg;
-  char rel[96];
-  (void)index;
+  char rel[96], want[32];
+  snprintf(want, sizeof(want), "seg_%05zu.%s", index, cap_ladderspec_segext(c->l->spec));
+  if (c->bad || strcmp(uri, want) != 0) {
+    c->bad = 1;
+    return;
+  }
   snprintf(rel, sizeof(rel), "%s/%s", c->r->name, uri);
   cap_ladder_enqueue(c->l, c->r, CAP_LADDER_F_SEG, rel, rel, duration);
 }
@@ -248,6 +257,7 @@ static void on_segment(void *arg, size_t index, const char *uri, double duration
 static void scan(struct cap_ladder *l, struct cap_ladder_rend *r) {
   struct cap_buf b;
   struct cap_m3u8_media info;
+  struct seg_ctx c = {l, r, 0};
   char name[64];
   cap_buf_init(&b);
   snprintf(name, sizeof(name), "%s/index.m3u8", r->name);
@@ -265,13 +275,15 @@ static void scan(struct cap_ladder *l, struct cap_ladder_rend *r) {
       snprintf(rel, sizeof(rel), "%s/%s", r->name, r->map);
       cap_ladder_enqueue(l, r, CAP_LADDER_F_MAP, rel, rel, 0);
     }
-    struct seg_ctx c = {l, r};
     if (rc == 0)
       rc = cap_m3u8_parse_media(b.data, b.len, r->seen, on_segment, &c, &info);
   }
   cap_buf_free(&b);
-  if (rc != 0) {
-    fail_local(l, "playlist could not be read", rc == -EINVAL ? 0 : -rc);
+  if (rc != 0 || c.bad) {
+    fail_local(l,
+               c.bad ? "playlist names a segment ffmpeg would not have written"
+                     : "playlist could not be read",
+               rc == -EINVAL || rc == 0 ? 0 : -rc);
     return;
   }
   r->seen = info.nsegs;
