@@ -352,6 +352,20 @@ boot() {
   for name in "${SERVERS[@]}"; do
     launch "$name" "swift-$name-server" "$DIR/etc/$name-server.conf" -v
   done
+  # The proxy starts once the backends accept connections.  A proxy up
+  # before its account server answers a container request with 404, which
+  # s3api turns into NoSuchBucket: a client retrying through a restart
+  # would take a store coming back for a bucket that is gone.
+  local wait_until=$((SECONDS + 20)) q ready
+  while [ $SECONDS -lt $wait_until ]; do
+    ready=1
+    for q in "$ACCOUNT_PORT" "$CONTAINER_PORT" "$OBJECT_PORT" "$MEMCACHED_PORT"; do
+      { exec 3<>"/dev/tcp/127.0.0.1/$q"; } 2>/dev/null || { ready=0; break; }
+      exec 3>&-
+    done
+    [ $ready = 1 ] && break
+    sleep 0.1
+  done
   launch proxy swift-proxy-server "$DIR/etc/proxy-server.conf" -v
 
   # Ready: /healthcheck answers 200 and every backend accepts connections.
