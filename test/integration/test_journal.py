@@ -9,7 +9,7 @@ restart, a crash leaves nothing behind, a broken journal is a clear error.
   seen by a 10 ms /proc sampler); a different body under the key is
   409 idempotency_conflict, as before the restart.
 - Crash matrix (S3 bed): 50 jobs (probes, renders, raw multipart uploads,
-  downloads, hls-ladder packages) and more than 20 SIGKILLs of cap-server
+  downloads, hls-ladder and dash-ladder packages) and more than 20 SIGKILLs of cap-server
   spread over every phase (queued, probing, downloading, rendering,
   multipart uploading, ladder segments going up, idle, and during the
   start-up recovery itself), restarting on the same data directory each
@@ -1011,8 +1011,11 @@ class CrashMatrix(unittest.TestCase):
         elif kind == "dl":
             body = mt.render_body("in/big.mkv", "out/%s.mp4" % name, "dl-short")
         elif kind == "ladder":
+            # Every other ladder is a DASH package (one more object, the
+            # MPD, to leave behind or not).
+            ladders = sum(1 for j in self.jobs if j.kind == "ladder")
             body = {"input_key": "in/ladder.mp4", "output_prefix": "out/%s/" % name,
-                    "preset": "hls-ladder"}
+                    "preset": "dash-ladder" if ladders % 2 else "hls-ladder"}
         else:
             raise ValueError(kind)
         j = CJob(name, kind, body)
@@ -1356,6 +1359,9 @@ class CrashMatrix(unittest.TestCase):
                 objs = bucket_objects(job.output())
                 self.assertEqual(res["objects"], len(objs), (job.name, res, sorted(objs)))
                 self.assertIn(job.output() + "master.m3u8", objs)
+                if job.body["preset"] == "dash-ladder":
+                    self.assertIn(job.output() + "manifest.mpd", objs)
+                    self.assertEqual(res["mpd_key"], job.output() + "manifest.mpd")
 
         elapsed = time.time() - t_start
         sys.stderr.write("\n[matrix] %d jobs, %d kills in %.0f s; phases reached %r; kills by phase %r\n"
