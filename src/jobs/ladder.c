@@ -3,8 +3,10 @@
 #include "alloc.h"
 #include "buf.h"
 #include "container.h"
+#include "jobcmd.h"
 #include "log.h"
 #include "metrics.h"
+#include "mpd.h"
 #include "preset.h"
 #include "store.h"
 
@@ -15,9 +17,49 @@
 #include <string.h>
 #include <unistd.h>
 
-/* The package while ffmpeg writes it: watches, uploads, the backlog, the
- * state.  Its end (the playlists and manifests after ffmpeg's exit, or
- * the deletion after a failure) is in ladderend.c. */
+/* The package while ffmpeg writes it (watches, uploads, the backlog, the
+ * state), then its end (the playlists and manifests after ffmpeg's exit,
+ * or the deletion after a failure), at the bottom of this file. */
+
+enum file_kind { F_MAP, F_SEG, F_PLAYLIST, F_MASTER };
+
+/* A finished file waiting to be stored. */
+struct cap_ladder_file {
+  struct cap_ladder_file *next;
+  struct cap_ladder_rend *r; /* NULL for the master. */
+  enum file_kind kind;
+  char local[96];  /* Under the job's temp directory. */
+  char keyrel[96]; /* Under the output prefix. */
+  uint64_t size;
+  double duration;
+};
+
+/* Queues the finished file local (under the job's temp directory) to be
+ * stored as keyrel under the prefix; segments and init segments count in
+ * the backlog.  Fails the ladder when the file has gone. */
+static void enqueue(struct cap_ladder *l, struct cap_ladder_rend *r, enum file_kind kind,
+                    const char *local, const char *keyrel, double duration);
+/* Reads temp file name (under the job's directory) whole into b, at most
+ * a playlist's worth.  Returns 0 or a negative errno. */
+static int read_local(struct cap_ladder *l, const char *name, struct cap_buf *b);
+/* Returns prefix + rel, which the caller frees. */
+static char *full_key(const struct cap_ladder *l, const char *rel);
+/* Returns a slot with nothing under way, or NULL. */
+static struct cap_ladder_slot *free_slot(struct cap_ladder *l);
+/* Runs the ladder's next step on a later loop turn. */
+static void schedule(struct cap_ladder *l);
+
+/* The end: stops the deletes under way and counts them, and the keys
+ * not yet deleted, in delete_failures; the cleanup is over. */
+static void give_up(struct cap_ladder *l);
+/* The end: queues each media playlist, marked VOD (0 or -errno). */
+static int queue_playlists(struct cap_ladder *l);
+/* Writes the master (and a DASH package's MPD before it) and queues them
+ * (0 or -errno). */
+static int queue_master(struct cap_ladder *l);
+/* Starts deletes of what may have been stored, while slots are free; sets
+ * l->cleaned once every one has ended. */
+static void pump_deletes(struct cap_ladder *l);
 
 /* A playlist of a day of 1 s segments is about 1 MiB; more is not ffmpeg's. */
 #define PLAYLIST_MAX (4 * 1024 * 1024)
@@ -66,7 +108,7 @@ static void on_kick(uv_timer_t *t) {
 
 /* Runs step() on a later loop turn: storage completions only record what
  * happened, so that nothing they are called from is freed under them. */
-void cap_ladder_schedule(struct cap_ladder *l) {
+static void schedule(struct cap_ladder *l) {
   if (!uv_is_closing((uv_handle_t *)&l->kick))
     uv_timer_start(&l->kick, on_kick, 0, 0);
 }
@@ -164,7 +206,7 @@ static void begin_abort(struct cap_ladder *l, const struct cap_storage_err *err,
       cap_objstore_abort(&l->slots[i].out, err->code, err->msg);
   if (tell)
     l->ops->failed(l, &l->err);
-  cap_ladder_schedule(l);
+  schedule(l);
 }
 
 static void fail_local(struct cap_ladder *l, const char *what, int sys_errno) {
@@ -187,9 +229,8 @@ void cap_ladder_abort(struct cap_ladder *l, enum cap_storage_errc why, const cha
 /* --- Finding finished files ---------------------------------------------- */
 
 /* Queues a finished file, named relative to the job's temp directory. */
-void cap_ladder_enqueue(struct cap_ladder *l, struct cap_ladder_rend *r,
-                        enum cap_ladder_file_kind kind, const char *local, const char *keyrel,
-                        double duration) {
+static void enqueue(struct cap_ladder *l, struct cap_ladder_rend *r, enum file_kind kind,
+                    const char *local, const char *keyrel, double duration) {
   char path[200];
   snprintf(path, sizeof(path), "%s/%s", l->dir, local);
   int64_t size = cap_store_tmp_size(l->store, path);
@@ -209,14 +250,14 @@ void cap_ladder_enqueue(struct cap_ladder *l, struct cap_ladder_rend *r,
   else
     l->head = f;
   l->tail = f;
-  if (kind == CAP_LADDER_F_SEG || kind == CAP_LADDER_F_MAP) {
+  if (kind == F_SEG || kind == F_MAP) {
     l->backlog_files++;
     l->backlog_bytes += f->size;
   }
 }
 
 /* Reads temp file name (under the job's directory) whole into b. */
-int cap_ladder_read_local(struct cap_ladder *l, const char *name, struct cap_buf *b) {
+static int read_local(struct cap_ladder *l, const char *name, struct cap_buf *b) {
   char path[200], chunk[16384];
   snprintf(path, sizeof(path), "%s/%s", l->dir, name);
   int fd = cap_store_tmp_open(l->store, path);
@@ -249,7 +290,7 @@ static void on_segment(void *arg, size_t index, const char *uri, double duration
     return;
   }
   snprintf(rel, sizeof(rel), "%s/%s", c->r->name, uri);
-  cap_ladder_enqueue(c->l, c->r, CAP_LADDER_F_SEG, rel, rel, duration);
+  enqueue(c->l, c->r, F_SEG, rel, rel, duration);
 }
 
 /* Reads rendition r's playlist and queues the segments it lists that were
@@ -261,7 +302,7 @@ static void scan(struct cap_ladder *l, struct cap_ladder_rend *r) {
   char name[64];
   cap_buf_init(&b);
   snprintf(name, sizeof(name), "%s/index.m3u8", r->name);
-  int rc = cap_ladder_read_local(l, name, &b);
+  int rc = read_local(l, name, &b);
   if (rc == -ENOENT) {
     cap_buf_free(&b);
     return; /* Not written yet. */
@@ -273,7 +314,7 @@ static void scan(struct cap_ladder *l, struct cap_ladder_rend *r) {
       char rel[96];
       snprintf(r->map, sizeof(r->map), "%s", info.map);
       snprintf(rel, sizeof(rel), "%s/%s", r->name, r->map);
-      cap_ladder_enqueue(l, r, CAP_LADDER_F_MAP, rel, rel, 0);
+      enqueue(l, r, F_MAP, rel, rel, 0);
     }
     if (rc == 0)
       rc = cap_m3u8_parse_media(b.data, b.len, r->seen, on_segment, &c, &info);
@@ -290,7 +331,7 @@ static void scan(struct cap_ladder *l, struct cap_ladder_rend *r) {
   r->endlist = info.endlist;
   r->version = info.version;
   check_backlog(l);
-  cap_ladder_schedule(l);
+  schedule(l);
 }
 
 static void on_watch(uv_fs_event_t *w, const char *filename, int events, int status) {
@@ -367,7 +408,7 @@ static void account(struct cap_ladder *l, const struct cap_ladder_file *f, uint6
   l->objects++;
   l->bytes += bytes;
   cap_metrics_inc(CAP_M_LADDER_OBJECTS, NULL);
-  if (f->kind != CAP_LADDER_F_SEG || r == NULL)
+  if (f->kind != F_SEG || r == NULL)
     return;
   r->segments++;
   r->bytes += bytes;
@@ -383,13 +424,13 @@ static void on_stored(struct cap_objout *out, const struct cap_storage_err *err)
   l->in_flight--;
   if (err == NULL)
     account(l, s->file, out->bytes);
-  if (s->file->kind == CAP_LADDER_F_SEG || s->file->kind == CAP_LADDER_F_MAP) {
+  if (s->file->kind == F_SEG || s->file->kind == F_MAP) {
     l->backlog_files--;
     l->backlog_bytes -= s->file->size;
   }
   if (err && err->code != CAP_STORAGE_E_CANCELED && l->state != CAP_LADDER_ABORTING)
     begin_abort(l, err, 1);
-  cap_ladder_schedule(l);
+  schedule(l);
 }
 
 /* Lets go of a slot whose completion has run (on a later turn than it). */
@@ -412,7 +453,7 @@ static void reap(struct cap_ladder_slot *s) {
     check_backlog(l);
 }
 
-char *cap_ladder_full_key(const struct cap_ladder *l, const char *rel) {
+static char *full_key(const struct cap_ladder *l, const char *rel) {
   struct cap_buf b;
   cap_buf_init(&b);
   cap_buf_puts(&b, l->prefix);
@@ -425,12 +466,11 @@ static void start_upload(struct cap_ladder *l, struct cap_ladder_slot *s,
   char path[200];
   s->busy = 1;
   s->file = f;
-  s->key = cap_ladder_full_key(l, f->keyrel);
+  s->key = full_key(l, f->keyrel);
   cap_objstore_output_init(&s->out, l->objstore, s->key);
   s->out.content_type = content_type(f);
-  s->out.cache_control = f->kind == CAP_LADDER_F_SEG || f->kind == CAP_LADDER_F_MAP
-                             ? l->spec->segment_cache_control
-                             : l->spec->playlist_cache_control;
+  s->out.cache_control = f->kind == F_SEG || f->kind == F_MAP ? l->spec->segment_cache_control
+                                                              : l->spec->playlist_cache_control;
   s->out.on_done = on_stored;
   s->out.data = s;
   l->in_flight++;
@@ -442,7 +482,7 @@ static void start_upload(struct cap_ladder *l, struct cap_ladder_slot *s,
   cap_objstore_put_file(&s->out, path, f->size);
 }
 
-struct cap_ladder_slot *cap_ladder_free_slot(struct cap_ladder *l) {
+static struct cap_ladder_slot *free_slot(struct cap_ladder *l) {
   for (int i = 0; i < l->lim.uploads; i++)
     if (!l->slots[i].busy)
       return &l->slots[i];
@@ -452,7 +492,7 @@ struct cap_ladder_slot *cap_ladder_free_slot(struct cap_ladder *l) {
 /* Starts uploads of queued files while there is a slot for them. */
 static void pump(struct cap_ladder *l) {
   struct cap_ladder_slot *s;
-  while (l->head && (s = cap_ladder_free_slot(l)) != NULL) {
+  while (l->head && (s = free_slot(l)) != NULL) {
     struct cap_ladder_file *f = l->head;
     l->head = f->next;
     if (l->head == NULL)
@@ -482,7 +522,7 @@ void cap_ladder_finish(struct cap_ladder *l) {
   move(l, CAP_LADDER_FINISHING);
   check_backlog(l);
   close_watches(l);
-  cap_ladder_schedule(l);
+  schedule(l);
 }
 
 /* --- Driving it ---------------------------------------------------------- */
@@ -499,12 +539,12 @@ static void advance(struct cap_ladder *l) {
       return;
     }
     move(l, CAP_LADDER_PLAYLISTS);
-    int rc = cap_ladder_queue_playlists(l);
+    int rc = queue_playlists(l);
     if (rc != 0)
       fail_local(l, "playlists could not be written", -rc);
   } else if (l->state == CAP_LADDER_PLAYLISTS && quiet(l)) {
     move(l, CAP_LADDER_MASTER);
-    int rc = cap_ladder_queue_master(l);
+    int rc = queue_master(l);
     if (rc != 0)
       fail_local(l, "master playlist could not be written", -rc);
   } else if (l->state == CAP_LADDER_MASTER && quiet(l)) {
@@ -528,8 +568,8 @@ static void check_hurry(struct cap_ladder *l) {
   }
   /* Past it.  Uploads still aborting end by themselves and step again. */
   if (l->state == CAP_LADDER_DELETING && !l->cleaned) {
-    cap_ladder_give_up(l);
-    cap_ladder_schedule(l);
+    give_up(l);
+    schedule(l);
   }
 }
 
@@ -549,7 +589,7 @@ static void step(struct cap_ladder *l) {
   do {
     before = l->state;
     if (l->state == CAP_LADDER_DELETING)
-      cap_ladder_pump_deletes(l);
+      pump_deletes(l);
     else if (l->state != CAP_LADDER_ABORTING && !ended(l))
       pump(l);
     advance(l);
@@ -613,4 +653,304 @@ size_t cap_ladder_segments(const struct cap_ladder *l) {
   for (size_t i = 0; i < l->nrends; i++)
     n += l->rends[i].segments;
   return n;
+}
+
+/* The end of a ladder's package: after ffmpeg's exit, the media playlists
+ * and the manifests; after a failure, the deletion of what may have been
+ * stored.  The top of this file decides when; this part knows what. */
+
+/* --- Deleting after a failure -------------------------------------------- */
+
+static void on_deleted(struct cap_objdel *d, const struct cap_storage_err *err) {
+  struct cap_ladder_slot *s = d->data;
+  s->finished = 1;
+  s->ladder->in_flight--;
+  /* storage.delete_failed has logged which key; ladder.done counts them. */
+  if (err)
+    s->ladder->delete_failures++;
+  schedule(s->ladder);
+}
+
+/* The key relative to the prefix of the deletion's item i of rendition r:
+ * its init segment, its segments, its playlist; 0 when r has no item i. */
+static int delete_item(const struct cap_ladder *l, const struct cap_ladder_rend *r, size_t i,
+                       char *rel, size_t n) {
+  if (i == 0) {
+    snprintf(rel, n, "%s/index.m3u8", r->name);
+    return 1;
+  }
+  if (i == 1) {
+    if (r->map[0] == '\0')
+      return delete_item(l, r, 2, rel, n);
+    snprintf(rel, n, "%s/%s", r->name, r->map);
+    return 1;
+  }
+  /* ffmpeg names segments seg_%05d from 0, in the order its playlist lists them. */
+  if (i - 2 >= r->seen)
+    return 0;
+  snprintf(rel, n, "%s/seg_%05zu.%s", r->name, i - 2, cap_ladderspec_segext(l->spec));
+  return 1;
+}
+
+/* Returns the next key (relative) that may have been stored, or 0 when
+ * every one has been handed out: the master first, so that no reader finds
+ * a package whose parts are going away. */
+static int next_delete(struct cap_ladder *l, char *rel, size_t n) {
+  if (l->master_started) {
+    l->master_started = 0;
+    snprintf(rel, n, "%s", l->master_key_rel);
+    return 1;
+  }
+  if (l->mpd_started) {
+    l->mpd_started = 0;
+    snprintf(rel, n, "%s", CAP_LADDER_MPD_NAME);
+    return 1;
+  }
+  while (l->del_rend < l->nrends) {
+    if (delete_item(l, &l->rends[l->del_rend], l->del_item++, rel, n))
+      return 1;
+    l->del_rend++;
+    l->del_item = 0;
+  }
+  return 0;
+}
+
+static void pump_deletes(struct cap_ladder *l) {
+  struct cap_ladder_slot *s;
+  char rel[128];
+  while (!l->deletes_listed && (s = free_slot(l)) != NULL) {
+    if (!next_delete(l, rel, sizeof(rel))) {
+      l->deletes_listed = 1;
+      break;
+    }
+    s->busy = 1;
+    s->deleting = 1;
+    s->key = full_key(l, rel);
+    cap_objstore_delete_init(&s->del, l->objstore, s->key);
+    s->del.on_done = on_deleted;
+    s->del.data = s;
+    l->in_flight++;
+    cap_metrics_inc(CAP_M_LADDER_DELETES, NULL);
+    cap_objstore_delete(&s->del);
+  }
+  if (l->in_flight == 0 && l->deletes_listed)
+    l->cleaned = 1;
+}
+
+static void give_up(struct cap_ladder *l) {
+  char rel[128];
+  int left = 0;
+  for (int i = 0; i < l->lim.uploads; i++) {
+    struct cap_ladder_slot *s = &l->slots[i];
+    if (s->busy && s->deleting && !s->finished) {
+      cap_objstore_cancel_delete(&s->del);
+      s->finished = 1;
+      l->in_flight--;
+      left++;
+    }
+  }
+  while (!l->deletes_listed && next_delete(l, rel, sizeof(rel)))
+    left++;
+  l->deletes_listed = 1;
+  l->delete_failures += left;
+  l->cleaned = l->in_flight == 0;
+  struct cap_log_rec *r = cap_log_begin(CAP_LOG_WARN, "ladder.cleanup_abandoned");
+  cap_log_str(r, "job_id", l->job_id);
+  cap_log_str(r, "prefix", l->prefix);
+  cap_log_int(r, "keys_not_deleted", left);
+  cap_log_str(r, "reason", "the server is stopping");
+  cap_log_end(r);
+}
+
+/* --- The end: playlists and master --------------------------------------- */
+
+/* Writes data to temp file name under the job's directory. */
+static int write_local(struct cap_ladder *l, const char *name, const char *data, size_t len) {
+  char path[200];
+  snprintf(path, sizeof(path), "%s/%s", l->dir, name);
+  cap_store_discard(l->store, path);
+  int fd = cap_store_tmp_create(l->store, path);
+  if (fd < 0)
+    return fd;
+  size_t off = 0;
+  while (off < len) {
+    ssize_t n = write(fd, data + off, len - off);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      int e = n < 0 ? -errno : -EIO;
+      close(fd);
+      return e;
+    }
+    off += (size_t)n;
+  }
+  return close(fd) == 0 ? 0 : -errno;
+}
+
+struct dur_ctx {
+  struct cap_ladder_rend *r;
+  const char *ext;
+  int bad;
+};
+
+/* Keeps a segment's duration for the MPD, whose $Number$ template names
+ * segments as ffmpeg does here (seg_%05d from 0): a playlist naming them
+ * otherwise cannot be described, and fails the package. */
+static void on_duration(void *arg, size_t index, const char *uri, double duration) {
+  struct dur_ctx *c = arg;
+  char want[64];
+  snprintf(want, sizeof(want), "seg_%05zu.%s", index, c->ext);
+  if (strcmp(uri, want) != 0 || !(duration > 0) || duration > 86400) {
+    c->bad = 1;
+    return;
+  }
+  if (c->r->ndur == index) {
+    c->r->dur_us = xrealloc(c->r->dur_us, (index + 1) * sizeof(*c->r->dur_us));
+    c->r->dur_us[c->r->ndur++] = (uint64_t)(duration * CAP_MPD_TIMESCALE + 0.5);
+  }
+}
+
+/* Reads rendition r's finished playlist (text) into its timeline. */
+static int read_timeline(struct cap_ladder *l, struct cap_ladder_rend *r, const char *text,
+                         size_t len) {
+  struct dur_ctx c = {r, cap_ladderspec_segext(l->spec), 0};
+  struct cap_m3u8_media info;
+  r->ndur = 0;
+  int rc = cap_m3u8_parse_media(text, len, 0, on_duration, &c, &info);
+  return rc != 0 ? rc : c.bad || r->ndur != info.nsegs ? -EINVAL : 0;
+}
+
+/* Queues each media playlist, marked VOD, once all its segments are stored. */
+static int queue_playlists(struct cap_ladder *l) {
+  for (size_t i = 0; i < l->nrends; i++) {
+    struct cap_ladder_rend *r = &l->rends[i];
+    struct cap_buf b;
+    char name[64], out[64], key[64];
+    size_t len;
+    snprintf(name, sizeof(name), "%s/index.m3u8", r->name);
+    cap_buf_init(&b);
+    int rc = read_local(l, name, &b);
+    if (rc != 0) {
+      cap_buf_free(&b);
+      return rc;
+    }
+    if (l->spec->package == CAP_LADDER_DASH)
+      rc = read_timeline(l, r, b.data ? b.data : "", b.len);
+    if (rc != 0) {
+      cap_buf_free(&b);
+      return rc;
+    }
+    char *vod = cap_m3u8_to_vod(b.data ? b.data : "", b.len, &len);
+    cap_buf_free(&b);
+    snprintf(out, sizeof(out), "%s/vod.m3u8", r->name);
+    rc = write_local(l, out, vod, len);
+    free(vod);
+    if (rc != 0)
+      return rc;
+    snprintf(key, sizeof(key), "%s/index.m3u8", r->name);
+    enqueue(l, r, F_PLAYLIST, out, key, 0);
+  }
+  return 0;
+}
+
+/* Fills each video rendition's resolution and codecs from ffmpeg's own
+ * master, and its bandwidths from the segments stored (with the audio's:
+ * a player fetches both). */
+static void describe(struct cap_ladder *l) {
+  struct cap_buf b;
+  const struct cap_ladder_rend *a = l->has_audio ? &l->rends[l->nrends - 1] : NULL;
+  cap_buf_init(&b);
+  read_local(l, CAP_JOBCMD_FFMASTER, &b);
+  for (size_t i = 0; i < l->nrends; i++) {
+    struct cap_ladder_rend *r = &l->rends[i];
+    char uri[64];
+    double avg = r->seconds > 0 ? (double)r->bytes * 8 / r->seconds : 0, peak = r->peak_bps;
+    if (a && !r->audio) {
+      avg += a->seconds > 0 ? (double)a->bytes * 8 / a->seconds : 0;
+      peak += a->peak_bps;
+    }
+    r->bandwidth = (uint64_t)(peak + 0.999);
+    r->average_bandwidth = (uint64_t)(avg + 0.999);
+    snprintf(uri, sizeof(uri), "%s/index.m3u8", r->name);
+    if (b.data)
+      cap_m3u8_variant_info(b.data, b.len, uri, &r->width, &r->height, r->codecs,
+                            sizeof(r->codecs));
+  }
+  cap_buf_free(&b);
+}
+
+/* Writes a DASH package's MPD over the segments stored, and queues it
+ * ahead of the master (both name only what is stored already). */
+static int queue_mpd(struct cap_ladder *l) {
+  struct cap_mpd_rep reps[CAP_LADDER_RUNGS_MAX + 1];
+  char codecs[CAP_LADDER_RUNGS_MAX + 1][96], init[CAP_LADDER_RUNGS_MAX + 1][128];
+  char media[CAP_LADDER_RUNGS_MAX + 1][64];
+  const char *audio_codecs = l->has_audio ? l->rends[l->nrends - 1].codecs : NULL;
+  for (size_t i = 0; i < l->nrends; i++) {
+    const struct cap_ladder_rend *r = &l->rends[i];
+    /* ffmpeg's master gives a video variant the audio's codecs as well;
+     * a DASH Representation carries one stream. */
+    if (r->audio)
+      snprintf(codecs[i], sizeof(codecs[i]), "%s", r->codecs);
+    else
+      cap_mpd_codecs_without(r->codecs, audio_codecs, codecs[i], sizeof(codecs[i]));
+    snprintf(init[i], sizeof(init[i]), "%s/%s", r->name, r->map);
+    snprintf(media[i], sizeof(media[i]), "%s/seg_$Number%%05d$.%s", r->name,
+             cap_ladderspec_segext(l->spec));
+    reps[i] = (struct cap_mpd_rep){.id = r->name,
+                                   .audio = r->audio,
+                                   .bandwidth = (uint64_t)(r->peak_bps + 0.999),
+                                   .width = r->width,
+                                   .height = r->height,
+                                   .codecs = codecs[i],
+                                   .init = init[i],
+                                   .media = media[i],
+                                   .dur = r->dur_us,
+                                   .nsegs = r->ndur};
+  }
+  struct cap_buf b;
+  cap_buf_init(&b);
+  cap_mpd_write(&b, l->spec->segment_s, reps, l->nrends);
+  int rc = write_local(l, CAP_LADDER_MPD_NAME, b.data, b.len);
+  cap_buf_free(&b);
+  if (rc == 0) {
+    l->mpd_started = 1;
+    enqueue(l, NULL, F_MASTER, CAP_LADDER_MPD_NAME, CAP_LADDER_MPD_NAME, 0);
+  }
+  return rc;
+}
+
+static int queue_master(struct cap_ladder *l) {
+  struct cap_m3u8_variant v[CAP_LADDER_RUNGS_MAX];
+  char uris[CAP_LADDER_RUNGS_MAX][64];
+  size_t n = 0;
+  int version = 0;
+  describe(l);
+  for (size_t i = 0; i < l->nrends; i++) {
+    const struct cap_ladder_rend *r = &l->rends[i];
+    if (r->version > version)
+      version = r->version;
+    if (r->audio)
+      continue;
+    snprintf(uris[n], sizeof(uris[n]), "%s/index.m3u8", r->name);
+    v[n] = (struct cap_m3u8_variant){.uri = uris[n],
+                                     .bandwidth = r->bandwidth,
+                                     .average_bandwidth = r->average_bandwidth,
+                                     .width = r->width,
+                                     .height = r->height,
+                                     .codecs = r->codecs};
+    n++;
+  }
+  struct cap_buf b;
+  cap_buf_init(&b);
+  cap_m3u8_write_master(&b, version ? version : 6, v, n, l->has_audio ? "audio/index.m3u8" : NULL);
+  int rc = write_local(l, CAP_LADDER_MASTER_NAME, b.data, b.len);
+  cap_buf_free(&b);
+  if (rc == 0 && l->spec->package == CAP_LADDER_DASH)
+    rc = queue_mpd(l);
+  if (rc == 0) {
+    l->master_started = 1;
+    enqueue(l, NULL, F_MASTER, CAP_LADDER_MASTER_NAME, l->master_key_rel, 0);
+  }
+  return rc;
 }
