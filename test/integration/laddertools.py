@@ -181,9 +181,15 @@ class LadderCase(unittest.TestCase):
         force = 0 if levels > 1 else None
         r = hlscheck.play_in_browser(url, force_level=force, env=BED.env(), timeout=120)
         self.assertTrue(r.get("ok"), r)
+        self.assertTrue(r.get("ended"), r)
         self.assertEqual(len(r.get("representations", [])), levels, r)
         if force is not None:
-            self.assertTrue(r.get("level_switched"), r)
+            # dash.js also reports the first Representation it renders, so
+            # the switch is the forced one rendered after another one.
+            self.assertIs(r.get("switched"), True, r)
+            rendered = [x["level"] for x in r.get("level_switched", [])]
+            self.assertIn(force, rendered[1:], r)
+            self.assertNotEqual(rendered[0], force, r)
 
     def play(self, prefix, levels):
         """hls.js in Chromium plays the master from the bed to its end,
