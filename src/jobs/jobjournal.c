@@ -32,10 +32,59 @@ static uint64_t row_hash(const struct cap_journal_job *r) {
   return h ^ (uint64_t)r->started_at * 31 ^ (uint64_t)r->finished_at * 17;
 }
 
+/* A succeeded job's /exec answer is its job JSON's "result", byte for
+ * byte, and that JSON ends with it and then ,"error":null}.  Such a row
+ * keeps the answer once: its answer column holds ANSWER_MARK and the
+ * answer's length instead (a probe's 4 KB result is most of a row).  A
+ * JSON answer starts with '{', so an older row's answer is never taken
+ * for a mark. */
+#define ANSWER_MARK "=result:"
+static const char job_tail[] = ",\"error\":null}";
+static const char result_key[] = ",\"result\":";
+
+/* Where the answer of length alen would sit in job (jlen bytes), or NULL
+ * when job does not end with ,"result":<alen bytes>,"error":null}. */
+static const char *answer_at(const char *job, size_t jlen, size_t alen) {
+  size_t tail = sizeof(job_tail) - 1, key = sizeof(result_key) - 1;
+  if (alen == 0 || jlen < alen + tail + key)
+    return NULL;
+  const char *at = job + jlen - tail - alen;
+  if (memcmp(job + jlen - tail, job_tail, tail) != 0 || memcmp(at - key, result_key, key) != 0)
+    return NULL;
+  return at;
+}
+
+/* The answer column of an ended job's row: the mark when job holds the
+ * answer (into mark), else the answer itself. */
+static const char *answer_column(const char *job, const char *answer, char *mark, size_t n) {
+  size_t alen = strlen(answer);
+  const char *at = answer_at(job, strlen(job), alen);
+  if (at == NULL || memcmp(at, answer, alen) != 0)
+    return answer;
+  snprintf(mark, n, ANSWER_MARK "%zu", alen);
+  return mark;
+}
+
+/* The saved answer of a restored row, which the caller frees; NULL when
+ * its mark does not fit its job JSON (a damaged row). */
+static char *answer_of(const char *job, const char *column) {
+  if (strncmp(column, ANSWER_MARK, strlen(ANSWER_MARK)) != 0)
+    return xstrdup(column);
+  char *end;
+  unsigned long long alen = strtoull(column + strlen(ANSWER_MARK), &end, 10);
+  const char *at = *end == '\0' ? answer_at(job, strlen(job), (size_t)alen) : NULL;
+  if (at == NULL || *at != '{')
+    return NULL;
+  char *a = xmalloc((size_t)alen + 1);
+  memcpy(a, at, (size_t)alen);
+  a[alen] = '\0';
+  return a;
+}
+
 void cap_jobjournal_put(struct cap_journal *jr, struct cap_job *j) {
   if (jr == NULL)
     return;
-  char events[128] = "";
+  char events[128] = "", mark[40];
   struct cap_buf job, answer;
   cap_buf_init(&job);
   cap_buf_init(&answer);
@@ -71,7 +120,7 @@ void cap_jobjournal_put(struct cap_journal *jr, struct cap_job *j) {
       .callback_url = j->callback_url,
       .callback_events = j->callback_url ? events : NULL,
       .job_json = ended ? job.data : NULL,
-      .answer_json = ended ? answer.data : NULL,
+      .answer_json = ended ? answer_column(job.data, answer.data, mark, sizeof(mark)) : NULL,
   };
   uint64_t h = row_hash(&row);
   if (h != j->jr_hash && cap_journal_job_put(jr, &row) == 0)
@@ -159,9 +208,9 @@ struct cap_job *cap_jobjournal_restore(struct cap_job_owner *o, const struct cap
   if (state <= CAP_JOB_UPLOADING) {
     interrupt(j, row->state);
     *interrupted = 1;
-  } else if (row->job_json && row->answer_json) {
+  } else if (row->job_json && row->answer_json &&
+             (j->saved_answer = answer_of(row->job_json, row->answer_json)) != NULL) {
     j->saved_job = xstrdup(row->job_json);
-    j->saved_answer = xstrdup(row->answer_json);
     return j;
   }
   save_answers(j);
