@@ -143,9 +143,11 @@ function startServer(upstream, creds, stats, dash) {
   const files = dash ? {
     "/__player/dash-player.html": [path.join(HERE, "dash-player.html"), "text/html; charset=utf-8"],
     "/__player/dash.all.min.js": [DASH_JS, "text/javascript"],
+    "/__player/player-common.js": [path.join(HERE, "player-common.js"), "text/javascript"],
   } : {
     "/__player/player.html": [path.join(HERE, "player.html"), "text/html; charset=utf-8"],
     "/__player/hls.js": [HLS_JS, "text/javascript"],
+    "/__player/player-common.js": [path.join(HERE, "player-common.js"), "text/javascript"],
   };
   const client = upstream.protocol === "https:" ? https : http;
   const server = http.createServer((req, res) => {

@@ -1,0 +1,49 @@
+"use strict";
+// What both player pages share (player.html plays HLS with hls.js,
+// dash-player.html DASH with dash.js): the state play.js reads back
+// (window.__state, complete once window.__done), the event log, and the
+// end of a run.  play.js serves this file as /__player/player-common.js.
+window.__done = false;
+
+// The fields both players report; a page adds its own (its player's
+// version, its levels or representations).
+function baseState(own) {
+  return Object.assign({
+    start_level: null, forced_level: null, switch_requested_at: null, level_switched: [],
+    frag_loaded: {}, frag_buffered: {}, audio_frag_loaded: 0, audio_frag_buffered: 0,
+    errors: [], fatal_errors: 0, video_errors: [], events: [],
+    playing: false, ended: false, done_reason: null,
+    duration: null, current_time: null, playback_rate: null,
+    decoded_frames: null, dropped_frames: null, audio_decoded_bytes: null,
+    mse_support: {}
+  }, own);
+}
+
+function note(name, extra) {
+  const v = document.getElementById("v");
+  const e = { t: Math.round(performance.now()), event: name, ct: v ? +v.currentTime.toFixed(3) : null };
+  if (extra !== undefined) e.data = extra;
+  if (window.__state.events.length < 400) window.__state.events.push(e);
+}
+
+function finish(reason) {
+  if (window.__done) return;
+  const s = window.__state, v = document.getElementById("v");
+  s.done_reason = reason;
+  s.duration = isFinite(v.duration) ? v.duration : null;
+  s.current_time = v.currentTime;
+  s.playback_rate = v.playbackRate;
+  if (v.getVideoPlaybackQuality) {
+    const q = v.getVideoPlaybackQuality();
+    s.decoded_frames = q.totalVideoFrames;
+    s.dropped_frames = q.droppedVideoFrames;
+  }
+  if (typeof v.webkitAudioDecodedByteCount === "number") s.audio_decoded_bytes = v.webkitAudioDecodedByteCount;
+  if (typeof v.webkitVideoDecodedByteCount === "number") s.video_decoded_bytes = v.webkitVideoDecodedByteCount;
+  window.__done = true;
+}
+
+// Seconds of media played before a forced switch (a quarter of a shorter one).
+const SWITCH_AFTER = 2;
+
+function bump(map, key) { map[key] = (map[key] || 0) + 1; }
