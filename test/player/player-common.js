@@ -47,3 +47,18 @@ function finish(reason) {
 const SWITCH_AFTER = 2;
 
 function bump(map, key) { map[key] = (map[key] || 0) + 1; }
+
+// What the video element itself says, the same whichever player feeds it:
+// stalls and seeks for the log, its end, and a media error (which ends the run).
+function watchVideo(v) {
+  const s = window.__state;
+  v.addEventListener("waiting", function () { note("waiting"); });
+  v.addEventListener("seeking", function () { note("seeking"); });
+  v.addEventListener("ended", function () { s.ended = true; note("ended"); finish("ended"); });
+  v.addEventListener("error", function () {
+    const err = v.error;
+    s.video_errors.push({ code: err ? err.code : null, message: err ? err.message : null });
+    note("video error", err ? err.message : null);
+    finish("video-error");
+  });
+}
