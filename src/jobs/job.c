@@ -387,6 +387,11 @@ static void on_timeout(uv_timer_t *t) {
  * belongs to jobio, which reads a streamed output through it. */
 static void on_progress(struct cap_proc *p, const char *key, const char *val) {
   struct cap_job *j = container_of(p, struct cap_job, proc);
+  /* A job that has its outcome shows the progress it had then: the lines
+   * a killed child left in the pipe would change what a client already
+   * read as final, and what the journal keeps of it. */
+  if (cap_job_done(j))
+    return;
   cap_jobprogress_note(&j->progress, j->id, j->req_id, uv_now(j->owner_ops->loop), key, val);
   j->owner_ops->progressed(j->owner_ops, j);
 }

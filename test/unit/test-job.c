@@ -192,6 +192,13 @@ static void test_cancel(void) {
   CHECK_EQ_INT(a->stage, CAP_JOB_S_CANCELED);
   CHECK_EQ_INT(a->child_running, 1);
   CHECK_EQ_INT(c->stage, CAP_JOB_S_QUEUED);
+  /* A progress line the killed child left in its pipe changes nothing:
+   * the job shows the progress it had when it was canceled. */
+  CHECK(a->proc.on_progress != NULL);
+  int64_t seen_us = a->progress.out_time_us;
+  if (a->proc.on_progress)
+    a->proc.on_progress(&a->proc, "out_time_us", "987654321");
+  CHECK(a->progress.out_time_us == seen_us);
   CHECK(jobtest_run_until_closed(&x, a, 5000));
   CHECK_EQ_INT(a->term_signal, 9);
   CHECK(c->stage != CAP_JOB_S_QUEUED);
