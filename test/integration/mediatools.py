@@ -253,7 +253,9 @@ def ffmpeg_started_lines(server, job_id=None):
 def wait_ffmpeg_pid(server, job_id, timeout=30):
     """pid of the job's ffmpeg child, from its job.started line (a line
     whose program is ffmpeg, or whose pid is a live ffmpeg child of the
-    server)."""
+    server).  Under the sandbox that pid first runs the helper, which
+    confines itself and then executes ffmpeg: this returns once it has,
+    so the caller reads ffmpeg's own command line and files."""
     deadline = time.time() + timeout
     while True:
         for l in job_started_lines(server, job_id):
@@ -261,7 +263,10 @@ def wait_ffmpeg_pid(server, job_id, timeout=30):
             if not isinstance(pid, int):
                 continue
             if l.get("program") == "ffmpeg":
-                return pid
+                st = _stat(pid)
+                if st is None or st[0] == "ffmpeg":
+                    return pid
+                continue
             st = _stat(pid)
             if "program" not in l and st and st[0] == "ffmpeg" and st[2] == server.proc.pid:
                 return pid
