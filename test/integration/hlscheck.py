@@ -1141,10 +1141,14 @@ def play_in_browser(master_url, force_level=None, timeout=120, env=None, rate=4,
     if check and not (r.returncode == 0 and result.get("ok")):
         brief = {k: result.get(k) for k in ("reason", "ended", "fatal_errors", "errors", "video_errors",
                                               "page_errors", "http_errors", "levels", "level_switched",
-                                              "frag_buffered", "current_time", "duration")}
+                                              "frag_buffered", "audio_frag_buffered", "current_time",
+                                              "duration", "buffered", "ready_state", "source_buffers",
+                                              "eos_by_harness")}
+        # The player's last events say where it stopped.
+        brief["events"] = (result.get("events") or [])[-25:]
         if "representations" in result:   # DASH: levels are representations
             brief.pop("levels")
             brief["representations"] = result["representations"]
         raise AssertionError("playback failed (exit %d): %s\n%s"
-                             % (r.returncode, json.dumps(brief)[:4000], r.stderr[-1000:]))
+                             % (r.returncode, json.dumps(brief)[:9000], r.stderr[-1000:]))
     return result

@@ -1,6 +1,7 @@
 """What the ladder tests share (test_ladder.py, test_ladder_streaming.py):
 the S3 bed with one bucket, a server on it with the sources uploaded, and
 the package checks (hlscheck.py) every ladder result goes through."""
+import json
 import os
 import shutil
 import subprocess
@@ -182,6 +183,11 @@ class LadderCase(unittest.TestCase):
         r = hlscheck.play_in_browser(url, force_level=force, env=BED.env(), timeout=120)
         self.assertTrue(r.get("ok"), r)
         self.assertTrue(r.get("ended"), r)
+        if r.get("eos_by_harness"):
+            # Every track was buffered to the end; dash.js lost its own
+            # endOfStream() to a busy SourceBuffer (dash-player.html).
+            print("\n  dash.js did not end the stream; the harness did: %s"
+                  % json.dumps(r["eos_by_harness"]), file=sys.stderr)
         self.assertEqual(len(r.get("representations", [])), levels, r)
         if force is not None:
             # dash.js also reports the first Representation it renders, so

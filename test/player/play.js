@@ -279,6 +279,8 @@ async function main() {
           s.decoded_frames = q.totalVideoFrames; s.dropped_frames = q.droppedVideoFrames;
         }
         s.buffered = Array.from({ length: v.buffered.length }, (_, i) => [v.buffered.start(i), v.buffered.end(i)]);
+        s.ready_state = v.readyState;
+        s.source_buffers = sourceBufferState();
       }
       return s;
     });

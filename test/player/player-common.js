@@ -43,6 +43,32 @@ function finish(reason) {
   window.__done = true;
 }
 
+// Every SourceBuffer the page's player creates, with its type, so that a
+// run that stalls can report each track's buffered ranges (the element's
+// own buffered is only their intersection) and the MediaSource's state.
+window.__sourceBuffers = [];
+(function () {
+  if (typeof MediaSource === "undefined") return;
+  const add = MediaSource.prototype.addSourceBuffer;
+  MediaSource.prototype.addSourceBuffer = function (type) {
+    const sb = add.call(this, type);
+    window.__sourceBuffers.push({ type: type, sb: sb, ms: this });
+    return sb;
+  };
+})();
+
+// [{type, ranges, media_source}] for every SourceBuffer still attached.
+function sourceBufferState() {
+  return window.__sourceBuffers.map(function (x) {
+    let ranges = null;
+    try {
+      const b = x.sb.buffered;
+      ranges = Array.from({ length: b.length }, function (_, i) { return [+b.start(i).toFixed(3), +b.end(i).toFixed(3)]; });
+    } catch (err) { ranges = String(err); }
+    return { type: x.type, ranges: ranges, media_source: x.ms.readyState };
+  });
+}
+
 // Seconds of media played before a forced switch (a quarter of a shorter one).
 const SWITCH_AFTER = 2;
 
