@@ -256,19 +256,53 @@ static void enqueue(struct cap_ladder *l, struct cap_ladder_rend *r, enum file_k
   }
 }
 
-/* Reads temp file name (under the job's directory) whole into b. */
-static int read_local(struct cap_ladder *l, const char *name, struct cap_buf *b) {
+/* Reads at most max bytes of temp file name (under the job's directory)
+ * into b; with whole, a longer file is -EFBIG. */
+static int read_part(struct cap_ladder *l, const char *name, struct cap_buf *b, size_t max,
+                     int whole) {
   char path[200], chunk[16384];
   snprintf(path, sizeof(path), "%s/%s", l->dir, name);
   int fd = cap_store_tmp_open(l->store, path);
   if (fd < 0)
     return fd;
   ssize_t n;
-  while ((n = read(fd, chunk, sizeof(chunk))) > 0 && b->len + (size_t)n <= PLAYLIST_MAX)
+  while ((n = read(fd, chunk, sizeof(chunk))) > 0 && b->len + (size_t)n <= max)
     cap_buf_append(b, chunk, (size_t)n);
-  int rc = n < 0 ? -errno : n > 0 ? -EFBIG : 0;
+  if (n > 0 && !whole)
+    cap_buf_append(b, chunk, max - b->len);
+  int rc = n < 0 ? -errno : n > 0 && whole ? -EFBIG : 0;
   close(fd);
   return rc;
+}
+
+static int read_local(struct cap_ladder *l, const char *name, struct cap_buf *b) {
+  return read_part(l, name, b, PLAYLIST_MAX, 1);
+}
+
+/* What the manifests say of a rendition beyond ffmpeg's master (pixel
+ * aspect, frame rate, audio channels and rate) is read from the files it
+ * wrote: the init segment, and the first media segment's fragment header.
+ * Only their heads are read; what cannot be read is left out of the
+ * manifests, not guessed. */
+#define MEDIA_HEAD_MAX (64 * 1024)
+
+static void read_track(struct cap_ladder *l, struct cap_ladder_rend *r, const char *rel) {
+  struct cap_buf b;
+  cap_buf_init(&b);
+  if (read_part(l, rel, &b, MEDIA_HEAD_MAX, 0) == 0 && b.data &&
+      cap_isobmff_init((const uint8_t *)b.data, b.len, &r->track) == 0)
+    r->has_track = 1;
+  cap_buf_free(&b);
+}
+
+static void read_frame_rate(struct cap_ladder *l, struct cap_ladder_rend *r, const char *rel) {
+  struct cap_buf b;
+  cap_buf_init(&b);
+  if (read_part(l, rel, &b, MEDIA_HEAD_MAX, 0) == 0 && b.data &&
+      cap_isobmff_frame_rate((const uint8_t *)b.data, b.len, &r->track, &r->fps_num, &r->fps_den) !=
+          0)
+    r->fps_num = r->fps_den = 0;
+  cap_buf_free(&b);
 }
 
 struct seg_ctx {
@@ -290,6 +324,8 @@ static void on_segment(void *arg, size_t index, const char *uri, double duration
     return;
   }
   snprintf(rel, sizeof(rel), "%s/%s", c->r->name, uri);
+  if (index == 0 && c->r->has_track && c->r->track.video)
+    read_frame_rate(c->l, c->r, rel);
   enqueue(c->l, c->r, F_SEG, rel, rel, duration);
 }
 
@@ -314,6 +350,7 @@ static void scan(struct cap_ladder *l, struct cap_ladder_rend *r) {
       char rel[96];
       snprintf(r->map, sizeof(r->map), "%s", info.map);
       snprintf(rel, sizeof(rel), "%s/%s", r->name, r->map);
+      read_track(l, r, rel);
       enqueue(l, r, F_MAP, rel, rel, 0);
     }
     if (rc == 0)
@@ -906,7 +943,13 @@ static int queue_mpd(struct cap_ladder *l) {
                                    .init = init[i],
                                    .media = media[i],
                                    .dur = r->dur_us,
-                                   .nsegs = r->ndur};
+                                   .nsegs = r->ndur,
+                                   .sar_w = r->has_track ? r->track.sar_w : 0,
+                                   .sar_h = r->has_track ? r->track.sar_h : 0,
+                                   .fps_num = r->fps_num,
+                                   .fps_den = r->fps_den,
+                                   .sample_rate = r->has_track ? r->track.sample_rate : 0,
+                                   .channels = r->has_track ? r->track.channels : 0};
   }
   struct cap_buf b;
   cap_buf_init(&b);
@@ -938,12 +981,16 @@ static int queue_master(struct cap_ladder *l) {
                                      .average_bandwidth = r->average_bandwidth,
                                      .width = r->width,
                                      .height = r->height,
-                                     .codecs = r->codecs};
+                                     .codecs = r->codecs,
+                                     .fps_num = r->fps_num,
+                                     .fps_den = r->fps_den};
     n++;
   }
   struct cap_buf b;
   cap_buf_init(&b);
-  cap_m3u8_write_master(&b, version ? version : 6, v, n, l->has_audio ? "audio/index.m3u8" : NULL);
+  const struct cap_ladder_rend *a = l->has_audio ? &l->rends[l->nrends - 1] : NULL;
+  cap_m3u8_write_master(&b, version ? version : 6, v, n, a ? "audio/index.m3u8" : NULL,
+                        a && a->has_track ? a->track.channels : 0);
   int rc = write_local(l, CAP_LADDER_MASTER_NAME, b.data, b.len);
   cap_buf_free(&b);
   if (rc == 0 && l->spec->package == CAP_LADDER_DASH)

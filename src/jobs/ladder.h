@@ -1,6 +1,7 @@
 #ifndef CAP_LADDER_H
 #define CAP_LADDER_H
 
+#include "isobmff.h"
 #include "ladderspec.h"
 #include "m3u8.h"
 #include "objstore.h"
@@ -89,6 +90,11 @@ struct cap_ladder_rend {
    * read from the finished playlist; NULL for HLS. */
   uint64_t *dur_us;
   size_t ndur;
+  /* Read from its fMP4 files (init segment, first fragment) when it has
+   * them; fps_num is 0 when the frame rate is unknown or not constant. */
+  struct cap_isobmff_track track;
+  int has_track;
+  uint32_t fps_num, fps_den;
 };
 
 #define CAP_LADDER_SLOTS_MAX 32

@@ -160,18 +160,22 @@ char *cap_m3u8_to_vod(const char *text, size_t len, size_t *out_len) {
 }
 
 void cap_m3u8_write_master(struct cap_buf *b, int version, const struct cap_m3u8_variant *v,
-                           size_t n, const char *audio_uri) {
+                           size_t n, const char *audio_uri, unsigned audio_channels) {
   cap_buf_printf(b, "#EXTM3U\n#EXT-X-VERSION:%d\n#EXT-X-INDEPENDENT-SEGMENTS\n", version);
-  if (audio_uri)
-    cap_buf_printf(b,
-                   "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"aud\",NAME=\"audio\",DEFAULT=YES,"
-                   "AUTOSELECT=YES,URI=\"%s\"\n",
-                   audio_uri);
+  if (audio_uri) {
+    cap_buf_puts(b, "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"aud\",NAME=\"audio\",DEFAULT=YES,"
+                    "AUTOSELECT=YES,");
+    if (audio_channels)
+      cap_buf_printf(b, "CHANNELS=\"%u\",", audio_channels);
+    cap_buf_printf(b, "URI=\"%s\"\n", audio_uri);
+  }
   for (size_t i = 0; i < n; i++) {
     cap_buf_printf(b, "#EXT-X-STREAM-INF:BANDWIDTH=%llu,AVERAGE-BANDWIDTH=%llu",
                    (unsigned long long)v[i].bandwidth, (unsigned long long)v[i].average_bandwidth);
     if (v[i].width > 0 && v[i].height > 0)
       cap_buf_printf(b, ",RESOLUTION=%dx%d", v[i].width, v[i].height);
+    if (v[i].fps_num > 0 && v[i].fps_den > 0)
+      cap_buf_printf(b, ",FRAME-RATE=%.3f", (double)v[i].fps_num / v[i].fps_den);
     if (v[i].codecs && v[i].codecs[0])
       cap_buf_printf(b, ",CODECS=\"%s\"", v[i].codecs);
     if (audio_uri)

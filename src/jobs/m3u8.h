@@ -48,11 +48,13 @@ struct cap_m3u8_variant {
   uint64_t bandwidth, average_bandwidth; /* Bits per second. */
   int width, height;
   const char *codecs;
+  uint32_t fps_num, fps_den; /* FRAME-RATE; left out when fps_num is 0. */
 };
 
 /* Appends a master playlist: the audio rendition (when audio_uri is not
- * NULL) as the group "aud", then each video variant, highest first. */
+ * NULL) as the group "aud", with CHANNELS when audio_channels is not 0,
+ * then each video variant, highest first. */
 void cap_m3u8_write_master(struct cap_buf *b, int version, const struct cap_m3u8_variant *v,
-                           size_t n, const char *audio_uri);
+                           size_t n, const char *audio_uri, unsigned audio_channels);
 
 #endif

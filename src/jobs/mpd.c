@@ -79,12 +79,25 @@ static void representation(struct cap_buf *b, const struct cap_mpd_rep *r) {
   cap_buf_printf(b, "\" bandwidth=\"%llu\"", (unsigned long long)(r->bandwidth ? r->bandwidth : 1));
   if (!r->audio && r->width > 0 && r->height > 0)
     cap_buf_printf(b, " width=\"%d\" height=\"%d\"", r->width, r->height);
+  if (!r->audio && r->sar_w > 0 && r->sar_h > 0)
+    cap_buf_printf(b, " sar=\"%u:%u\"", r->sar_w, r->sar_h);
+  if (!r->audio && r->fps_num > 0 && r->fps_den > 0)
+    cap_buf_printf(b, r->fps_den == 1 ? " frameRate=\"%u\"" : " frameRate=\"%u/%u\"", r->fps_num,
+                   r->fps_den);
+  if (r->audio && r->sample_rate > 0)
+    cap_buf_printf(b, " audioSamplingRate=\"%u\"", r->sample_rate);
   if (r->codecs && r->codecs[0]) {
     cap_buf_puts(b, " codecs=\"");
     attr(b, r->codecs);
     cap_buf_putc(b, '"');
   }
   cap_buf_puts(b, ">\n");
+  /* The schema puts it before the SegmentTemplate. */
+  if (r->audio && r->channels > 0)
+    cap_buf_printf(b,
+                   "        <AudioChannelConfiguration "
+                   "schemeIdUri=\"" CAP_MPD_CHANNELS_SCHEME "\" value=\"%u\"/>\n",
+                   r->channels);
   cap_buf_printf(b, "        <SegmentTemplate timescale=\"%d\" startNumber=\"0\" initialization=\"",
                  CAP_MPD_TIMESCALE);
   attr(b, r->init);

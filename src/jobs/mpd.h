@@ -31,7 +31,16 @@ struct cap_mpd_rep {
   const char *media;   /* The media template, e.g. "720p/seg_$Number%05d$.m4s". */
   const uint64_t *dur; /* Segment durations in CAP_MPD_TIMESCALE units, in order. */
   size_t nsegs;
+  /* What the stream's own files say; each is left out of the MPD when 0. */
+  unsigned sar_w, sar_h;     /* Video: @sar. */
+  uint32_t fps_num, fps_den; /* Video: @frameRate, "30" or "30000/1001". */
+  unsigned sample_rate;      /* Audio: @audioSamplingRate. */
+  unsigned channels;         /* Audio: AudioChannelConfiguration's value. */
 };
+
+/* The channel-count scheme of ISO/IEC 23003-3 (value: how many channels),
+ * the one DASH players and ffmpeg's own dash muxer use for AAC. */
+#define CAP_MPD_CHANNELS_SCHEME "urn:mpeg:dash:23003:3:audio_channel_configuration:2011"
 
 /* Appends the MPD of reps (video ones first, highest first, then the
  * audio) to b.  min_buffer_s is MPD@minBufferTime, the segment length.

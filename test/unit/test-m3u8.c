@@ -64,8 +64,8 @@ static void test_media_refused(void) {
                                     "#EXTM3U\nseg_without_extinf.m4s\n",
                                     "#EXTM3U\n#EXT-X-MAP:URI=\"../init.mp4\"\n",
                                     "#EXTM3U\n#EXT-X-MAP:URI=\"init.mp4\n",
-      "#EXTM3U\n#EXT-X-VERSION:x\n",
-      "#EXTM3U\n#EXT-X-VERSION:7junk\n",
+                                    "#EXTM3U\n#EXT-X-VERSION:x\n",
+                                    "#EXTM3U\n#EXT-X-VERSION:7junk\n",
                                     NULL};
   struct cap_m3u8_media info;
   struct seen s = {0};
@@ -121,23 +121,30 @@ static void test_to_vod(void) {
 static void test_master(void) {
   struct cap_buf b;
   struct cap_m3u8_variant v[2] = {
-      {"720p/index.m3u8", 3000000, 2500000, 1280, 720, "avc1.64001f,mp4a.40.2"},
-      {"360p/index.m3u8", 900000, 800000, 640, 360, "avc1.64001e,mp4a.40.2"}};
+      {"720p/index.m3u8", 3000000, 2500000, 1280, 720, "avc1.64001f,mp4a.40.2", 30000, 1001},
+      {"360p/index.m3u8", 900000, 800000, 640, 360, "avc1.64001e,mp4a.40.2", 0, 0}};
   cap_buf_init(&b);
-  cap_m3u8_write_master(&b, 7, v, 2, "audio/index.m3u8");
+  cap_m3u8_write_master(&b, 7, v, 2, "audio/index.m3u8", 2);
   cap_buf_putc(&b, '\0');
+  /* A frame rate only where it is known; the audio's channel count. */
   CHECK_EQ_STR(b.data,
                "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n"
                "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"aud\",NAME=\"audio\",DEFAULT=YES,"
-               "AUTOSELECT=YES,URI=\"audio/index.m3u8\"\n"
+               "AUTOSELECT=YES,CHANNELS=\"2\",URI=\"audio/index.m3u8\"\n"
                "#EXT-X-STREAM-INF:BANDWIDTH=3000000,AVERAGE-BANDWIDTH=2500000,RESOLUTION=1280x720,"
-               "CODECS=\"avc1.64001f,mp4a.40.2\",AUDIO=\"aud\"\n720p/index.m3u8\n"
+               "FRAME-RATE=29.970,CODECS=\"avc1.64001f,mp4a.40.2\",AUDIO=\"aud\"\n720p/index.m3u8\n"
                "#EXT-X-STREAM-INF:BANDWIDTH=900000,AVERAGE-BANDWIDTH=800000,RESOLUTION=640x360,"
                "CODECS=\"avc1.64001e,mp4a.40.2\",AUDIO=\"aud\"\n360p/index.m3u8\n");
   cap_buf_free(&b);
+  /* Channels unknown: no CHANNELS. */
+  cap_buf_init(&b);
+  cap_m3u8_write_master(&b, 7, v, 1, "audio/index.m3u8", 0);
+  cap_buf_putc(&b, '\0');
+  CHECK(strstr(b.data, "AUTOSELECT=YES,URI=") != NULL && strstr(b.data, "CHANNELS") == NULL);
+  cap_buf_free(&b);
   /* Without audio: no group, no AUDIO attribute. */
   cap_buf_init(&b);
-  cap_m3u8_write_master(&b, 6, v, 1, NULL);
+  cap_m3u8_write_master(&b, 6, v, 1, NULL, 0);
   cap_buf_putc(&b, '\0');
   CHECK(strstr(b.data, "EXT-X-MEDIA") == NULL && strstr(b.data, "AUDIO=") == NULL);
   CHECK(strstr(b.data, "#EXT-X-VERSION:6\n") != NULL);

@@ -108,6 +108,38 @@ static void test_edges(void) {
   cap_buf_free(&b);
 }
 
+/* What the streams' own files say: @sar and @frameRate on video (a whole
+ * rate without a denominator), @audioSamplingRate and the channel count
+ * before the SegmentTemplate, as the schema orders them. */
+static void test_stream_fields(void) {
+  struct cap_mpd_rep r[3] = {rep("480p", 0, 1400000, 854, 480, "avc1.64001f", v_dur, 4),
+                             rep("240p", 0, 400000, 426, 240, "avc1.64001e", v_dur, 4),
+                             rep("audio", 1, 135000, 0, 0, "mp4a.40.2", a_dur, 4)};
+  r[0].sar_w = 32, r[0].sar_h = 27, r[0].fps_num = 30000, r[0].fps_den = 1001;
+  r[1].sar_w = 1, r[1].sar_h = 1, r[1].fps_num = 25, r[1].fps_den = 1;
+  r[2].sample_rate = 48000, r[2].channels = 6;
+  struct cap_buf b;
+  cap_buf_init(&b);
+  cap_mpd_write(&b, 4, r, 3);
+  cap_buf_putc(&b, '\0');
+  CHECK(strstr(b.data, "width=\"854\" height=\"480\" sar=\"32:27\" frameRate=\"30000/1001\" "
+                       "codecs=\"avc1.64001f\">") != NULL);
+  CHECK(strstr(b.data, "sar=\"1:1\" frameRate=\"25\" codecs") != NULL);
+  CHECK(strstr(b.data, "bandwidth=\"135000\" audioSamplingRate=\"48000\" codecs=\"mp4a.40.2\">\n"
+                       "        <AudioChannelConfiguration schemeIdUri=\"" CAP_MPD_CHANNELS_SCHEME
+                       "\" value=\"6\"/>\n        <SegmentTemplate") != NULL);
+  CHECK(strstr(b.data, "audioSamplingRate=\"48000\"") <
+        strstr(b.data, "AudioChannelConfiguration"));
+  cap_buf_free(&b);
+  /* Unknown (0): left out, never written as zero. */
+  r[0].fps_num = 0, r[0].sar_w = 0, r[2].channels = 0, r[2].sample_rate = 0;
+  cap_buf_init(&b);
+  cap_mpd_write(&b, 4, r, 1);
+  cap_buf_putc(&b, '\0');
+  CHECK(strstr(b.data, "frameRate") == NULL && strstr(b.data, "sar=") == NULL);
+  cap_buf_free(&b);
+}
+
 static void test_codecs_without(void) {
   char out[96];
   cap_mpd_codecs_without("avc1.64001f,mp4a.40.2", "mp4a.40.2", out, sizeof(out));
@@ -126,6 +158,7 @@ static void test_codecs_without(void) {
 int main(void) {
   test_write();
   test_edges();
+  test_stream_fields();
   test_codecs_without();
   return check_report();
 }
