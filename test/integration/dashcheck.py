@@ -34,7 +34,10 @@ What check_mpd enforces (ISO/IEC 23009-1, and the shape cap-server writes):
     mimeType video/mp4 or audio/mp4 to match; startWithSAP 1 or 2;
     maxWidth/maxHeight, when given, the largest Representation's.
   representations: unique ids; bandwidth a positive integer; codecs; video
-    width and height; a SegmentTemplate (its own or its set's) with a
+    width, height, frameRate (N or N/D) and sar (N:D); audio
+    audioSamplingRate and an AudioChannelConfiguration of the ISO/IEC
+    23003-3 scheme (what DASH-IF's interoperability points ask for, on the
+    Representation or its set); a SegmentTemplate (its own or its set's) with a
     timescale, initialization and media, and a SegmentTimeline whose S
     elements are contiguous (t, when given, where the previous ended),
     with d > 0 and r >= 0; template identifiers $RepresentationID$,
@@ -44,7 +47,9 @@ What check_mpd enforces (ISO/IEC 23009-1, and the shape cap-server writes):
     fragment, and each exists.
   media (ffprobe over init + segments): one stream, of the set's type;
     codecs equal to the RFC 6381 string of that stream (as hlscheck
-    derives it); width x height as encoded; each segment's measured
+    derives it); width x height as encoded; frameRate equal to its
+    r_frame_rate, sar to its sample aspect ratio (1:1 when it gives none),
+    audioSamplingRate to its sample rate, the channel count to its; each segment's measured
     duration within max(0.1 s, one frame) of its d, and its measured start
     (relative to segment 0) within max(1 ms, half a frame) of its t; every
     video segment starts with a keyframe; bandwidth between the measured
@@ -55,6 +60,7 @@ What check_mpd enforces (ISO/IEC 23009-1, and the shape cap-server writes):
     Representations' measured segment starts agree within half a frame.
 """
 import concurrent.futures
+import fractions
 import math
 import os
 import posixpath
@@ -69,7 +75,8 @@ import hlscheck
 NS = "urn:mpeg:dash:schema:mpd:2011"
 LIVE_PROFILE = "urn:mpeg:dash:profile:isoff-live:2011"
 ELEMENTS = {"MPD", "Period", "AdaptationSet", "Representation", "SegmentTemplate",
-            "SegmentTimeline", "S"}
+            "SegmentTimeline", "S", "AudioChannelConfiguration"}
+CHANNELS_SCHEME = "urn:mpeg:dash:23003:3:audio_channel_configuration:2011"
 MIME = {"video": "video/mp4", "audio": "audio/mp4"}
 START_TOLERANCE = 0.001        # s, or half a frame when that is longer
 MPD_DURATION_TOLERANCE = 0.001  # s
@@ -217,6 +224,7 @@ def _representations(period, key, base, probs):
                  "width": _int(rep, "width", rw, probs) if kind == "video" else None,
                  "height": _int(rep, "height", rw, probs) if kind == "video" else None}
             probs.need(bool(r["codecs"]), rw, "no @codecs")
+            _stream_fields(rep, aset, kind, r, probs)
             tmpl = rep.find("{%s}SegmentTemplate" % NS)
             tmpl = tmpl if tmpl is not None else set_tmpl
             if not probs.need(tmpl is not None, rw, "no SegmentTemplate"):
@@ -246,6 +254,64 @@ def _representations(period, key, base, probs):
                     "segmentAlignment=true but its timeline differs from %r's" % members[0]["id"])
         reps.extend(members)
     return reps
+
+
+def _stream_fields(rep, aset, kind, r, probs):
+    """@frameRate and @sar of a video Representation, @audioSamplingRate
+    and AudioChannelConfiguration of an audio one (its own or its set's)."""
+    def own(name):
+        return rep.get(name) or aset.get(name)
+    rw = r["at"]
+    if kind == "video":
+        fr, sar = own("frameRate"), own("sar")
+        r["frame_rate"] = None
+        if probs.need(fr is not None and re.match(r"^[1-9]\d*(/[1-9]\d*)?$", fr), rw,
+                      "@frameRate=%r, not N or N/D" % fr):
+            r["frame_rate"] = fractions.Fraction(fr)
+        r["sar"] = sar if probs.need(sar is not None and re.match(r"^[1-9]\d*:[1-9]\d*$", sar), rw,
+                                     "@sar=%r, not N:D" % sar) else None
+        return
+    r["sample_rate"] = _int(rep if rep.get("audioSamplingRate") else aset, "audioSamplingRate", rw,
+                            probs, minimum=1)
+    acc = rep.find("{%s}AudioChannelConfiguration" % NS)
+    acc = acc if acc is not None else aset.find("{%s}AudioChannelConfiguration" % NS)
+    r["channels"] = None
+    if probs.need(acc is not None, rw, "no AudioChannelConfiguration"):
+        if probs.need(acc.get("schemeIdUri") == CHANNELS_SCHEME, rw,
+                      "AudioChannelConfiguration@schemeIdUri=%r, not %s"
+                      % (acc.get("schemeIdUri"), CHANNELS_SCHEME)):
+            r["channels"] = _int(acc, "value", rw + " AudioChannelConfiguration", probs, minimum=1)
+
+
+def _sar(s):
+    """ffprobe's sample_aspect_ratio as a Fraction; 1 when it gives none."""
+    m = re.match(r"^(\d+):(\d+)$", s or "")
+    return fractions.Fraction(int(m.group(1)), int(m.group(2))) if m and int(m.group(1)) and int(m.group(2)) \
+        else fractions.Fraction(1)
+
+
+def _media_fields(r, st, probs):
+    """The manifest's frame rate, pixel aspect, sample rate and channels
+    against what ffprobe reads from the stream."""
+    if r["type"] == "video":
+        if r.get("frame_rate") is not None:
+            want = st.get("r_frame_rate") or "0/1"
+            got = fractions.Fraction(want) if re.match(r"^\d+/[1-9]\d*$", want) else None
+            probs.need(got == r["frame_rate"], r["at"],
+                       "@frameRate is %s but the media's frame rate is %s" % (r["frame_rate"], want))
+        if r.get("sar") is not None:
+            a, b = r["sar"].split(":")
+            probs.need(fractions.Fraction(int(a), int(b)) == _sar(st.get("sar")), r["at"],
+                       "@sar is %s but the media's sample aspect ratio is %s" % (r["sar"], st.get("sar")))
+        return
+    if r.get("sample_rate") is not None:
+        probs.need(str(r["sample_rate"]) == str(st.get("sample_rate")), r["at"],
+                   "@audioSamplingRate is %s but the media's sample rate is %s"
+                   % (r["sample_rate"], st.get("sample_rate")))
+    if r.get("channels") is not None:
+        probs.need(r["channels"] == st.get("channels"), r["at"],
+                   "AudioChannelConfiguration says %s channels but the media have %s"
+                   % (r["channels"], st.get("channels")))
 
 
 def _measure(r, get, ex, tmp, n, probs):
@@ -288,6 +354,7 @@ def _measure(r, get, ex, tmp, n, probs):
     want = hlscheck._stream_codec(st, path)
     probs.need(want is not None and (r["codecs"] or "").lower() == want.lower(), r["at"],
                "@codecs=%r but the media are %r" % (r["codecs"], want))
+    _media_fields(r, st, probs)
     ts, frame = r["timescale"], st["frame"] or 0
     r["frame"] = frame
     t0 = r["timeline"][0][0] / ts if r["timeline"] else 0

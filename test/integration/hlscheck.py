@@ -26,7 +26,7 @@ API:
       expected_codecs, audio, segments (count), segment_durations,
       duration, target_duration, measured_peak, measured_average, bytes),
       audio (one per EXT-X-MEDIA TYPE=AUDIO with a URI: name, group,
-      default, uri, codecs, segments, segment_durations, duration,
+      default, uri, channels (CHANNELS' count, or None), codecs, segments, segment_durations, duration,
       target_duration, peak, average, bytes), keys (set of every key
       referenced: master, media playlists, maps, segments), total_bytes (of
       those), duration (longest rendition).
@@ -73,6 +73,7 @@ What check_package enforces (RFC 8216 and cap-server's master shape):
     from the streams (avc1.PPCCLL from the SPS profile_idc, constraint byte
     and level_idc; mp4a.40.2 for AAC-LC, .5 HE-AAC, .29 HE-AACv2) of the
     variant and its audio group; FRAME-RATE (if given) within 0.01;
+    an audio rendition's CHANNELS (if given) starts with its channel count;
     BANDWIDTH between the measured peak and 1.25 x it, where the measured
     peak is max(segment bytes * 8 / EXTINF) of the video rendition plus
     that of its audio group's rendition (the largest, when several);
@@ -337,6 +338,11 @@ def _media_entry(attrs, at, key, prefix, probs):
     e["uri"] = _attr(attrs, "URI", at, probs, True, required=False)
     e["default"] = _attr(attrs, "DEFAULT", at, probs, False, required=False) or "NO"
     e["autoselect"] = _attr(attrs, "AUTOSELECT", at, probs, False, required=False) or "NO"
+    ch = _attr(attrs, "CHANNELS", at, probs, True, required=False)
+    e["channels"] = None
+    if ch is not None and probs.need(re.match(r"^[1-9]\d*(/|$)", ch), at,
+                                     "CHANNELS=%r does not start with a channel count" % ch):
+        e["channels"] = int(re.match(r"^\d+", ch).group(0))
     probs.need(e["type"] in ("AUDIO", "VIDEO", "SUBTITLES", "CLOSED-CAPTIONS"), at,
                "EXT-X-MEDIA TYPE %r unknown" % e["type"])
     probs.need(e["type"] == "AUDIO", at, "EXT-X-MEDIA TYPE=%s: only AUDIO renditions are expected" % e["type"])
@@ -526,7 +532,7 @@ def _measure(path, ranges):
     {start, span, first_key, packets}}])."""
     r = subprocess.run([FFPROBE, "-v", "error", "-show_entries",
                         "stream=index,codec_type,codec_name,profile,level,width,height,"
-                        "avg_frame_rate,r_frame_rate,sample_rate,channels:"
+                        "avg_frame_rate,r_frame_rate,sample_rate,channels,sample_aspect_ratio:"
                         "packet=stream_index,pts_time,duration_time,flags,pos",
                         "-of", "json", path],
                        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
@@ -540,7 +546,9 @@ def _measure(path, ranges):
             "type": st.get("codec_type"), "codec": st.get("codec_name"), "profile": st.get("profile"),
             "level": st.get("level"), "width": st.get("width"), "height": st.get("height"),
             "fps": _rate(st.get("avg_frame_rate")) or _rate(st.get("r_frame_rate")),
-            "sample_rate": st.get("sample_rate"), "frame": None}
+            "sample_rate": st.get("sample_rate"), "frame": None,
+            "r_frame_rate": st.get("r_frame_rate"), "channels": st.get("channels"),
+            "sar": st.get("sample_aspect_ratio")}
     starts = [a for a, _ in ranges]
     segs = [{} for _ in ranges]
     durs = {i: [] for i in streams}
@@ -842,6 +850,10 @@ def check_package(get, prefix, master_name="master.m3u8", source_duration=None,
         peak, avg = rates(m["key"]) if m["key"] else (None, None)
         if f is not None and f.get("kind") == "video":
             probs.add(m["at"], "audio rendition %r has video" % m["key"])
+        if m.get("channels") is not None and f is not None and f.get("main"):
+            probs.need(m["channels"] == f["main"].get("channels"), m["at"],
+                       "CHANNELS=\"%d\" but %r has %s channels" % (m["channels"], m["key"],
+                                                                  f["main"].get("channels")))
         g = group_rates.setdefault(m["group"], [None, None])
         if peak is not None:
             g[0] = max(g[0] or 0, peak)
@@ -852,6 +864,7 @@ def check_package(get, prefix, master_name="master.m3u8", source_duration=None,
             unmeasured_groups.add(m["group"])
         audio_out.append({
             "name": m["name"], "group": m["group"], "default": m["default"] == "YES", "uri": m["key"],
+            "channels": m.get("channels"),
             "codecs": sorted(f["codecs"]) if f else [],
             "segments": len(pl["segments"]) if pl else 0,
             "segment_durations": [s["duration"] for s in pl["segments"]] if pl else [],

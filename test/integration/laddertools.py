@@ -123,6 +123,13 @@ class LadderCase(unittest.TestCase):
         self.assertEqual(result["objects"], len(listed), result)
         self.assertEqual(result["bytes"], sum(listed.values()), result)
         self.assertEqual(result["master_key"], prefix + "master.m3u8")
+        if summary["segment_type"] == "fmp4":
+            # cap-server reads them from the fMP4 files it stores; the
+            # checker has held their values to ffprobe's.
+            for s in summary["renditions"]:
+                self.assertIsNotNone(s["frame_rate"], "no FRAME-RATE for %s" % s["name"])
+            for a in summary["audio"]:
+                self.assertIsNotNone(a["channels"], "no CHANNELS for %s" % a["name"])
         by_name = {r["name"]: r for r in summary["renditions"]}
         for r in result["renditions"]:
             s = by_name[r["name"]]

@@ -88,6 +88,28 @@ class Ladder(LadderCase):
         self.assertEqual([r["name"] for r in j["renditions"]], ["720p", "480p", "360p"])
         self.assertEqual(j["dropped"], ["1080p"])
         self.check_package("vod/dash/", j, "m4s", play=True, dash=True)
+        # The audio's sampling rate and channels (checked against ffprobe
+        # above); a checker that is shown them wrong or missing refuses.
+        get = hlscheck.s3_getter(lt.BED, lt.BUCKET)
+        key = lt.full("vod/dash/manifest.mpd")
+        text = get(key).decode()
+        acc = re.search(r'<AudioChannelConfiguration schemeIdUri="%s" value="(\d+)"/>\s*'
+                        % re.escape(dashcheck.CHANNELS_SCHEME), text)
+        self.assertIsNotNone(acc, text)
+        self.assertRegex(text, r'id="audio" bandwidth="\d+" audioSamplingRate="\d+"')
+        broken = {
+            "channels": (text.replace(acc.group(0), acc.group(0).replace(
+                'value="%s"' % acc.group(1), 'value="%d"' % (int(acc.group(1)) + 4))),
+                         "AudioChannelConfiguration says"),
+            "no channels": (text.replace(acc.group(0), ""), "no AudioChannelConfiguration"),
+        }
+        for what, (bad, phrase) in broken.items():
+            with self.subTest(broken=what):
+                self.assertNotEqual(bad, text)
+                g = (lambda b: lambda k: b.encode() if k == key else get(k))(bad)
+                with self.assertRaises(AssertionError) as cm:
+                    dashcheck.check_mpd(g, key)
+                self.assertIn(phrase, str(cm.exception))
 
     def test_dash_silent_source_and_a_checker_that_can_fail(self):
         """A source without audio: an MPD without an audio set.  Then the
@@ -114,6 +136,10 @@ class Ladder(LadderCase):
             "element": (text.replace("<Period", "<BaseURL>http://elsewhere/</BaseURL><Period"),
                         "unexpected element"),
             "escape": (text.replace('media="360p/', 'media="../../360p/'), "leaves the MPD's folder"),
+            "frame rate": (re.sub(r'frameRate="[^"]+"', 'frameRate="24000/1001"', text),
+                           "media's frame rate"),
+            "no frame rate": (re.sub(r' frameRate="[^"]+"', "", text), "@frameRate=None"),
+            "sar": (text.replace('sar="1:1"', 'sar="4:3"'), "sample aspect ratio"),
         }
         for what, (bad, phrase) in broken.items():
             with self.subTest(broken=what):
