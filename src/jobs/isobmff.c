@@ -216,7 +216,10 @@ static int trun_durations(const struct box *trun, uint32_t fallback, uint32_t *d
       4u * (!!(flags & 0x100) + !!(flags & 0x200) + !!(flags & 0x400) + !!(flags & 0x800));
   if (off > trun->len || (each && n > (trun->len - off) / each))
     return -EINVAL;
-  for (uint32_t i = 0; i < n; i++) {
+  /* Without their own durations the samples all have the default: the
+   * count is a claim that costs nothing to hold, never a loop to run. */
+  uint32_t k = flags & 0x100 ? n : (n > 0);
+  for (uint32_t i = 0; i < k; i++) {
     uint32_t d = flags & 0x100 ? be32(trun->body + off + (size_t)i * each) : fallback;
     if (d == 0)
       return -EINVAL;

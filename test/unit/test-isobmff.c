@@ -286,6 +286,18 @@ static void test_hostile(void) {
   memset(m.p + at, 0xff, 4);
   t.timescale = 48000;
   CHECK_EQ_INT(cap_isobmff_frame_rate(m.p, m.n, &t, &num, &den), -EINVAL);
+  /* Four billion samples that all take the tfhd's duration: an answer at
+   * once (the fuzzer found this one looping for seconds). */
+  struct w q = {0};
+  media_segment(&q, 1200, NULL, 5);
+  for (size_t i = 0; i + 4 <= q.n; i++)
+    if (memcmp(q.p + i, "trun", 4) == 0)
+      at = i + 8;
+  memset(q.p + at, 0xff, 4);
+  memcpy(q.p + at - 4, "\0\0\0\1", 4); /* Flags: a data offset, nothing per sample. */
+  t.timescale = 30000;
+  CHECK_EQ_INT(cap_isobmff_frame_rate(q.p, q.n, &t, &num, &den), 0);
+  CHECK(num == 25 && den == 1);
 }
 
 int main(void) {
