@@ -28,10 +28,10 @@ if [ "${CAP_SKIP_ASAN:-0}" != 1 ]; then
 fi
 
 if [ "${CAP_SKIP_FUZZ:-0}" != 1 ]; then
-  echo "== fuzzing the request path for ${CAP_FUZZ_SECONDS:-60} s, the fMP4 reader for a third of it"
+  echo "== fuzzing the request path for ${CAP_FUZZ_SECONDS:-60} s, the fMP4 reader alongside"
   CC=clang scripts/build.sh build-fuzz -DCAP_FUZZ=ON -DCAP_WERROR=ON \
     -DCAP_FUZZ_SECONDS="${CAP_FUZZ_SECONDS:-60}"
-  (cd build-fuzz && ctest --output-on-failure -R '^fuzz-') || status=1
+  (cd build-fuzz && ctest --output-on-failure -j"$jobs" -R '^fuzz-') || status=1
 fi
 
 exit $status
