@@ -335,6 +335,13 @@ class Restart(unittest.TestCase):
         s, _, _ = mt.delete_job(srv, a_c["job_id"])
         self.assertEqual(s, 200)
         mt.poll_job(srv, a_c["job_id"])
+        # Canceled at once, but final only once its killed child has been
+        # reaped: its error then shows the signal (docs/API.md, DELETE), and
+        # that is the job the journal keeps.
+        deadline = time.time() + 10
+        while "signal" not in (mt.get_job(srv, a_c["job_id"])[2].get("error") or {}):
+            self.assertLess(time.time(), deadline, "the canceled job's child was not reaped")
+            time.sleep(0.05)
         ids.append(a_c["job_id"])
         before = {}
         for i in ids:
